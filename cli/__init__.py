@@ -1,0 +1,1 @@
+"""The `detrtool` command line (click)."""

@@ -1,0 +1,1 @@
+"""detrtool core: the DETR model, matcher, losses, post-processing, data, evaluation and training."""
