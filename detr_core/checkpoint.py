@@ -1,0 +1,182 @@
+"""Checkpoints: load official facebookresearch/detr files and detrtool's own, save atomically.
+
+An official checkpoint is ``{"model": state_dict}``; its architecture is inferred from the state dict.
+A detrtool checkpoint also carries ``config`` (``{"model": ModelConfig as dict, ...}``) and training
+state. Loading never unpickles arbitrary objects (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detr_core.config import ModelConfig
+from detr_core.registry import build_model
+
+log = logging.getLogger(__name__)
+
+_RESNET_BY_STAGE3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
+_BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable DETR checkpoint; the message names the file and what is wrong."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint dict with ``weights_only=True``; one clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same one-line error
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{path}: not a DETR checkpoint (expected a dict with a 'model' state dict)")
+    return ckpt
+
+
+def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> ModelConfig:
+    """The ``ModelConfig`` an official state dict implies (``nheads`` and ``dilation`` cannot be seen)."""
+    required = ("input_proj.weight", "query_embed.weight", "class_embed.weight",
+                "transformer.encoder.layers.0.linear1.weight", "backbone.0.body.conv1.weight")
+    missing = [k for k in required if k not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: not a DETR state dict, missing keys {missing}")
+    bottleneck = "backbone.0.body.layer1.0.conv3.weight" in state_dict
+    stage3 = _count_indexed(state_dict, "backbone.0.body.layer3.")
+    backbone = _RESNET_BY_STAGE3.get((bottleneck, stage3))
+    if backbone is None:
+        raise CheckpointError(f"{source}: unrecognised backbone ({'bottleneck' if bottleneck else 'basic'} "
+                              f"blocks, {stage3} blocks in layer3)")
+    return ModelConfig(
+        backbone=backbone,
+        hidden_dim=int(state_dict["input_proj.weight"].shape[0]),
+        dim_feedforward=int(state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0]),
+        enc_layers=_count_indexed(state_dict, "transformer.encoder.layers."),
+        dec_layers=_count_indexed(state_dict, "transformer.decoder.layers."),
+        num_queries=int(state_dict["query_embed.weight"].shape[0]),
+        num_classes=int(state_dict["class_embed.weight"].shape[0]) - 1,
+        pre_norm="transformer.encoder.norm.weight" in state_dict,
+        position_embedding="learned" if "backbone.1.row_embed.weight" in state_dict else "sine",
+    )
+
+
+def _count_indexed(state_dict: dict[str, Any], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    return max(indices) + 1 if indices else 0
+
+
+def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
+    """Load a detrtool or official checkpoint into a ``DETR`` in eval mode.
+
+    ``overrides`` change the config (e.g. ``nheads=8``, ``dilation=True`` for official files, which
+    cannot carry them; ``num_classes=N`` / ``num_queries=N`` drop the class head / queries for
+    fine-tuning), or are builder options (``train_backbone``, ``attention_impl``).
+    """
+    ckpt = read_checkpoint(path)
+    state = _detection_state(ckpt["model"], path)
+    config = _stored_config(ckpt) or infer_config(state, source=str(path))
+    build_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _BUILD_KEYS}
+    wanted = config.replace(**overrides)
+    state = _drop_resized_heads(state, config, wanted, path)
+    model = build_model(wanted, **build_kwargs)
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval()
+
+
+def _stored_config(ckpt: dict[str, Any]) -> ModelConfig | None:
+    config = ckpt.get("config")
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        return ModelConfig.from_dict(config["model"])
+    return None
+
+
+def _detection_state(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
+    """Strip the panoptic wrapper (``detr.`` prefix), dropping its mask head with one log line."""
+    if any(k.startswith("detr.") for k in state):
+        dropped = sum(1 for k in state if not k.startswith("detr."))
+        log.info("%s: panoptic checkpoint; loading its detector, dropping %d mask-head tensors", path, dropped)
+        return {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
+    return state
+
+
+def _drop_resized_heads(state: dict[str, torch.Tensor], stored: ModelConfig, wanted: ModelConfig,
+                        path: str | Path) -> dict[str, torch.Tensor]:
+    """Fine-tuning: another num_classes drops the class head, another num_queries the query embedding."""
+    dropped = []
+    if wanted.num_classes != stored.num_classes:
+        dropped += ["class_embed.weight", "class_embed.bias"]
+    if wanted.num_queries != stored.num_queries:
+        dropped += ["query_embed.weight"]
+    if dropped:
+        log.info("%s: num_classes %d -> %d, num_queries %d -> %d: dropping %s (trained anew)", path,
+                 stored.num_classes, wanted.num_classes, stored.num_queries, wanted.num_queries, dropped)
+    return {k: v for k, v in state.items() if k not in dropped}
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Strict load that names the first bad keys; heads dropped for fine-tuning may be missing."""
+    own = model.state_dict()
+    allowed_missing = {k for k in own if k.startswith(("class_embed.", "query_embed.")) and k not in state}
+    missing = [k for k in own if k not in state and k not in allowed_missing]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatch {mismatched[:3]}{' ...' if len(mismatched) > 3 else ''}")
+    if problems:
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=not allowed_missing)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` atomically: temp file in the same folder, fsync, rename (a kill at any moment
+    leaves either the old file or the new one, never a torn one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def model_payload(model: nn.Module, config: ModelConfig, **extra: Any) -> dict[str, Any]:
+    """The dict a detrtool checkpoint holds: ``model`` state dict, ``config`` and any ``extra`` state."""
+    from detr_core.config import to_dict
+
+    return {"model": model.state_dict(), "config": {"model": to_dict(config)}, **extra}

@@ -1,0 +1,83 @@
+"""Convolutional backbones with frozen BatchNorm.
+
+The ResNets are torchvision's own (``weights=None``: nothing is downloaded), with
+``torchvision.ops.FrozenBatchNorm2d`` (eps 1e-5 inside the rsqrt) and, for DC5, a dilated last stage.
+Only ``layer2``–``layer4`` train. Parameter names match the official checkpoints under
+``backbone.0.body.``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+log = logging.getLogger(__name__)
+
+_RESNETS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+    "resnet101": torchvision.models.resnet101,
+}
+TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``images`` [B, 3, H, W] -> ``features`` [B, num_channels, H/s, W/s].
+
+    ``body`` holds the layers (state-dict prefix ``body.``); ``num_channels`` and ``stride`` describe
+    the output.
+    """
+
+    def __init__(self, *, body: nn.Module, num_channels: int, stride: int) -> None:
+        super().__init__()
+        self.body = body
+        self.num_channels = num_channels
+        self.stride = stride
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.body(images)["0"]
+
+
+def resnet_backbone(
+    name: str, *, dilation: bool = False, train_backbone: bool = True, weights_path: str | Path | None = None
+) -> Backbone:
+    """A torchvision ResNet trunk (no avgpool / fc) with FrozenBatchNorm2d.
+
+    ``weights_path`` optionally names a local ImageNet state dict (torchvision's layout, fc keys ignored).
+    """
+    if name not in _RESNETS:
+        raise ValueError(f"unknown ResNet backbone {name!r}; choose one of {sorted(_RESNETS)}")
+    resnet = _RESNETS[name](
+        weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=FrozenBatchNorm2d
+    )
+    if weights_path is not None:
+        _load_imagenet_weights(resnet, Path(weights_path))
+    for param_name, param in resnet.named_parameters():
+        trainable = train_backbone and param_name.split(".")[0] in TRAINABLE_STAGES
+        param.requires_grad_(trainable)
+    num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+    body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+    return Backbone(body=body, num_channels=num_channels, stride=16 if dilation else 32)
+
+
+def _load_imagenet_weights(resnet: nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        raise ValueError(f"{path}: not a readable ImageNet state dict ({exc.__class__.__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: backbone weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("loaded ImageNet backbone weights from %s", path)
