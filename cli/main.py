@@ -18,7 +18,9 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     # Each command lives in its own module; the list below is the CLI's table of contents.
-    pass
+    from cli.data import data
+
+    cli.add_command(data)
 
 
 _register()

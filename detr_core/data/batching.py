@@ -5,7 +5,8 @@ Images go in the top-left corner (pad right/bottom); ``mask`` is True on padding
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,3 +38,56 @@ def pad_images(images: Sequence[Tensor], pad_to: tuple[int, int] | None = None) 
         batch[i, :, :h, :w].copy_(img)
         mask[i, :h, :w] = False
     return batch, mask
+
+
+Sample = tuple[Tensor, dict[str, Any]]
+
+
+def make_collate(pad_to: tuple[int, int] | None = None) -> Callable[[Sequence[Sample]], tuple[Tensor, Tensor, list]]:
+    """A DataLoader ``collate_fn``: ``[(image [3, H_i, W_i], target), ...] -> (images, mask, targets)``.
+
+    ``images`` [B, 3, H, W] float, ``mask`` [B, H, W] bool (True on padding), ``targets`` the list of
+    target dicts. ``H, W`` is the batch maximum, or the fixed ``pad_to`` canvas (e.g. ``--pad-to 800x1333``);
+    an image larger than the canvas raises ``ValueError`` naming its ``image_id`` and size.
+    """
+
+    def collate(batch: Sequence[Sample]) -> tuple[Tensor, Tensor, list]:
+        images = [image for image, _ in batch]
+        targets = [target for _, target in batch]
+        if pad_to is not None:
+            _check_fits(images, targets, pad_to)
+        padded, mask = pad_images(images, pad_to)
+        return padded, mask, targets
+
+    return collate
+
+
+def _check_fits(images: Sequence[Tensor], targets: Sequence[dict], pad_to: tuple[int, int]) -> None:
+    for image, target in zip(images, targets, strict=True):
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if h > pad_to[0] or w > pad_to[1]:
+            image_id = target.get("image_id", "?") if isinstance(target, dict) else "?"
+            image_id = int(image_id) if isinstance(image_id, Tensor) else image_id
+            raise ValueError(
+                f"image {image_id} is {h}x{w} after transforms and does not fit the --pad-to canvas "
+                f"{pad_to[0]}x{pad_to[1]}; use a larger canvas or a smaller resize (max_size)"
+            )
+
+
+def collate_fn(batch: Sequence[Sample]) -> tuple[Tensor, Tensor, list]:
+    """Collate padding to the largest image of the batch (see :func:`make_collate`)."""
+    return make_collate(None)(batch)
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """``"800x1333"`` -> ``(800, 1333)`` (height x width, positive ints); ``ValueError`` otherwise."""
+    parts = str(text).strip().lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        h, w = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(f"expected HEIGHTxWIDTH such as 800x1333, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"HEIGHTxWIDTH must be positive, got {text!r}")
+    return h, w

@@ -1,0 +1,80 @@
+"""``detrtool data``: make the synthetic shapes, convert VOC to COCO JSON, check a dataset."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from detr_core.data.check import check_coco, check_voc
+from detr_core.data.coco import DatasetError
+from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
+from detr_core.data.voc import voc_to_coco
+
+
+@click.group()
+def data() -> None:
+    """Datasets: generate the synthetic shapes, convert VOC, check a dataset."""
+
+
+@data.command()
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (COCO layout).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-count", type=click.IntRange(min=0), default=4000, show_default=True)
+@click.option("--val-count", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option("--classes", default=",".join(SHAPE_CLASSES), show_default=True,
+              help="Comma-separated shape classes (category ids 0..K-1 in this order).")
+@click.option("--max-objects", type=click.IntRange(min=1), default=5, show_default=True)
+def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: int, classes: str,
+           max_objects: int) -> None:
+    """Generate the synthetic-shapes dataset into OUT (train2017/, val2017/, annotations/)."""
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    try:
+        params = ShapesParams(seed=seed, image_size=image_size, train_count=train_count, val_count=val_count,
+                              classes=names, max_objects=max_objects)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    root = generate_shapes(out, params, progress=sys.stderr.isatty())
+    click.echo(f"wrote {train_count} train + {val_count} val images ({len(names)} classes, ids 0..{len(names) - 1}) "
+               f"to {root}")
+
+
+@data.command()
+@click.argument("voc_root", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="val", show_default=True, help="ImageSets/Main split (train, val, trainval, test).")
+@click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="COCO JSON to write.")
+@click.option("--category-offset", type=click.Choice(["0", "1"]), default="0", show_default=True,
+              help="0: category ids 0..19; 1: ids 1..20.")
+@click.option("--remove-difficult", is_flag=True, help="Leave out objects flagged difficult.")
+def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: str, remove_difficult: bool) -> None:
+    """Convert a VOCdevkit split to COCO JSON (boxes: x = xmin - 1, w = xmax - xmin + 1)."""
+    try:
+        coco = voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
+                           remove_difficult=remove_difficult)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}")
+
+
+@data.command()
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--images", type=click.Path(exists=True, file_okay=False), help="Images folder (COCO JSON input).")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Also check category ids < num_classes.")
+@click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True,
+              help="VOC year (VOCdevkit input).")
+def check(source: str, images: str | None, num_classes: int | None, year: str) -> None:
+    """Check ANN.json --images DIR, or a VOC_ROOT; print the report; exit 1 when errors are found."""
+    path = Path(source)
+    progress = sys.stderr.isatty()
+    if path.is_dir():
+        report = check_voc(path, year=year, progress=progress)
+    else:
+        if images is None:
+            raise click.UsageError("checking a COCO JSON needs --images DIR")
+        report = check_coco(path, images, num_classes, progress=progress)
+    click.echo(report.format())
+    if not report.ok:
+        sys.exit(1)

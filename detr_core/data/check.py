@@ -1,0 +1,267 @@
+"""Dataset checks: a report of images, annotations, boxes per class, sizes and every problem found.
+
+Two kinds of problem, each one line naming the file / image id / annotation id:
+
+- **errors** — the loader would raise or training would be wrong: missing, corrupt or truncated image
+  files; unreadable JSON/XML; annotations pointing to missing images; category ids absent from
+  ``categories`` or ≥ ``num_classes``; malformed ``bbox``; image size differing from the JSON's.
+- **warnings** — documented fix-ups the loader applies, also counted in ``fixups``: boxes with NaN/inf
+  coordinates or zero/negative size are dropped, out-of-bounds boxes are clipped to the image, crowd
+  annotations are left out of training targets, non-RGB images (grayscale, RGBA, palette, CMYK, 16-bit)
+  are converted to RGB, EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from detr_core.data.coco import DatasetError, load_rgb_image
+from detr_core.data.voc import VOC_CLASSES, VocRecord, parse_voc_xml, resolve_voc_dir
+
+_SIZE_BINS = (64, 128, 256, 512, 1024, 2048)
+FIX_NONFINITE = "box with NaN/inf coordinates dropped"
+FIX_DEGENERATE = "zero-size or negative box dropped"
+FIX_CLIPPED = "out-of-bounds box clipped to the image"
+FIX_CROWD = "crowd annotation left out of training targets"
+FIX_EXIF = "EXIF orientation applied"
+
+
+@dataclass
+class Report:
+    """What :func:`check_coco` / :func:`check_voc` found. ``ok`` is True when there is no error."""
+
+    source: str
+    num_images: int = 0
+    num_annotations: int = 0
+    boxes_per_class: Counter = field(default_factory=Counter)
+    size_histogram: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    fixups: Counter = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def warn(self, fixup: str, message: str) -> None:
+        self.fixups[fixup] += 1
+        self.warnings.append(f"{message} — {fixup}")
+
+    def add_image_size(self, h: int, w: int) -> None:
+        longer = max(h, w)
+        label = next((f"<= {b}" for b in _SIZE_BINS if longer <= b), f"> {_SIZE_BINS[-1]}")
+        self.size_histogram[label] += 1
+
+    def format(self) -> str:
+        """Human-readable multi-line report."""
+        lines = [f"dataset: {self.source}", f"images: {self.num_images}", f"annotations: {self.num_annotations}",
+                 "boxes per class:"]
+        lines += [f"  {name}: {n}" for name, n in sorted(self.boxes_per_class.items())]
+        lines.append("image sizes (longer side):")
+        order = [f"<= {b}" for b in _SIZE_BINS] + [f"> {_SIZE_BINS[-1]}"]
+        lines += [f"  {k}: {self.size_histogram[k]}" for k in order if self.size_histogram[k]]
+        lines.append(f"fix-ups: {sum(self.fixups.values())}")
+        lines += [f"  {k}: {n}" for k, n in sorted(self.fixups.items())]
+        lines += [f"WARNING {w}" for w in self.warnings]
+        lines += [f"ERROR {e}" for e in self.errors]
+        lines.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        return "\n".join(lines)
+
+
+def _check_image_file(report: Report, path: Path, what: str, expected_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Load one image as the dataset would; record errors/fix-ups; return its (h, w) or None."""
+    try:
+        loaded = load_rgb_image(path)
+    except DatasetError as exc:
+        report.errors.append(f"{what}: {exc}")
+        return None
+    for fix in loaded.fixups:
+        report.fixups[FIX_EXIF if fix.startswith("EXIF") else fix] += 1
+    w, h = loaded.image.size
+    report.add_image_size(h, w)
+    if expected_hw and all(expected_hw) and expected_hw != (h, w):
+        report.errors.append(f"{what}: {path}: annotation says {expected_hw[0]}x{expected_hw[1]} (HxW), "
+                             f"the file is {h}x{w}")
+    return h, w
+
+
+def _check_xyxy(report: Report, what: str, box: tuple[float, ...], hw: tuple[int, int] | None) -> bool:
+    """Record the fix-up a box needs; True when the box survives loading."""
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        report.warn(FIX_NONFINITE, f"{what}: box {list(box)} has NaN/inf coordinates")
+        return False
+    if x2 <= x1 or y2 <= y1:
+        report.warn(FIX_DEGENERATE, f"{what}: box has zero or negative size ({x2 - x1:g}x{y2 - y1:g})")
+        return False
+    if hw is not None and (x1 < 0 or y1 < 0 or x2 > hw[1] or y2 > hw[0]):
+        report.warn(FIX_CLIPPED, f"{what}: box x1,y1,x2,y2={[round(v, 2) for v in box]} exceeds the "
+                                 f"{hw[0]}x{hw[1]} image")
+        if min(x2, hw[1]) <= max(x1, 0) or min(y2, hw[0]) <= max(y1, 0):
+            report.warn(FIX_DEGENERATE, f"{what}: box lies entirely outside the image")
+            return False
+    return True
+
+
+def _coco_bbox(ann: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        return None
+    try:
+        x, y, w, h = (float("nan") if v is None else float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    return x, y, x + w, y + h
+
+
+def _check_category(report: Report, what: str, cat: Any, categories: dict[int, str], num_classes: int | None) -> bool:
+    if not isinstance(cat, int) or cat not in categories:
+        report.errors.append(f"{what}: category_id {cat!r} is not in 'categories' (ids {sorted(categories)})")
+        return False
+    if num_classes is not None and not 0 <= cat < num_classes:
+        report.errors.append(f"{what}: category_id {cat} does not fit num_classes={num_classes} "
+                             f"(ids must be 0..{num_classes - 1})")
+        return False
+    return True
+
+
+def _check_coco_annotation(report: Report, ann: dict[str, Any], sizes: dict[int, Any],
+                           categories: dict[int, str], num_classes: int | None) -> None:
+    what = f"annotation {ann.get('id', '?')} (image {ann.get('image_id', '?')})"
+    if ann.get("image_id") not in sizes:
+        report.errors.append(f"{what}: image_id {ann.get('image_id')!r} is not in 'images'")
+        return
+    if not _check_category(report, what, ann.get("category_id"), categories, num_classes):
+        return
+    box = _coco_bbox(ann)
+    if box is None:
+        report.errors.append(f"{what}: bbox {ann.get('bbox')!r} is not four numbers [x, y, w, h]")
+        return
+    if ann.get("iscrowd", 0):
+        report.fixups[FIX_CROWD] += 1
+        return
+    if _check_xyxy(report, what, box, sizes[ann["image_id"]]):
+        report.boxes_per_class[categories[ann["category_id"]]] += 1
+
+
+def _load_json(report: Report, ann_path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(ann_path.read_text())
+    except FileNotFoundError:
+        report.errors.append(f"{ann_path}: annotation file is missing")
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.errors.append(f"{ann_path}: annotation file is not readable JSON ({exc})")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        report.errors.append(f"{ann_path}: not a COCO annotation file (no 'images' list)")
+        return None
+    return data
+
+
+def _check_coco_images(report: Report, images: list[dict], images_dir: Path, progress: bool) -> dict[int, Any]:
+    sizes: dict[int, Any] = {}
+    for info in tqdm(images, desc="check images", disable=not progress, leave=False):
+        what = f"image {info.get('id', '?')}"
+        if "file_name" not in info or "id" not in info:
+            report.errors.append(f"{what}: entry has no 'id' or 'file_name'")
+            continue
+        expected = (int(info.get("height", 0) or 0), int(info.get("width", 0) or 0))
+        sizes[info["id"]] = _check_image_file(report, images_dir / info["file_name"], what, expected)
+    return sizes
+
+
+def check_coco(ann_path: str | Path, images_dir: str | Path, num_classes: int | None = None, *,
+               progress: bool = False) -> Report:
+    """Check a COCO-format annotation file and its images (every image is decoded, as training would)."""
+    ann_path, images_dir = Path(ann_path), Path(images_dir)
+    report = Report(source=f"{ann_path} (images in {images_dir})")
+    data = _load_json(report, ann_path)
+    if data is None:
+        return report
+    categories = {c["id"]: str(c.get("name", c["id"])) for c in data.get("categories", []) if "id" in c}
+    report.num_images = len(data["images"])
+    sizes = _check_coco_images(report, data["images"], images_dir, progress)
+    anns = data.get("annotations", [])
+    report.num_annotations = len(anns)
+    for ann in tqdm(anns, desc="check annotations", disable=not progress, leave=False):
+        _check_coco_annotation(report, ann, sizes, categories, num_classes)
+    return report
+
+
+def _voc_stems(voc_dir: Path, splits: Iterable[str] | None) -> list[str]:
+    main = voc_dir / "ImageSets" / "Main"
+    files = [main / f"{s}.txt" for s in splits] if splits else sorted(main.glob("*.txt"))
+    files = [f for f in files if "_" not in f.stem]  # skip per-class lists such as cat_train.txt
+    if not files:
+        return sorted(p.stem for p in (voc_dir / "Annotations").glob("*.xml"))
+    stems = {line.split()[0] for f in files if f.is_file() for line in f.read_text().splitlines() if line.strip()}
+    return sorted(stems)
+
+
+def _check_voc_record(report: Report, record: VocRecord, hw: tuple[int, int] | None, xml: Path) -> None:
+    for k, obj in enumerate(record.objects):
+        report.num_annotations += 1
+        what = f"{xml.name} object {k} ({obj.name})"
+        if obj.name not in VOC_CLASSES:
+            report.errors.append(f"{what}: unknown VOC class {obj.name!r}")
+            continue
+        xmin, ymin, xmax, ymax = obj.box
+        if _check_xyxy(report, what, (xmin - 1, ymin - 1, xmax, ymax), hw):
+            report.boxes_per_class[obj.name] += 1
+            report.fixups["difficult objects (kept, flagged)"] += int(obj.difficult)
+
+
+def check_voc(root: str | Path, *, year: str = "2007", splits: Iterable[str] | None = None,
+              progress: bool = False) -> Report:
+    """Check a VOCdevkit: split files, every annotation XML, every image (decoded) and every box."""
+    try:
+        voc_dir = resolve_voc_dir(root, year)
+    except DatasetError as exc:
+        return Report(source=str(root), errors=[str(exc)])
+    report = Report(source=str(voc_dir))
+    for stem in tqdm(_voc_stems(voc_dir, splits), desc="check VOC", disable=not progress, leave=False):
+        xml = voc_dir / "Annotations" / f"{stem}.xml"
+        try:
+            record = parse_voc_xml(xml)
+        except DatasetError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.num_images += 1
+        hw = _check_image_file(report, voc_dir / "JPEGImages" / record.filename, f"{xml.name}", record.size)
+        _check_voc_record(report, record, hw, xml)
+    return report
+
+
+def _category_ids(dataset_or_ann: Any) -> list[int]:
+    if hasattr(dataset_or_ann, "category_ids"):
+        return list(dataset_or_ann.category_ids)
+    data = dataset_or_ann
+    if isinstance(data, str | Path):
+        data = json.loads(Path(data).read_text())
+    ids = {c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in data.get("annotations", [])}
+    return sorted(ids)
+
+
+def validate_num_classes(dataset_or_ann: Any, num_classes: int) -> None:
+    """Refuse (``ValueError``) a dataset whose category ids do not fit ``num_classes`` (DETR: max id + 1).
+
+    ``dataset_or_ann``: a dataset with ``category_ids`` (CocoDetection, VocDetection), a COCO dict or the
+    path of a COCO JSON file. Call it before training starts.
+    """
+    ids = _category_ids(dataset_or_ann)
+    bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < num_classes]
+    if bad:
+        needed = max(i for i in ids if isinstance(i, int)) + 1
+        raise ValueError(
+            f"dataset category ids {bad[:10]} do not fit num_classes={num_classes}: DETR needs "
+            f"num_classes = max category id + 1 = {needed} (ids must be 0..{num_classes - 1})"
+        )

@@ -1,0 +1,222 @@
+"""COCO-format detection dataset: ``(image [3, H, W] float32, target dict)`` samples for DETR.
+
+Conventions (the reference DETR's):
+
+- ``labels`` are the category ids exactly as in the file (int64); ``num_classes = max id + 1``.
+- ``boxes`` float32 [N, 4] normalised ``(cx, cy, w, h)`` relative to the *transformed* image size.
+- crowd annotations (``iscrowd=1``) are dropped; boxes are clipped to the image; boxes with no area after
+  clipping (w or h ≤ 0) and boxes with NaN/inf coordinates are removed.
+- images are converted to RGB (grayscale, RGBA, palette, CMYK, 16-bit) and their EXIF orientation is applied.
+
+Bad files never surface as an obscure traceback from a DataLoader worker: they raise :class:`DatasetError`
+naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from PIL import ImageOps
+from pycocotools.coco import COCO
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.ops import box_convert
+from torchvision.transforms.v2 import functional as F
+
+logger = logging.getLogger(__name__)
+
+Transforms = Callable[[Any, Any], tuple[Any, Any]]
+_EXIF_ORIENTATION = 0x0112
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file and the problem."""
+
+
+@dataclass
+class LoadedImage:
+    """An RGB PIL image plus the fix-ups applied while loading (e.g. ``"mode L converted to RGB"``)."""
+
+    image: PIL.Image.Image
+    fixups: list[str] = field(default_factory=list)
+
+
+def _to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
+    """Convert any PIL mode to 8-bit RGB (16-bit/float data scaled by its full range, alpha dropped)."""
+    if img.mode in _HIGH_DEPTH_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else 65535.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return PIL.Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_rgb_image(path: str | Path) -> LoadedImage:
+    """Open ``path`` fully (truncation is detected), apply EXIF orientation, convert to RGB.
+
+    Raises :class:`DatasetError` for a missing, corrupt or truncated file.
+    """
+    path = Path(path)
+    fixups: list[str] = []
+    try:
+        with PIL.Image.open(path) as img:
+            img.load()
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation not in (None, 1):
+                img = ImageOps.exif_transpose(img)
+                fixups.append(f"EXIF orientation {orientation} applied")
+            if img.mode != "RGB":
+                fixups.append(f"mode {img.mode} converted to RGB")
+                img = _to_rgb(img)
+            return LoadedImage(img.copy(), fixups)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file is missing") from None
+    except PIL.UnidentifiedImageError:
+        raise DatasetError(f"{path}: not a readable image (corrupt or unknown format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: image file is corrupt or truncated ({exc})") from None
+
+
+def load_coco_json(ann_path: str | Path) -> COCO:
+    """Load a COCO annotation file with pycocotools (quietly); :class:`DatasetError` if unreadable."""
+    ann_path = Path(ann_path)
+    try:
+        data = json.loads(ann_path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{ann_path}: annotation file is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{ann_path}: annotation file is not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{ann_path}: not a COCO annotation file (no 'images' list)")
+    data.setdefault("annotations", [])
+    data.setdefault("categories", [])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def class_names_from_categories(categories: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """DETR convention: ``num_classes = max id + 1``; ``names[id]`` is the name, ``"N/A"`` for unused ids."""
+    if not categories:
+        return 0, []
+    num_classes = max(int(c["id"]) for c in categories) + 1
+    names = ["N/A"] * num_classes
+    for cat in categories:
+        names[int(cat["id"])] = str(cat.get("name", cat["id"]))
+    return num_classes, names
+
+
+#: Target fields holding one entry per object (filtered together with ``boxes``).
+PER_OBJECT_KEYS: tuple[str, ...] = ("labels", "area", "iscrowd", "difficult")
+
+
+def clean_boxes(target: dict[str, Any]) -> dict[str, Any]:
+    """Clip ``boxes`` (BoundingBoxes XYXY) to the canvas, drop non-finite and zero-area ones (all fields)."""
+    boxes = target["boxes"]
+    finite = torch.isfinite(boxes).all(dim=1)
+    clipped = F.clamp_bounding_boxes(
+        torch.nan_to_num(boxes.as_subclass(Tensor)),
+        format=tv_tensors.BoundingBoxFormat.XYXY,
+        canvas_size=boxes.canvas_size,
+        clamping_mode="hard",
+    )
+    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    out = dict(target)
+    for key in PER_OBJECT_KEYS:
+        if key in target:
+            out[key] = target[key][keep]
+    out["boxes"] = tv_tensors.wrap(clipped[keep], like=boxes)
+    return out
+
+
+def finalize_sample(
+    image: PIL.Image.Image, target: dict[str, Any], transforms: Transforms | None
+) -> tuple[Tensor, dict[str, Any]]:
+    """Apply ``transforms`` to (Image, target with XYXY BoundingBoxes), then DETR's target layout.
+
+    Returns ``image`` float32 [3, H, W] (normalised by the transforms, or in [0, 1] without them) and the
+    target with ``boxes`` float32 [N, 4] normalised cx,cy,w,h and ``size`` = (H, W) after transforms.
+    """
+    img = tv_tensors.Image(F.pil_to_tensor(image))
+    target = clean_boxes(target)
+    if transforms is not None:
+        img, target = transforms(img, target)
+        target = clean_boxes(target)
+    if img.dtype == torch.uint8:
+        img = F.to_dtype(img, torch.float32, scale=True)
+    h, w = int(img.shape[-2]), int(img.shape[-1])
+    boxes = box_convert(target["boxes"].as_subclass(Tensor).float(), "xyxy", "cxcywh")
+    target["boxes"] = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
+    target["size"] = torch.tensor([h, w], dtype=torch.int64)
+    return img.as_subclass(Tensor), target
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """COCO-format dataset. ``ds[i] -> (image float32 [3, H, W], target dict)``.
+
+    Target: ``boxes`` float32 [N, 4] (cx, cy, w, h in [0, 1]), ``labels`` int64 [N] (file category ids),
+    ``image_id`` int64 scalar, ``area`` float32 [N] (annotation area, original pixels), ``iscrowd`` int64
+    [N], ``orig_size`` int64 [2] (h, w) and ``size`` int64 [2] (h, w after transforms).
+    """
+
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, *, transforms: Transforms | None = None,
+                 drop_crowd: bool = True) -> None:
+        self.images_dir = Path(images_dir)
+        self.ann_file = Path(ann_file)
+        self.transforms = transforms
+        self.drop_crowd = drop_crowd
+        self.coco = load_coco_json(self.ann_file)
+        self.ids: list[int] = sorted(self.coco.imgs)
+        self.num_classes, self.class_names = class_names_from_categories(self.coco.dataset["categories"])
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Every category id used by an annotation or listed in ``categories`` (sorted)."""
+        used = {int(a["category_id"]) for a in self.coco.dataset["annotations"]}
+        return sorted(used | {int(c) for c in self.coco.cats})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _raw_target(self, image_id: int, h: int, w: int) -> dict[str, Any]:
+        anns = self.coco.imgToAnns.get(image_id, [])
+        if self.drop_crowd:
+            anns = [a for a in anns if not a.get("iscrowd", 0)]
+        try:
+            xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+            labels = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{self.ann_file}: image {image_id} has a malformed annotation ({exc})") from None
+        boxes = tv_tensors.BoundingBoxes(xywh, format="XYWH", canvas_size=(h, w))
+        return {
+            "boxes": F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY),
+            "labels": labels,
+            "image_id": torch.tensor(image_id, dtype=torch.int64),
+            "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
+            "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        if "file_name" not in info:
+            raise DatasetError(f"{self.ann_file}: image {image_id} has no file_name")
+        loaded = load_rgb_image(self.images_dir / info["file_name"])
+        w, h = loaded.image.size
+        return finalize_sample(loaded.image, self._raw_target(image_id, h, w), self.transforms)

@@ -1,0 +1,205 @@
+"""Pascal VOC (VOCdevkit/VOC2007, VOC2012) reader and VOC → COCO JSON conversion.
+
+Box convention (documented, tested): VOC ``<bndbox>`` coordinates are 1-based *inclusive pixel indices*
+(``xmin=1`` is the first column, ``xmax`` the last column covered). They become continuous 0-based
+pixel-edge coordinates, as in Detectron/torchvision::
+
+    COCO x = xmin - 1,  y = ymin - 1,  w = xmax - xmin + 1,  h = ymax - ymin + 1
+    (XYXY: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax)
+
+Labels are indices into :data:`VOC_CLASSES` (the 20 classes in their standard order) plus
+``category_id_offset`` (0 → ids 0..19, num_classes 20; 1 → ids 1..20, num_classes 21). ``difficult``
+objects are kept and flagged in the target's ``difficult`` bool tensor unless ``remove_difficult``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_image
+
+logger = logging.getLogger(__name__)
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+VOC_SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test")
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One ``<object>``: class name, difficult flag, VOC 1-based inclusive box (xmin, ymin, xmax, ymax)."""
+
+    name: str
+    difficult: bool
+    box: tuple[float, float, float, float]
+
+    def coco_xywh(self) -> list[float]:
+        """COCO ``[x, y, w, h]`` (0-based pixel edges) — see the module docstring."""
+        xmin, ymin, xmax, ymax = self.box
+        return [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]
+
+
+@dataclass(frozen=True)
+class VocRecord:
+    """A parsed annotation XML: file name, (height, width) from ``<size>`` and the objects."""
+
+    stem: str
+    filename: str
+    size: tuple[int, int]
+    objects: tuple[VocObject, ...]
+
+
+def resolve_voc_dir(root: str | Path, year: str = "2007") -> Path:
+    """``root`` may be ``VOCdevkit`` (holding ``VOC{year}``) or the ``VOC{year}`` folder itself."""
+    root = Path(root)
+    for candidate in (root / f"VOC{year}", root):
+        if (candidate / "Annotations").is_dir():
+            return candidate
+    raise DatasetError(f"{root}: no VOC{year}/Annotations folder (expected a VOCdevkit or VOC{year} folder)")
+
+
+def read_split(voc_dir: Path, split: str) -> list[str]:
+    """Image ids listed in ``ImageSets/Main/{split}.txt``."""
+    path = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file is missing (splits: {', '.join(VOC_SPLITS)})")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
+    text = node.findtext(tag)
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{xml_path}: <{tag}> is missing or not a number ({text!r})") from None
+
+
+def _parse_object(node: ET.Element, xml_path: Path) -> VocObject:
+    name = (node.findtext("name") or "").strip()
+    box_node = node.find("bndbox")
+    if box_node is None:
+        raise DatasetError(f"{xml_path}: object {name!r} has no <bndbox>")
+    box = tuple(_number(box_node, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
+    difficult = (node.findtext("difficult") or "0").strip() == "1"
+    return VocObject(name, difficult, box)  # type: ignore[arg-type]
+
+
+def parse_voc_xml(xml_path: str | Path) -> VocRecord:
+    """Parse one ``Annotations/*.xml``; :class:`DatasetError` naming the file on any problem."""
+    xml_path = Path(xml_path)
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        raise DatasetError(f"{xml_path}: annotation file is missing") from None
+    except ET.ParseError as exc:
+        raise DatasetError(f"{xml_path}: malformed XML ({exc})") from None
+    size = root.find("size")
+    hw = (int(_number(size, "height", xml_path)), int(_number(size, "width", xml_path))) if size is not None else (0, 0)
+    filename = (root.findtext("filename") or f"{xml_path.stem}.jpg").strip()
+    objects = tuple(_parse_object(node, xml_path) for node in root.findall("object"))
+    return VocRecord(xml_path.stem, filename, hw, objects)
+
+
+def voc_image_id(stem: str, index: int) -> int:
+    """Integer image id: the digits of the VOC id (``2008_000123`` → 2008000123), else ``index + 1``."""
+    digits = stem.replace("_", "")
+    return int(digits) if digits.isdigit() else index + 1
+
+
+def _label(name: str, xml_path: Path, offset: int) -> int:
+    if name not in VOC_CLASSES:
+        raise DatasetError(f"{xml_path}: unknown VOC class {name!r}")
+    return VOC_CLASSES.index(name) + offset
+
+
+class VocDetection(torch.utils.data.Dataset):
+    """VOCdevkit dataset. ``ds[i] -> (image float32 [3, H, W], target)`` with the COCO dataset's target
+    layout (``boxes`` normalised cx,cy,w,h; ``labels`` int64; ``image_id``; ``area``; ``iscrowd`` zeros;
+    ``orig_size``; ``size``) plus ``difficult`` bool [N]."""
+
+    def __init__(self, root: str | Path, *, year: str = "2007", split: str = "train",
+                 transforms: Transforms | None = None, remove_difficult: bool = False,
+                 category_id_offset: int = 0) -> None:
+        self.voc_dir = resolve_voc_dir(root, year)
+        self.split = split
+        self.stems = read_split(self.voc_dir, split)
+        self.transforms = transforms
+        self.remove_difficult = remove_difficult
+        self.offset = category_id_offset
+        self.num_classes = len(VOC_CLASSES) + category_id_offset
+        self.class_names = ["N/A"] * category_id_offset + list(VOC_CLASSES)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(range(self.offset, self.num_classes))
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def _target(self, record: VocRecord, index: int, h: int, w: int, xml_path: Path) -> dict[str, Any]:
+        objs = [o for o in record.objects if not (self.remove_difficult and o.difficult)]
+        xywh = torch.tensor([o.coco_xywh() for o in objs], dtype=torch.float32).reshape(-1, 4)
+        boxes = tv_tensors.BoundingBoxes(xywh, format="XYWH", canvas_size=(h, w))
+        return {
+            "boxes": F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY),
+            "labels": torch.tensor([_label(o.name, xml_path, self.offset) for o in objs], dtype=torch.int64),
+            "image_id": torch.tensor(voc_image_id(record.stem, index), dtype=torch.int64),
+            "area": xywh[:, 2] * xywh[:, 3],
+            "iscrowd": torch.zeros(len(objs), dtype=torch.int64),
+            "difficult": torch.tensor([o.difficult for o in objs], dtype=torch.bool),
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        stem = self.stems[index]
+        xml_path = self.voc_dir / "Annotations" / f"{stem}.xml"
+        record = parse_voc_xml(xml_path)
+        loaded = load_rgb_image(self.voc_dir / "JPEGImages" / record.filename)
+        w, h = loaded.image.size
+        return finalize_sample(loaded.image, self._target(record, index, h, w, xml_path), self.transforms)
+
+
+def voc_to_coco(root: str | Path, split: str, out: str | Path | None = None, *, year: str = "2007",
+                category_id_offset: int = 0, remove_difficult: bool = False) -> dict[str, Any]:
+    """Convert a VOC split to a standard COCO dict (written to ``out`` when given).
+
+    Category ids are ``index + category_id_offset`` (0 → 0..19, 1 → 1..20), names included; boxes follow
+    the module's 1-based → 0-based convention; each annotation also carries ``difficult`` (0/1).
+    """
+    if category_id_offset not in (0, 1):
+        raise ValueError(f"category_id_offset must be 0 or 1, got {category_id_offset}")
+    voc_dir = resolve_voc_dir(root, year)
+    images, anns = [], []
+    for index, stem in enumerate(read_split(voc_dir, split)):
+        xml_path = voc_dir / "Annotations" / f"{stem}.xml"
+        record = parse_voc_xml(xml_path)
+        image_id = voc_image_id(stem, index)
+        images.append({"id": image_id, "file_name": record.filename,
+                       "height": record.size[0], "width": record.size[1]})
+        for obj in record.objects:
+            if remove_difficult and obj.difficult:
+                continue
+            x, y, w, h = obj.coco_xywh()
+            anns.append({"id": len(anns) + 1, "image_id": image_id,
+                         "category_id": _label(obj.name, xml_path, category_id_offset),
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "difficult": int(obj.difficult)})
+    cats = [{"id": i + category_id_offset, "name": n, "supercategory": "voc"} for i, n in enumerate(VOC_CLASSES)]
+    coco = {"info": {"description": f"VOC{year} {split} converted by detrtool"}, "licenses": [],
+            "images": images, "annotations": anns, "categories": cats}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(coco))
+        logger.info("voc2coco: %d images, %d boxes -> %s", len(images), len(anns), out)
+    return coco
