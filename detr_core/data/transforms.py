@@ -71,7 +71,8 @@ def _image_size(flat_inputs: list[Any]) -> tuple[int, int]:
 class ResizeShorterSide(v2.Transform):
     """Resize so the shorter side is a random choice from ``sizes`` and the longer side ≤ ``max_size``.
 
-    The output size is :func:`eval_resize_size` exactly; resizing is ``v2.functional.resize`` (antialiased
+    The output size is :func:`eval_resize_size` exactly (a 0 side, possible for extreme aspect ratios such
+    as 1x4000, becomes 1); resizing is ``v2.functional.resize`` (antialiased
     bilinear on images, boxes scaled by the same kernel family).
     """
 
@@ -82,7 +83,8 @@ class ResizeShorterSide(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = _image_size(flat_inputs)
-        return {"size": list(eval_resize_size(h, w, random.choice(self.sizes), self.max_size))}
+        new_h, new_w = eval_resize_size(h, w, random.choice(self.sizes), self.max_size)
+        return {"size": [max(1, new_h), max(1, new_w)]}  # the rule gives 0 for extreme aspect ratios
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.resize, inpt, params["size"], antialias=True)

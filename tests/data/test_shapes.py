@@ -1,0 +1,93 @@
+"""Synthetic shapes: COCO layout, determinism (byte-identical), tight boxes, cache reuse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from detr_core.data import CocoDetection, ShapesParams, default_shapes_root, ensure_default_shapes, generate_shapes
+from detr_core.data.shapes import mask_to_bbox, render_image
+
+SMALL = ShapesParams(seed=3, image_size=64, train_count=12, val_count=4)
+
+
+def all_files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_annotations(tmp_path):
+    root = generate_shapes(tmp_path / "s", SMALL, progress=False)
+    data = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    assert len(data["images"]) == 12 and len(list((root / "val2017").glob("*.png"))) == 4
+    assert [c["id"] for c in data["categories"]] == list(range(6))
+    assert all(1 <= sum(a["image_id"] == i["id"] for a in data["annotations"]) <= 5 for i in data["images"])
+    assert min(a["id"] for a in data["annotations"]) == 1 and min(i["id"] for i in data["images"]) == 1
+    ds = CocoDetection(root / "val2017", root / "annotations" / "instances_val2017.json")
+    image, target = ds[0]
+    assert image.shape == (3, 64, 64) and ds.num_classes == 6 and len(target["boxes"]) >= 1
+
+
+def test_same_seed_byte_identical_other_seed_differs(tmp_path):
+    a = all_files(generate_shapes(tmp_path / "a", SMALL, progress=False))
+    b = all_files(generate_shapes(tmp_path / "b", SMALL, progress=False))
+    assert a == b
+    c = all_files(generate_shapes(tmp_path / "c", ShapesParams(**{**SMALL.__dict__, "seed": 4}), progress=False))
+    assert c.keys() == a.keys() and c != a
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_boxes_tight_on_drawn_pixels(seed):
+    params = ShapesParams(image_size=96)
+    pixels, objects = render_image(np.random.default_rng((seed, 0, 0)), params)
+    assert pixels.shape == (96, 96, 3) and pixels.dtype == np.uint8
+    label_map = np.zeros((96, 96), dtype=int)
+    for k, obj in enumerate(objects, start=1):
+        assert not (label_map[obj.mask] > 0).any()  # visible masks are disjoint
+        label_map[obj.mask] = k
+        assert obj.mask.sum() >= 0.5 * obj.full_area  # at least half of every object stays visible
+        x, y, w, h = mask_to_bbox(obj.mask)
+        assert obj.mask[y:y + h, x:x + w].sum() == obj.mask.sum()  # contains every visible pixel
+        assert obj.mask[y, x:x + w].any() and obj.mask[y + h - 1, x:x + w].any()  # touches all four sides
+        assert obj.mask[y:y + h, x].any() and obj.mask[y:y + h, x + w - 1].any()
+
+
+def test_written_boxes_match_written_pixels(tmp_path):
+    """Object pixels differ from the background: the box edges sit where the written image changes."""
+    params = ShapesParams(seed=0, image_size=64, train_count=1, val_count=0, max_objects=1)
+    root = generate_shapes(tmp_path / "one", params, progress=False)
+    data = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    pixels = np.asarray(PIL.Image.open(root / "train2017" / data["images"][0]["file_name"]), dtype=np.float32)
+    _, objects = render_image(np.random.default_rng((0, 0, 0)), params)
+    assert data["annotations"][0]["bbox"] == mask_to_bbox(objects[0].mask)
+    inside = pixels[objects[0].mask].mean(axis=0)
+    outside = pixels[~objects[0].mask].mean(axis=0)
+    assert np.linalg.norm(inside - outside) > 20
+
+
+def test_mask_to_bbox_pixel_edges():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:5, 3] = True
+    assert mask_to_bbox(mask) == [3, 2, 1, 3]
+
+
+def test_bad_params():
+    with pytest.raises(ValueError, match="unknown or no classes"):
+        ShapesParams(classes=("blob",))
+    with pytest.raises(ValueError, match="min_objects"):
+        ShapesParams(max_objects=0)
+
+
+def test_cache_dir_and_ensure_generates_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETRTOOL_CACHE", str(tmp_path / "cache"))
+    params = {"image_size": 32, "train_count": 3, "val_count": 2, "seed": 1}
+    root = ensure_default_shapes(progress=False, **params)
+    assert root == default_shapes_root(ShapesParams(**params))
+    assert root.parent == tmp_path / "cache" and "32px-3tr-2va-seed1" in root.name
+    stamp = (root / "annotations" / "instances_train2017.json").stat().st_mtime_ns
+    assert ensure_default_shapes(progress=False, **params) == root
+    assert (root / "annotations" / "instances_train2017.json").stat().st_mtime_ns == stamp
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".tmp")]
+    assert default_shapes_root(ShapesParams(**{**params, "seed": 2})) != root
