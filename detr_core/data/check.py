@@ -97,7 +97,7 @@ def _check_xyxy(report: Report, what: str, box: tuple[float, ...], hw: tuple[int
     """Record the fix-up a box needs; True when the box survives loading."""
     x1, y1, x2, y2 = box
     if not all(math.isfinite(v) for v in box):
-        report.warn(FIX_NONFINITE, f"{what}: box {list(box)} has NaN/inf coordinates")
+        report.warn(FIX_NONFINITE, f"{what}: box has NaN/inf coordinates")
         return False
     if x2 <= x1 or y2 <= y1:
         report.warn(FIX_DEGENERATE, f"{what}: box has zero or negative size ({x2 - x1:g}x{y2 - y1:g})")

@@ -193,15 +193,23 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _bbox(self, ann: dict[str, Any]) -> list[float]:
+        """``[x, y, w, h]`` floats (JSON null -> NaN, dropped later); DatasetError when malformed."""
+        bbox = ann.get("bbox")
+        try:
+            if len(bbox) != 4:  # type: ignore[arg-type]
+                raise TypeError
+            return [float("nan") if v is None else float(v) for v in bbox]  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise DatasetError(f"{self.ann_file}: annotation {ann.get('id', '?')}: bbox {bbox!r} is not four "
+                               "numbers [x, y, w, h]") from None
+
     def _raw_target(self, image_id: int, h: int, w: int) -> dict[str, Any]:
         anns = self.coco.imgToAnns.get(image_id, [])
         if self.drop_crowd:
             anns = [a for a in anns if not a.get("iscrowd", 0)]
-        try:
-            xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-            labels = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.int64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"{self.ann_file}: image {image_id} has a malformed annotation ({exc})") from None
+        xywh = torch.tensor([self._bbox(a) for a in anns], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([int(a.get("category_id", -1)) for a in anns], dtype=torch.int64)
         boxes = tv_tensors.BoundingBoxes(xywh, format="XYWH", canvas_size=(h, w))
         return {
             "boxes": F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY),

@@ -8,7 +8,13 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from detr_core.data import CocoDetection, ShapesParams, default_shapes_root, ensure_default_shapes, generate_shapes
+from detr_core.data import (
+    CocoDetection,
+    ShapesParams,
+    default_shapes_root,
+    ensure_default_shapes,
+    generate_shapes,
+)
 from detr_core.data.shapes import mask_to_bbox, render_image
 
 SMALL = ShapesParams(seed=3, image_size=64, train_count=12, val_count=4)
