@@ -97,3 +97,24 @@ def test_cache_dir_and_ensure_generates_once(tmp_path, monkeypatch):
     assert (root / "annotations" / "instances_train2017.json").stat().st_mtime_ns == stamp
     assert not [p for p in root.parent.iterdir() if p.name.startswith(".tmp")]
     assert default_shapes_root(ShapesParams(**{**params, "seed": 2})) != root
+
+
+def test_build_dataset_sources(tmp_path, monkeypatch):
+    from detr_core.data import DatasetError, DatasetSource, build_dataset
+    from tests.data import write_voc
+
+    monkeypatch.setenv("DETRTOOL_CACHE", str(tmp_path / "cache"))
+    small = {"image_size": 32, "train_count": 2, "val_count": 1}
+    ds, num_classes, names = build_dataset(DatasetSource(), "val", shapes_params=small, progress=False)
+    assert len(ds) == 1 and num_classes == 6 and names[0] == "circle"
+    root = ensure_default_shapes(progress=False, **small)
+    built = build_dataset(DatasetSource(coco_path=str(root)), "train")
+    assert len(built.dataset) == 2 and built.num_classes == 6
+    explicit = DatasetSource(val_images=str(root / "val2017"),
+                             val_ann=str(root / "annotations" / "instances_val2017.json"))
+    assert len(build_dataset(explicit, "val").dataset) == 1
+    with pytest.raises(DatasetError, match="the train split needs both --train-images and --train-ann"):
+        build_dataset(explicit, "train")
+    voc = build_dataset(DatasetSource(voc_root=str(write_voc(tmp_path)), remove_difficult=True), "train")
+    assert len(voc.dataset) == 3 and voc.num_classes == 20
+    assert build_dataset(DatasetSource(voc_root=str(tmp_path / "VOCdevkit")), "val").dataset.split == "val"
