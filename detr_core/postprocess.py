@@ -1,0 +1,46 @@
+"""From network outputs to detections in pixels of each image's original size.
+
+``postprocess_tensors`` is pure tensor code (TorchScript-scriptable, ONNX-exportable): exports with
+post-processing embed it. ``postprocess`` builds per-image dicts with optional threshold / top-k.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert
+
+
+def postprocess_tensors(pred_logits: Tensor, pred_boxes: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``pred_logits`` [B, Q, C+1], ``pred_boxes`` [B, Q, 4] normalised cx, cy, w, h, ``orig_sizes``
+    [B, 2] (h, w) -> ``scores`` [B, Q], ``labels`` [B, Q] int64, ``boxes`` [B, Q, 4] x0, y0, x1, y1 pixels.
+
+    Softmax over all classes, the "no object" class dropped, best real class per query.
+    """
+    prob = pred_logits.softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    boxes = box_convert(pred_boxes, "cxcywh", "xyxy")
+    height = orig_sizes[:, 0].to(boxes.dtype)
+    width = orig_sizes[:, 1].to(boxes.dtype)
+    scale = torch.stack([width, height, width, height], dim=1)
+    return scores, labels, boxes * scale[:, None, :]
+
+
+def postprocess(outputs: dict, target_sizes: Tensor, *, threshold: Optional[float] = None,
+                top_k: Optional[int] = None) -> list[dict[str, Tensor]]:
+    """Per image ``{"scores" [K], "labels" [K], "boxes" [K, 4]}``: every query (K = Q) unless a
+    ``threshold`` on the score or ``top_k`` (highest scores first) selects fewer."""
+    if target_sizes.shape != (outputs["pred_logits"].shape[0], 2):
+        raise ValueError(f"target_sizes must be [B, 2] (h, w), got {list(target_sizes.shape)}")
+    scores, labels, boxes = postprocess_tensors(outputs["pred_logits"], outputs["pred_boxes"], target_sizes)
+    results = []
+    for s, lab, b in zip(scores, labels, boxes):
+        keep = torch.arange(len(s), device=s.device)
+        if threshold is not None:
+            keep = keep[s[keep] > threshold]
+        if top_k is not None:
+            keep = keep[s[keep].argsort(descending=True)[:top_k]]
+        results.append({"scores": s[keep], "labels": lab[keep], "boxes": b[keep]})
+    return results

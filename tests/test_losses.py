@@ -1,0 +1,67 @@
+"""Set criterion against the reference: every loss, the weights, the total and six gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detr_core import load_checkpoint
+from detr_core.config import LossConfig
+from detr_core.losses import build_criterion, build_weight_dict, weighted_total
+
+
+@pytest.fixture()
+def criterion():
+    return build_criterion(LossConfig(), num_classes=7, dec_layers=2, aux_loss=True)
+
+
+def test_every_loss_matches_the_reference(criterion, tiny_expected):
+    losses = criterion(tiny_expected["outputs"], tiny_expected["targets"])
+    assert set(losses) == set(tiny_expected["losses"])
+    for key, want in tiny_expected["losses"].items():
+        assert abs(float(losses[key]) - want) <= 1e-4, key
+
+
+def test_weight_dict_and_weighted_total_match_the_reference(criterion, tiny_expected):
+    assert criterion.weight_dict == tiny_expected["weight_dict"]
+    losses = criterion(tiny_expected["outputs"], tiny_expected["targets"])
+    total = weighted_total(losses, criterion.weight_dict)
+    assert abs(float(total) - float(tiny_expected["weighted_total"])) <= 1e-4
+
+
+def test_gradients_match_the_reference(criterion, tiny_checkpoint_path, tiny_expected):
+    model = load_checkpoint(tiny_checkpoint_path, nheads=4)  # eval mode, as the fixture
+    outputs = model(tiny_expected["padded"], tiny_expected["mask"])
+    total = weighted_total(criterion(outputs, tiny_expected["targets"]), criterion.weight_dict)
+    total.backward()
+    params = dict(model.named_parameters())
+    for name, want in tiny_expected["grads"].items():
+        got = params[name].grad
+        rel = (got - want).norm() / want.norm()
+        assert rel <= 1e-4, f"{name}: relative difference {rel:.2e}"
+
+
+def test_weight_dict_without_aux_loss():
+    weights = build_weight_dict(LossConfig(bbox_loss_coef=3), dec_layers=6, aux_loss=False)
+    assert weights == {"loss_ce": 1.0, "loss_bbox": 3, "loss_giou": 2.0}
+    assert len(build_weight_dict(LossConfig(), dec_layers=6, aux_loss=True)) == 18
+
+
+def test_images_without_targets(criterion, tiny_expected):
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 2
+    losses = criterion(tiny_expected["outputs"], empty)
+    assert float(losses["loss_bbox"]) == 0 and float(losses["loss_giou"]) == 0
+    assert torch.isfinite(losses["loss_ce"]) and float(losses["class_error"]) == 100
+
+
+def test_non_finite_loss_names_the_key():
+    with pytest.raises(FloatingPointError, match="loss_giou"):
+        weighted_total({"loss_ce": torch.tensor(1.0), "loss_giou": torch.tensor(float("nan"))},
+                       {"loss_ce": 1.0, "loss_giou": 2.0})
+
+
+def test_degenerate_predicted_boxes_do_not_give_silent_nan(criterion, tiny_expected):
+    outputs = {k: v.clone() for k, v in tiny_expected["outputs"].items() if k != "aux_outputs"}
+    outputs["pred_boxes"][:, :, 2] = float("nan")
+    with pytest.raises(FloatingPointError):
+        criterion(outputs, tiny_expected["targets"])
