@@ -7,7 +7,14 @@ import logging
 import pytest
 import torch
 
-from detr_core import CheckpointError, ModelConfig, build_model, infer_config, load_checkpoint, save_checkpoint
+from detr_core import (
+    CheckpointError,
+    ModelConfig,
+    build_model,
+    infer_config,
+    load_checkpoint,
+    save_checkpoint,
+)
 from detr_core.checkpoint import model_payload, read_checkpoint
 
 
