@@ -70,7 +70,7 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor
     colors = [class_color(int(lab)) for lab in labels.tolist()]
     texts = [label_text(int(lab), float(s), class_names) for lab, s in zip(labels.tolist(), scores.tolist())]
     width = line_width(h, w)
-    halo = draw_bounding_boxes(image, boxes, colors=_HALO, width=width + 2)
+    halo = draw_bounding_boxes(image, boxes, colors=_HALO, width=width + 1)
     return draw_bounding_boxes(
         halo, boxes, labels=texts, colors=colors, width=width, font=_font_path(), font_size=font_size(h, w),
         fill_labels=True, label_colors=[text_color(c) for c in colors], label_background_colors=colors,

@@ -1,0 +1,60 @@
+"""What ``detrtool predict`` writes about its detections: file names, summary lines, COCO results JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from detr_core.drawing import label_text
+from exporters.predict import ImageDetections
+
+
+class OutputNames:
+    """``ROOT/<stem>.png`` per input image, made unique (``<stem>_2.png``) when two inputs share a stem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._given: dict[Path, Path] = {}
+        self._taken: set[str] = set()
+
+    def picture(self, source: Path) -> Path:
+        if source not in self._given:
+            stem, n = source.stem, 1
+            while stem.lower() in self._taken:
+                n += 1
+                stem = f"{source.stem}_{n}"
+            self._taken.add(stem.lower())
+            self._given[source] = self.root / f"{stem}.png"
+        return self._given[source]
+
+
+def summary_line(found: ImageDetections, class_names: Sequence[str], picture: Path | None = None) -> str:
+    """``path (HxW): 3 detections: circle 0.98, star 0.91, ... -> picture``."""
+    h, w = found.image.size
+    items = [label_text(int(lab), float(s), class_names) for lab, s in zip(found.labels, found.scores)]
+    shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")
+    text = f"{found.image.path} ({h}x{w}): {len(items)} detection{'s' if len(items) != 1 else ''}"
+    text += f": {shown}" if items else ""
+    return text + (f" -> {picture}" if picture is not None else "")
+
+
+def image_ids(found: Sequence[ImageDetections]) -> list[int]:
+    """COCO image ids: the file stems when all are distinct integers (``000000000042.png`` -> 42), else 1..N."""
+    stems = [f.image.path.stem for f in found]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(1, len(found) + 1))
+
+
+def coco_results(found: Sequence[ImageDetections]) -> list[dict[str, Any]]:
+    """COCO results format: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] pixels, ``score``, plus
+    ``file_name`` so results of arbitrary images can be traced back."""
+    results = []
+    for image_id, item in zip(image_ids(found), found):
+        for score, label, box in zip(item.scores.tolist(), item.labels.tolist(), item.boxes.tolist()):
+            x0, y0, x1, y1 = box
+            results.append({"image_id": image_id, "category_id": int(label),
+                            "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                            "score": round(float(score), 5), "file_name": str(item.image.path)})
+    return results
