@@ -7,7 +7,7 @@ import torch
 
 from detr_core import load_checkpoint
 from detr_core.config import LossConfig
-from detr_core.losses import build_criterion, build_weight_dict, weighted_total
+from detr_core.losses import SetCriterion, build_criterion, build_weight_dict, weighted_total
 
 
 @pytest.fixture()
@@ -65,3 +65,33 @@ def test_degenerate_predicted_boxes_do_not_give_silent_nan(criterion, tiny_expec
     outputs["pred_boxes"][:, :, 2] = float("nan")
     with pytest.raises(FloatingPointError):
         criterion(outputs, tiny_expected["targets"])
+
+
+def test_negative_width_is_a_clear_error_not_nan(criterion, tiny_expected):
+    outputs = {k: v.clone() for k, v in tiny_expected["outputs"].items() if k != "aux_outputs"}
+    outputs["pred_boxes"][:, :, 2] = -0.2
+    with pytest.raises(ValueError, match="degenerate"):
+        criterion(outputs, tiny_expected["targets"])
+
+
+def test_num_boxes_is_averaged_over_processes(monkeypatch):
+    """Two processes holding 3 and 5 boxes both normalise by 4 (all-reduce sum / world size)."""
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor.add_(5.0))
+    targets = [{"labels": torch.zeros(2, dtype=torch.int64)}, {"labels": torch.zeros(1, dtype=torch.int64)}]
+    assert float(SetCriterion.num_boxes(targets, torch.device("cpu"))) == 4.0
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor)
+    assert float(SetCriterion.num_boxes([{"labels": torch.zeros(0)}], torch.device("cpu"))) == 1.0
+
+
+def test_losses_subset_and_unknown_loss():
+    matcher = build_criterion(LossConfig(), num_classes=3, dec_layers=1, aux_loss=False).matcher
+    with pytest.raises(ValueError, match="unknown losses"):
+        SetCriterion(num_classes=3, matcher=matcher, weight_dict={}, losses=("masks",))
+    only_boxes = SetCriterion(num_classes=3, matcher=matcher, weight_dict={}, losses=("boxes",))
+    outputs = {"pred_logits": torch.randn(1, 4, 4), "pred_boxes": torch.rand(1, 4, 4) * 0.5 + 0.1}
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    assert set(only_boxes(outputs, targets)) == {"loss_bbox", "loss_giou"}
