@@ -19,8 +19,10 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     # Each command lives in its own module; the list below is the CLI's table of contents.
     from cli.data import data
+    from cli.predict import predict
 
     cli.add_command(data)
+    cli.add_command(predict)
 
 
 _register()

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.cross_attention import capture_cross_attention, crop_to_image
+from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.postprocess import postprocess_tensors
 from exporters.image_inputs import Failure, InputImage, read_image
+from exporters.prepare import prepare
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +30,16 @@ Runtime = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How images become model inputs: the canvas (H, W) or None (pad to the batch), the resize rule and
-    the static batch size of an artifact (None: any; shorter batches are filled up, the fill discarded)."""
+    """How images become model inputs (:func:`exporters.prepare.prepare`): the canvas (H, W) or None (pad
+    to the batch), the resize rule, the static batch of an artifact (None: any; a shorter last batch is
+    filled up by ``prepare`` and the fill's outputs dropped) and the normalisation."""
 
     canvas: tuple[int, int] | None
     size: int
     max_size: int | None
     batch: int | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 @dataclass
@@ -133,7 +138,7 @@ class Predictor:
 
     def predict_images(self, images: Sequence[InputImage]) -> list[ImageDetections]:
         """Detections of already-read images (one runtime call)."""
-        pixels, mask, orig_sizes = prepare_inputs(fill_batch([im.pixels for im in images], self.spec.batch), self.spec)
+        pixels, mask, orig_sizes = prepare_inputs([im.pixels for im in images], self.spec)
         scores, labels, boxes = to_detections(self.runtime(pixels, mask, orig_sizes), orig_sizes)
         maps = self._attention(pixels, mask, orig_sizes)
         results = []
@@ -154,16 +159,7 @@ class Predictor:
         return self.attention_runtime.last_attention
 
 
-def fill_batch(pixels: list[Tensor], batch: int | None) -> list[Tensor]:
-    """Repeat the last image until a static ``batch`` is full (outputs beyond the real images are unused;
-    exported models are batch-mate invariant, so the fill does not change them)."""
-    if batch is None or len(pixels) >= batch:
-        return pixels
-    return pixels + [pixels[-1]] * (batch - len(pixels))
-
-
 def prepare_inputs(pixels: Sequence[Tensor], spec: InputSpec) -> tuple[Tensor, Tensor, Tensor]:
     """uint8 [3, H, W] images -> (images [B, 3, H, W] float32, mask [B, H, W] bool, orig_sizes [B, 2])."""
-    from exporters.prepare import prepare
-
-    return prepare(list(pixels), canvas=spec.canvas, size=spec.size, max_size=spec.max_size)
+    return prepare(list(pixels), canvas=spec.canvas, size=spec.size, max_size=spec.max_size,
+                   batch_size=spec.batch, mean=spec.mean, std=spec.std)

@@ -1,0 +1,109 @@
+"""``detrtool predict``: detections on images from a checkpoint or an exported artifact, drawn as PNGs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from detr_core.data.batching import parse_hw
+from detr_core.drawing import draw_detections, save_attention_grid, save_png
+from exporters.image_inputs import Failure, collect_image_paths
+from exporters.predict import ImageDetections, Predictor
+from exporters.predict_model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
+from exporters.predict_results import OutputNames, coco_results, summary_line
+
+logger = logging.getLogger(__name__)
+
+
+def _input_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    try:
+        return parse_hw(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@click.command("predict")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--resume", "checkpoint", type=click.Path(exists=True, dir_okay=False), help="A checkpoint (detrtool or official).")
+@click.option("--model", "artifact", type=click.Path(exists=True, dir_okay=False), help="An exported artifact (.onnx, .ts, .pt2).")
+@click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
+              help="Runtime. With --resume: eager (default) or export to this format first and run that. "
+                   "With --model: read from the file suffix unless given.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True, help="Minimum score.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--output-dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
+@click.option("--save-json", is_flag=True, help="Also write OUTPUT_DIR/detections.json (COCO results format).")
+@click.option("--show-attention", is_flag=True,
+              help="Also write NAME_attention.png: the decoder's last cross-attention of the top detections.")
+@click.option("--input-size", callback=_input_size, metavar="HxW",
+              help="With --resume: a static canvas, e.g. 800x1333 (default: pad to the batch's largest image).")
+@click.option("--nheads", type=click.IntRange(min=1), default=None,
+              help="With an official --resume checkpoint: attention heads (a checkpoint cannot carry it).")
+def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | None, fmt: str | None, device: str,
+            threshold: float, batch_size: int, output_dir: str, save_json: bool, show_attention: bool,
+            input_size: tuple[int, int] | None, nheads: int | None) -> None:
+    """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores)."""
+    model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
+    paths, failures = collect_image_paths(inputs)
+    if model.spec.batch is not None and model.spec.batch != batch_size:
+        click.echo(f"predict: the artifact's batch size is {model.spec.batch}; --batch-size {batch_size} ignored")
+        batch_size = model.spec.batch
+    predictor = Predictor(model.runtime, model.spec, threshold=threshold, batch_size=batch_size,
+                          attention_runtime=model.attention, class_names=model.class_names)
+    click.echo(f"predict: {len(paths)} image(s) with {model.description}, threshold {threshold}")
+    names = OutputNames(Path(output_dir))
+    found: list[ImageDetections] = []
+    progress = tqdm(predictor.predict(paths), total=len(paths), unit="img", disable=len(paths) < 10, leave=False)
+    for item in progress:
+        if isinstance(item, Failure):
+            failures.append(item)
+            continue
+        found.append(item)
+        png = _write_pictures(item, names, model.class_names)
+        tqdm.write(summary_line(item, model.class_names, png))  # stays above the progress bar
+    if save_json:
+        json_path = names.root / "detections.json"
+        json_path.write_text(json.dumps(coco_results(found)))
+        click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
+    _report_failures(failures)
+
+
+def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size) -> PredictModel:
+    if (checkpoint is None) == (artifact is None):
+        raise click.UsageError("give exactly one of --resume CKPT or --model ARTIFACT")
+    try:
+        if checkpoint is not None:
+            return open_checkpoint(checkpoint, fmt=fmt or "eager", device=device, input_size=input_size,
+                                   nheads=nheads, attention=show_attention, batch_size=batch_size)
+        if input_size is not None or nheads is not None:
+            raise click.UsageError("--input-size and --nheads apply to --resume; an artifact carries its own")
+        if show_attention:
+            raise click.UsageError("--show-attention needs the PyTorch model: use --resume CKPT "
+                                   "(with --format to take the detections from an exported runtime)")
+        return open_artifact(artifact, fmt=fmt, device=device)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _write_pictures(item: ImageDetections, names: OutputNames, class_names: tuple[str, ...]) -> Path:
+    png = names.picture(item.image.path)
+    save_png(draw_detections(item.image.pixels, item.boxes, item.labels, item.scores, class_names), png)
+    if item.attention is not None and len(item):
+        k = item.attention.shape[0]
+        save_attention_grid(item.image.pixels, item.attention, item.boxes[:k], item.labels[:k], item.scores[:k],
+                            png.with_name(png.stem + "_attention.png"), class_names)
+    return png
+
+
+def _report_failures(failures: list[Failure]) -> None:
+    if not failures:
+        return
+    click.echo(f"{len(failures)} input(s) skipped:", err=True)
+    for failure in failures:
+        click.echo(f"  {failure.path}: {failure.reason}", err=True)
+    raise SystemExit(1)
