@@ -72,3 +72,21 @@ def test_usage_errors(tiny_checkpoint_path, inputs, tmp_path):
     not_detr.write_text("nope")
     result = invoke(shapes[0], "--resume", not_detr, "--output-dir", tmp_path)
     assert result.exit_code == 1 and "not a readable PyTorch checkpoint" in result.output
+
+
+def test_artifact_without_class_names_falls_back_to_ids(inputs, tiny_checkpoint_path, tmp_path):
+    from detr_core import load_checkpoint
+    from exporters import export
+
+    shapes, _ = inputs
+    artifact = tmp_path / "tiny.onnx"  # the reference checkpoint carries no class names
+    export(load_checkpoint(tiny_checkpoint_path, nheads=4), "onnx", artifact, input_size=(128, 128),
+           batch_size=2, validate=False)
+    result = invoke(*shapes, "--model", artifact, "--threshold", 0.15, "--batch-size", 1,
+                    "--output-dir", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "batch size is 2; --batch-size 1 ignored" in result.output
+    assert "(onnx, cpu, canvas 128x128, batch 2)" in result.output
+    assert f"{shapes[0]} (128x128): 12 detections: " in result.output  # labels are ids, e.g. "4 0.18"
+    assert all((tmp_path / "out" / f"{p.stem}.png").is_file() for p in shapes)
+    assert invoke(shapes[0], "--model", artifact, "--show-attention").exit_code == 2
