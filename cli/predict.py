@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import click
+import torch
 from tqdm import tqdm
 
 from detr_core.data.batching import parse_hw
@@ -27,7 +28,7 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 @click.command("predict")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGES_OR_DIRS...")
 @click.option("--resume", "checkpoint", type=click.Path(exists=True, dir_okay=False), help="A checkpoint (detrtool or official).")
 @click.option("--model", "artifact", type=click.Path(exists=True, dir_okay=False), help="An exported artifact (.onnx, .ts, .pt2).")
 @click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
@@ -41,13 +42,18 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--show-attention", is_flag=True,
               help="Also write NAME_attention.png: the decoder's last cross-attention of the top detections.")
 @click.option("--input-size", callback=_input_size, metavar="HxW",
-              help="With --resume: a static canvas, e.g. 800x1333 (default: pad to the batch's largest image).")
+              help="With --resume: a static canvas, e.g. 800x1333 (default: eager pads to the batch's largest "
+                   "image; an export on the fly uses the checkpoint's eval size x max size).")
 @click.option("--nheads", type=click.IntRange(min=1), default=None,
               help="With an official --resume checkpoint: attention heads (a checkpoint cannot carry it).")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | None, fmt: str | None, device: str,
             threshold: float, batch_size: int, output_dir: str, save_json: bool, show_attention: bool,
             input_size: tuple[int, int] | None, nheads: int | None) -> None:
-    """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores)."""
+    """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores).
+
+    Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
+    EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
+    """
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
     paths, failures = collect_image_paths(inputs)
     if model.spec.batch is not None and model.spec.batch != batch_size:
@@ -67,6 +73,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
         png = _write_pictures(item, names, model.class_names)
         tqdm.write(summary_line(item, model.class_names, png))  # stays above the progress bar
     if save_json:
+        names.root.mkdir(parents=True, exist_ok=True)
         json_path = names.root / "detections.json"
         json_path.write_text(json.dumps(coco_results(found)))
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
@@ -76,6 +83,8 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
 def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size) -> PredictModel:
     if (checkpoint is None) == (artifact is None):
         raise click.UsageError("give exactly one of --resume CKPT or --model ARTIFACT")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: CUDA is not available here (use --device cpu)")
     try:
         if checkpoint is not None:
             return open_checkpoint(checkpoint, fmt=fmt or "eager", device=device, input_size=input_size,
