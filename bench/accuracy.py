@@ -1,0 +1,130 @@
+"""Accuracy of a runtime on a validation set, all rows prepared and scored the same way.
+
+:class:`EvalSet` holds the val images (uint8, original size) and their COCO ground truth; its
+``batches`` are made by ``exporters.prepare.prepare`` with the benchmark's canvas and static batch
+(the last batch is filled with black images whose outputs are dropped). :func:`collect_outputs` runs a
+runtime over them; :func:`coco_metrics` scores raw outputs through ``detr_core.evaluation``;
+:func:`max_abs_diff` and :func:`detection_agreement` compare a runtime's outputs with eager's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detr_core.postprocess import postprocess_tensors
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class PreparedBatch:
+    images: Tensor
+    mask: Tensor
+    orig_sizes: Tensor
+    count: int  # real images first; the rest fill the static batch
+
+
+@dataclass
+class EvalSet:
+    """Val images (uint8 [3, H, W]), their COCO image ids and ground truth, and the input rule."""
+
+    images: list[Tensor]
+    image_ids: list[int]
+    coco_gt: Any
+    canvas: tuple[int, int]
+    batch_size: int = 1
+    size: int | None = None
+    max_size: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def prepare(self, pixels: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        from exporters.prepare import prepare
+
+        return prepare(pixels, canvas=self.canvas, size=self.size or min(self.canvas),
+                       max_size=self.max_size or max(self.canvas), batch_size=self.batch_size)
+
+    def batches(self) -> Iterator[PreparedBatch]:
+        for start in range(0, len(self.images), self.batch_size):
+            chunk = self.images[start:start + self.batch_size]
+            images, mask, orig = self.prepare(chunk)
+            yield PreparedBatch(images, mask, orig, len(chunk))
+
+    @property
+    def orig_sizes(self) -> Tensor:
+        return torch.tensor([[int(im.shape[1]), int(im.shape[2])] for im in self.images], dtype=torch.int64)
+
+
+@dataclass
+class RawOutputs:
+    """Per-image raw outputs in eval-set order: ``logits`` [N, Q, C+1], ``boxes`` [N, Q, 4] (float32)."""
+
+    logits: np.ndarray
+    boxes: np.ndarray
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def collect_outputs(runner: Runner, evalset: EvalSet) -> RawOutputs:
+    """Run ``runner`` over every batch; keep the real images' outputs."""
+    logits, boxes = [], []
+    for batch in evalset.batches():
+        out_logits, out_boxes = runner(batch.images, batch.mask)
+        logits.append(_numpy(out_logits)[: batch.count])
+        boxes.append(_numpy(out_boxes)[: batch.count])
+    return RawOutputs(np.concatenate(logits), np.concatenate(boxes))
+
+
+def _detections(outputs: RawOutputs, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return postprocess_tensors(torch.from_numpy(outputs.logits), torch.from_numpy(outputs.boxes), orig_sizes)
+
+
+def coco_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faster") -> dict[str, float]:
+    """The 12 COCO box numbers (0..1) of ``outputs`` over the eval set, every query scored."""
+    from detr_core.evaluation import STAT_NAMES, CocoEvaluator
+
+    evaluator = CocoEvaluator(evalset.coco_gt, backend=backend)
+    scores, labels, boxes = _detections(outputs, evalset.orig_sizes)
+    evaluator.process({image_id: {"scores": scores[i], "labels": labels[i], "boxes": boxes[i]}
+                       for i, image_id in enumerate(evalset.image_ids)})
+    metrics = evaluator.evaluate()
+    return {name: float(metrics[name]) for name in STAT_NAMES}
+
+
+def max_abs_diff(a: RawOutputs, b: RawOutputs) -> float:
+    """max |a - b| over logits and boxes."""
+    return float(max(np.abs(a.logits - b.logits).max(initial=0.0), np.abs(a.boxes - b.boxes).max(initial=0.0)))
+
+
+def _pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of boxes a[i] with b[i] (xyxy), elementwise."""
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1) + (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area - inter).clamp(min=1e-9)
+
+
+def detection_agreement(reference: RawOutputs, other: RawOutputs, orig_sizes: Tensor, *,
+                        threshold: float = 0.5, iou: float = 0.9) -> float:
+    """Percent of the queries detected (score > ``threshold``) by either runtime that both detect with
+    the same label and boxes overlapping by IoU >= ``iou``; 100 when neither detects anything."""
+    ref_s, ref_l, ref_b = _detections(reference, orig_sizes)
+    oth_s, oth_l, oth_b = _detections(other, orig_sizes)
+    ref_keep, oth_keep = ref_s > threshold, oth_s > threshold
+    either = ref_keep | oth_keep
+    if not bool(either.any()):
+        return 100.0
+    same = ref_keep & oth_keep & (ref_l == oth_l) & (_pairwise_iou(ref_b, oth_b) >= iou)
+    return 100.0 * float(same.sum()) / float(either.sum())

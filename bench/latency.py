@@ -1,0 +1,112 @@
+"""Latency of one runtime on one input: warm-up, timed runs, percentiles, images/s and peak memory.
+
+On CUDA every run is bracketed by ``torch.cuda.synchronize`` so that the time covers the kernels, not
+only their launch. Peak memory is the process's resident set high-water mark during the timed runs
+(``VmHWM`` of /proc/self/status, reset through /proc/self/clear_refs where Linux allows it, else the
+lifetime peak of ``resource.getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds per call (one call = one batch), images per second and peak memory in MB."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    images_per_s: float
+    runs: int
+    warmup: int
+    batch_size: int
+    peak_rss_mb: float | None
+    peak_cuda_mb: float | None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_peak_rss() -> bool:
+    """Reset the resident-set high-water mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """The resident-set high-water mark in MB (since the last reset, or of the process's life)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_calls(fn: Callable[[], object], *, runs: int, device: str = "cpu") -> list[float]:
+    """Wall time of ``runs`` calls of ``fn`` in milliseconds, synchronising CUDA around each."""
+    times = []
+    for _ in range(runs):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def summarise(times_ms: list[float], *, batch_size: int, warmup: int, peak_rss: float | None,
+              peak_cuda: float | None) -> LatencyStats:
+    """Percentiles (linear interpolation) and throughput of the timed calls."""
+    arr = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = (float(np.percentile(arr, q)) for q in (50, 90, 99))
+    return LatencyStats(p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(arr.mean()), min_ms=float(arr.min()),
+                        images_per_s=batch_size * 1000.0 / p50 if p50 > 0 else float("inf"), runs=len(times_ms),
+                        warmup=warmup, batch_size=batch_size, peak_rss_mb=peak_rss, peak_cuda_mb=peak_cuda)
+
+
+def measure_latency(runtime: Callable[[Tensor, Tensor], object], images: Tensor, mask: Tensor, *,
+                    warmup: int = 5, runs: int = 30, device: str = "cpu") -> LatencyStats:
+    """Run ``runtime(images, mask)`` ``warmup`` times untimed, then ``runs`` timed calls."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    cuda = device.startswith("cuda")
+    if cuda:
+        images, mask = images.to(device), mask.to(device)
+    time_calls(lambda: runtime(images, mask), runs=warmup, device=device)
+    reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = time_calls(lambda: runtime(images, mask), runs=runs, device=device)
+    peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    stats = summarise(times, batch_size=int(images.shape[0]), warmup=warmup, peak_rss=peak_rss_mb(),
+                      peak_cuda=peak_cuda)
+    logger.debug("latency: p50 %.2f ms, p90 %.2f ms over %d runs", stats.p50_ms, stats.p90_ms, runs)
+    return stats

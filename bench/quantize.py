@@ -1,0 +1,98 @@
+"""Reduced-precision ONNX models made from the fp32 export with ``onnxruntime`` tools.
+
+- ``int8_static``: QDQ, activations uint8 / weights int8 per channel, Conv and MatMul quantised,
+  ranges calibrated (MinMax) on prepared training images (the same ``prepare`` as every row);
+- ``int8_dynamic``: only the MatMul weights quantised, activations quantised on the fly;
+- ``fp16``: weights and compute in float16, inputs and outputs kept float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+STATIC_OPS = ("Conv", "MatMul")
+
+
+class _Batches:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over (images, mask) batches."""
+
+    def __init__(self, names: tuple[str, str], batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        self.names = names
+        self._iter: Iterator[tuple[Tensor, Tensor]] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._iter, None)
+        if item is None:
+            return None
+        images, mask = item
+        return {self.names[0]: images.numpy(), self.names[1]: mask.numpy()}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs every tensor at INFO on the root logger; keep that out."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def _input_names(path: Path) -> tuple[str, str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initialisers = {i.name for i in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in initialisers]
+    return names[0], names[1]
+
+
+def _preprocess(source: Path, out: Path) -> Path:
+    """Shape inference and graph clean-up that quantisation expects; the source itself on failure."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+        return out
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation only
+        logger.warning("quantisation pre-processing skipped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return source
+
+
+def int8_static(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """Static QDQ int8 of ``source`` calibrated on ``batches`` of (images, mask)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        prepared = _preprocess(source, Path(tmp) / "pre.onnx")
+        reader = _Batches(_input_names(prepared), batches)
+        quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        op_types_to_quantize=list(STATIC_OPS), calibrate_method=CalibrationMethod.MinMax)
+
+
+def int8_dynamic(source: Path, out: Path) -> None:
+    """Dynamic int8 of the MatMul weights of ``source`` (activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        prepared = _preprocess(source, Path(tmp) / "pre.onnx")
+        quantize_dynamic(str(prepared), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+
+
+def fp16(source: Path, out: Path) -> None:
+    """float16 weights and compute; float32 inputs and outputs (casts at the graph's edges)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(out))

@@ -1,0 +1,85 @@
+"""The benchmark's outputs: a markdown table, ``bench.json`` and a PNG chart of latency vs AP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from bench.results import BenchReport, BenchResult
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("format", "device", "precision", "status", "size MB", "AP", "AP50", "ΔAP", "max |Δ|",
+           "p50 ms", "p90 ms", "img/s", "× eager")
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def speedup(row: BenchResult, report: BenchReport) -> float | None:
+    """p50 of eager on the row's device divided by the row's p50."""
+    eager = report.row("eager", row.device)
+    if row.latency is None or eager is None or eager.latency is None:
+        return None
+    return eager.latency.p50_ms / row.latency.p50_ms
+
+
+def table_row(row: BenchResult, report: BenchReport) -> list[str]:
+    lat = row.latency
+    return [row.name, row.device, row.precision, row.status, _num(row.size_mb, ".1f"), _num(row.ap, ".2f"),
+            _num(row.ap50, ".2f"), _num(row.delta_ap, "+.2f"), _num(row.max_abs_diff, ".1e"),
+            _num(lat and lat.p50_ms, ".1f"), _num(lat and lat.p90_ms, ".1f"), _num(lat and lat.images_per_s, ".2f"),
+            _num(speedup(row, report), ".2f")]
+
+
+def markdown_table(report: BenchReport) -> str:
+    """The ultralytics-style table, one line per row; failed rows carry their error below the table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(table_row(row, report)) + " |" for row in report.rows]
+    errors = [f"- ❌ {r.name} ({r.device}): {r.error}" for r in report.rows if r.error]
+    errors += [f"- ❌ {reason}" for reason in report.failures if "failed:" not in reason]
+    return "\n".join(lines + ([""] + errors if errors else []))
+
+
+def write_json(report: BenchReport, path: Path) -> Path:
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return path
+
+
+def write_chart(report: BenchReport, path: Path) -> Path | None:
+    """Scatter of p50 latency (ms, log) vs AP, one labelled point per measured row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r.latency.p50_ms, r.ap, f"{r.name} ({r.device})") for r in report.rows
+              if r.ok and r.latency is not None and r.ap is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for ms, ap, label in points:
+        ax.scatter(ms, ap)
+        ax.annotate(label, (ms, ap), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per batch (ms, log scale)")
+    ax.set_ylabel("AP@[.5:.95] (points)")
+    ax.set_title(report.setup.get("title", "detrtool bench: latency vs AP"), fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: BenchReport, output_dir: Path) -> dict[str, Path]:
+    """``bench.md``, ``bench.json`` and ``bench.png`` (when any row has latency and AP) in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = {"markdown": output_dir / "bench.md", "json": write_json(report, output_dir / "bench.json")}
+    written["markdown"].write_text(markdown_table(report) + "\n")
+    chart = write_chart(report, output_dir / "bench.png")
+    if chart is not None:
+        written["chart"] = chart
+    return written

@@ -1,0 +1,158 @@
+"""The benchmark run: eager reference first, then every selected row × device, each measured the same way.
+
+For every row: build (export through the format table, cached; load; compile or quantise), run the whole
+eval set (COCO numbers, ΔAP vs eager, max |Δ| of raw outputs, detection agreement), then time it on the
+first prepared batch. A row that raises becomes a failed (❌) row with its error line; the run goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import platform
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bench.accuracy import (
+    EvalSet,
+    RawOutputs,
+    coco_metrics,
+    collect_outputs,
+    detection_agreement,
+    max_abs_diff,
+)
+from bench.artifacts import ArtifactCache
+from bench.latency import measure_latency
+from bench.results import BenchReport, BenchResult
+from bench.runtimes import BuildContext, LoadedRuntime, RowSpec, eager_runtime, select_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    devices: tuple[str, ...] = ("cpu",)
+    formats: tuple[str, ...] | None = None
+    threads: int | None = None
+    warmup: int = 5
+    runs: int = 30
+    max_map_drop: float = 0.1
+    tolerance: float = 1e-4
+    eval_backend: str = "faster"
+    ort_opt_level: str = "all"
+
+
+@dataclass
+class Reference:
+    """Eager fp32 on CPU over the eval set: the outputs and COCO numbers every row is compared with."""
+
+    outputs: RawOutputs
+    metrics: dict[str, float]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: str) -> dict:
+    import onnxruntime
+
+    return {"title": title, "canvas": list(evalset.canvas), "batch_size": evalset.batch_size,
+            "images": len(evalset), "threads": torch.get_num_threads(), "warmup": config.warmup,
+            "runs": config.runs, "parameters": sum(p.numel() for p in model.parameters()),
+            "cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _fill_accuracy(result: BenchResult, runtime: LoadedRuntime, evalset: EvalSet, ref: Reference,
+                   config: BenchConfig) -> None:
+    outputs = collect_outputs(runtime, evalset)
+    result.metrics = coco_metrics(outputs, evalset, backend=config.eval_backend)
+    result.delta_ap = 100.0 * (result.metrics["AP"] - ref.metrics["AP"])
+    result.max_abs_diff = max_abs_diff(outputs, ref.outputs)
+    result.agreement = detection_agreement(ref.outputs, outputs, evalset.orig_sizes)
+
+
+def measure_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, ref: Reference,
+                config: BenchConfig, example: tuple[Tensor, Tensor]) -> BenchResult:
+    """Build, score and time one row; any exception becomes a failed row."""
+    result = BenchResult(spec.name, spec.family, device, spec.precision_on(device), spec.lossy)
+    runtime = None
+    try:
+        runtime = spec.build(ctx, device)
+        result.setup_seconds, result.notes = runtime.setup_seconds, dict(runtime.notes)
+        if runtime.artifact is not None:
+            result.artifact, result.size_mb = str(runtime.artifact.path), runtime.artifact.size_mb
+            result.export_seconds = runtime.artifact.make_seconds
+        _fill_accuracy(result, runtime, evalset, ref, config)
+        result.latency = measure_latency(runtime, *example, warmup=config.warmup, runs=config.runs, device=device)
+        result.ok = True
+    except Exception as exc:  # noqa: BLE001 - a failing row is a result, not a crash
+        result.error = _first_line(exc)
+        logger.warning("%s (%s) failed: %s", spec.name, device, result.error)
+        logger.debug("traceback", exc_info=True)
+    finally:
+        del runtime
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    result.judge(max_map_drop=config.max_map_drop, tolerance=config.tolerance)
+    return result
+
+
+def reference_outputs(model: nn.Module, evalset: EvalSet, backend: str) -> Reference:
+    outputs = collect_outputs(eager_runtime(model, "cpu"), evalset)
+    return Reference(outputs, coco_metrics(outputs, evalset, backend=backend))
+
+
+def device_available(device: str) -> bool:
+    return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
+
+
+def planned_rows(config: BenchConfig) -> list[tuple[RowSpec, str]]:
+    """(row, device) pairs to measure: selected rows on the devices they support and that exist here."""
+    pairs = []
+    for device in config.devices:
+        if not device_available(device):
+            logger.warning("device %s is not available here: its rows are skipped", device)
+            continue
+        pairs += [(spec, device) for spec in select_rows(config.formats) if device.split(":")[0] in spec.devices]
+    return pairs
+
+
+def run_bench(model: nn.Module, evalset: EvalSet, config: BenchConfig, *, cache_dir: Path,
+              calibration: Callable[[], Iterable[tuple[Tensor, Tensor]]], title: str = "detrtool bench",
+              on_row: Callable[[BenchResult], None] | None = None) -> BenchReport:
+    """Measure every planned row; ``on_row`` is called after each (progress)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = model.eval().cpu()
+    pairs = planned_rows(config)
+    first = next(evalset.batches())
+    example = (first.images, first.mask)
+    ref = reference_outputs(model, evalset, config.eval_backend)
+    logger.info("eager reference: AP %.2f on %d images", 100 * ref.metrics["AP"], len(evalset))
+    cache = ArtifactCache(Path(cache_dir), model, evalset.canvas, evalset.batch_size)
+    ctx = BuildContext(model, cache, example, calibration, config.threads, config.ort_opt_level)
+    rows = []
+    for spec, device in pairs:
+        logger.info("measuring %s on %s", spec.name, device)
+        rows.append(measure_row(spec, device, ctx, evalset, ref, config, example))
+        if on_row is not None:
+            on_row(rows[-1])
+    return BenchReport(rows, run_setup(model, evalset, config, title))

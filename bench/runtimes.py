@@ -1,0 +1,296 @@
+"""Every way the benchmark runs DETR, behind one protocol: ``runtime(images, mask) -> (logits, boxes)``.
+
+Rows come from the exporters' format table (``exporters.formats.FORMATS``: one fp32 row per format,
+loaded by the format's own loader) plus variant rows that no exporter writes: eager and eager autocast
+(bf16 on CPU, fp16 on CUDA), TorchScript frozen + ``optimize_for_inference``, ``torch.compile``
+(inductor with freezing, fp32 and bf16/fp16), and ONNX Runtime int8 (static QDQ, dynamic MatMul) and
+fp16. ONNX rows run in a session with graph optimisation "all" and the benchmark's thread count; on
+CUDA they use the CUDA execution provider with IOBinding.
+
+Each row is a :class:`RowSpec` (``family`` is what ``--formats`` selects); ``spec.build(ctx, device)``
+gives a :class:`LoadedRuntime`, whose ``setup_seconds`` is load (+ compile or quantise) time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from bench import ort, quantize
+from bench.artifacts import Artifact, ArtifactCache
+from exporters.wrapper import wrap
+
+Outputs = tuple[Tensor, Tensor]
+AMP_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
+PRECISION_NAME = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+class Runtime(Protocol):
+    """What every row offers: identity, and ``(images, mask) -> (pred_logits, pred_boxes)``."""
+
+    name: str
+    format: str
+    device: str
+    precision: str
+
+    def __call__(self, images: Tensor, mask: Tensor) -> Outputs: ...
+
+
+@dataclass
+class LoadedRuntime:
+    """A ready runtime: ``fn`` computes; ``artifact`` is the file it runs (None for eager/compile)."""
+
+    name: str
+    format: str
+    device: str
+    precision: str
+    fn: Callable[[Tensor, Tensor], Outputs]
+    artifact: Artifact | None = None
+    setup_seconds: float = 0.0
+    notes: dict[str, float | str] = field(default_factory=dict)
+
+    def __call__(self, images: Tensor, mask: Tensor) -> Outputs:
+        return self.fn(images, mask)
+
+
+@dataclass
+class BuildContext:
+    """What builders need: the eager model (CPU, fp32, eval), the artifact cache, an example input of
+    the benchmark's shape, calibration batches for int8 and the thread count."""
+
+    model: nn.Module
+    cache: ArtifactCache
+    example: tuple[Tensor, Tensor]
+    calibration: Callable[[], Iterable[tuple[Tensor, Tensor]]]
+    threads: int | None = None
+    ort_opt_level: str = "all"
+
+
+Builder = Callable[[BuildContext, str], LoadedRuntime]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One benchmark row: ``name`` (unique), ``family`` (format name, or eager / compile), precision,
+    the devices it runs on and its builder."""
+
+    name: str
+    family: str
+    precision: str
+    devices: tuple[str, ...]
+    builder: Builder
+
+    @property
+    def lossy(self) -> bool:
+        return self.precision != "fp32"
+
+    def precision_on(self, device: str) -> str:
+        return PRECISION_NAME[AMP_DTYPE[device]] if self.precision == "amp" else self.precision
+
+    def build(self, ctx: BuildContext, device: str) -> LoadedRuntime:
+        start = time.perf_counter()
+        runtime = self.builder(ctx, device)
+        runtime.setup_seconds += time.perf_counter() - start
+        runtime.name, runtime.precision = self.name, self.precision_on(device)
+        return runtime
+
+
+def _pair(out) -> Outputs:
+    return out[0], out[1]
+
+
+def _eager_module(ctx: BuildContext, device: str) -> nn.Module:
+    return wrap(ctx.model).to(device)
+
+
+def _inputs_on(device: str) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    return lambda images, mask: (images.to(device), mask.to(device))
+
+
+def build_eager(ctx: BuildContext, device: str, *, amp: bool = False) -> LoadedRuntime:
+    return eager_runtime(ctx.model, device, amp=amp)
+
+
+def eager_runtime(model: nn.Module, device: str = "cpu", *, amp: bool = False) -> LoadedRuntime:
+    """The model itself under ``inference_mode`` (and autocast when ``amp``)."""
+    module, move = wrap(model).to(device), _inputs_on(device)
+    autocast = (lambda: torch.autocast(device, dtype=AMP_DTYPE[device])) if amp else contextlib.nullcontext
+
+    def run(images: Tensor, mask: Tensor) -> Outputs:
+        with torch.inference_mode(), autocast():
+            logits, boxes = module(*move(images, mask))
+        return logits.float(), boxes.float()
+
+    return LoadedRuntime("eager", "eager", device, "fp32", run)
+
+
+class _Autocast(nn.Module):
+    """``module`` under autocast to ``dtype`` with float32 outputs (compiled as one graph)."""
+
+    def __init__(self, module: nn.Module, device: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.device, self.dtype = module, device, dtype
+
+    def forward(self, images: Tensor, mask: Tensor) -> Outputs:
+        with torch.autocast(self.device, dtype=self.dtype):
+            logits, boxes = self.module(images, mask)
+        return logits.float(), boxes.float()
+
+
+def build_compile(ctx: BuildContext, device: str, *, amp: bool = False) -> LoadedRuntime:
+    """``torch.compile`` (inductor, static shapes, weights frozen as constants); the first call, which
+    compiles, is timed as ``compile_seconds``."""
+    import torch._inductor.config as inductor_config
+
+    module = _eager_module(ctx, device)
+    if amp:
+        module = _Autocast(module, device, AMP_DTYPE[device])
+    compiled, move = torch.compile(module, backend="inductor", dynamic=False), _inputs_on(device)
+
+    def run(images: Tensor, mask: Tensor) -> Outputs:
+        with torch.inference_mode():
+            return _pair(compiled(*move(images, mask)))
+
+    start = time.perf_counter()
+    with inductor_config.patch(freezing=True):
+        run(*ctx.example)
+    runtime = LoadedRuntime("compile", "compile", device, "fp32", run)
+    runtime.notes["compile_seconds"] = time.perf_counter() - start
+    return runtime
+
+
+def _format_backend(ctx: BuildContext, fmt: str, device: str, **runtime_options):
+    from exporters.formats import get_format
+
+    artifact = ctx.cache.export(fmt)
+    return artifact, get_format(fmt).loader(artifact.path, device=device, **runtime_options)
+
+
+def build_format(fmt: str) -> Builder:
+    """A row of the format table, loaded by the format's own loader (ONNX: see :func:`build_onnx`)."""
+    if fmt == "onnx":
+        return build_onnx
+
+    def build(ctx: BuildContext, device: str) -> LoadedRuntime:
+        artifact, backend = _format_backend(ctx, fmt, device)
+        move = _inputs_on(backend.device)
+        return LoadedRuntime(fmt, fmt, device, "fp32", lambda im, m: _pair(backend.run(move(im, m))), artifact)
+
+    return build
+
+
+def build_torchscript_frozen(ctx: BuildContext, device: str) -> LoadedRuntime:
+    """The TorchScript artifact, ``torch.jit.freeze`` d and ``optimize_for_inference`` d."""
+    artifact, backend = _format_backend(ctx, "torchscript", device)
+    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(backend.native.eval()))
+    move = _inputs_on(device)
+
+    def run(images: Tensor, mask: Tensor) -> Outputs:
+        with torch.inference_mode():
+            return _pair(frozen(*move(images, mask)))
+
+    run(*ctx.example)  # the first calls specialise the graph: part of set-up, not of latency
+    return LoadedRuntime("torchscript-frozen", "torchscript", device, "fp32", run, artifact)
+
+
+def _onnx_session(ctx: BuildContext, artifact: Artifact, device: str):
+    from exporters.formats import get_format
+
+    options = ort.session_options(threads=ctx.threads, opt_level=ctx.ort_opt_level)
+    backend = get_format("onnx").loader(artifact.path, device=device, session_options=options)
+    return backend.native
+
+
+def _onnx_runtime(ctx: BuildContext, artifact: Artifact, device: str, precision: str) -> LoadedRuntime:
+    session = _onnx_session(ctx, artifact, device)
+    runner = ort.iobinding_runner(session) if device.startswith("cuda") else ort.cpu_runner(session)
+    return LoadedRuntime("onnx", "onnx", device, precision, runner, artifact)
+
+
+def build_onnx(ctx: BuildContext, device: str) -> LoadedRuntime:
+    """The fp32 ONNX export in ONNX Runtime (CPU EP, or CUDA EP with IOBinding)."""
+    return _onnx_runtime(ctx, ctx.cache.export("onnx"), device, "fp32")
+
+
+def build_onnx_int8_static(ctx: BuildContext, device: str) -> LoadedRuntime:
+    source = ctx.cache.export("onnx")
+    quantised = ctx.cache.derive(source, "int8-static", ".onnx",
+                                 lambda src, out: quantize.int8_static(src, out, ctx.calibration()))
+    return _onnx_runtime(ctx, quantised, device, "int8")
+
+
+def build_onnx_int8_dynamic(ctx: BuildContext, device: str) -> LoadedRuntime:
+    quantised = ctx.cache.derive(ctx.cache.export("onnx"), "int8-dynamic", ".onnx", quantize.int8_dynamic)
+    return _onnx_runtime(ctx, quantised, device, "int8")
+
+
+def build_onnx_fp16(ctx: BuildContext, device: str) -> LoadedRuntime:
+    converted = ctx.cache.derive(ctx.cache.export("onnx"), "fp16", ".onnx", quantize.fp16)
+    return _onnx_runtime(ctx, converted, device, "fp16")
+
+
+def _variant(name: str, family: str, precision: str, devices: tuple[str, ...], builder: Builder) -> RowSpec:
+    return RowSpec(name, family, precision, devices, builder)
+
+
+def _amp(builder: Callable[..., LoadedRuntime]) -> Builder:
+    return lambda ctx, device: builder(ctx, device, amp=True)
+
+
+BOTH = ("cpu", "cuda")
+
+#: Variant rows, keyed by the format table entry they derive from (None: no artifact needed).
+VARIANTS: dict[str | None, tuple[RowSpec, ...]] = {
+    None: (
+        _variant("eager", "eager", "fp32", BOTH, build_eager),
+        _variant("eager-amp", "eager", "amp", BOTH, _amp(build_eager)),
+        _variant("compile", "compile", "fp32", BOTH, build_compile),
+        _variant("compile-amp", "compile", "amp", BOTH, _amp(build_compile)),
+    ),
+    "torchscript": (_variant("torchscript-frozen", "torchscript", "fp32", BOTH, build_torchscript_frozen),),
+    "onnx": (
+        _variant("onnx-int8-static", "onnx", "int8", ("cpu",), build_onnx_int8_static),
+        _variant("onnx-int8-dynamic", "onnx", "int8", ("cpu",), build_onnx_int8_dynamic),
+        _variant("onnx-fp16", "onnx", "fp16", ("cuda",), build_onnx_fp16),
+    ),
+}
+
+
+def row_specs() -> list[RowSpec]:
+    """Every row: eager and compile variants, then per format-table entry its fp32 row and variants."""
+    from exporters.formats import FORMATS
+
+    rows = list(VARIANTS[None])
+    for name in FORMATS:
+        rows.append(RowSpec(name, name, "fp32", BOTH, build_format(name)))
+        rows.extend(VARIANTS.get(name, ()))
+    return rows
+
+
+def family_names() -> tuple[str, ...]:
+    """What ``--formats`` accepts as a family: eager, compile and the format table's names."""
+    return tuple(dict.fromkeys(row.family for row in row_specs()))
+
+
+def select_rows(selection: Iterable[str] | None = None) -> list[RowSpec]:
+    """Rows whose family or own name is in ``selection`` (all rows for None); unknown names raise."""
+    rows = row_specs()
+    if selection is None:
+        return rows
+    wanted = list(selection)
+    known = {r.family for r in rows} | {r.name for r in rows}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(f"unknown bench format(s) {unknown}; choose from {', '.join(sorted(known))}")
+    return [r for r in rows if r.family in wanted or r.name in wanted]
+
+
+def artifact_path(runtime: LoadedRuntime) -> Path | None:
+    return runtime.artifact.path if runtime.artifact is not None else None

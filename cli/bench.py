@@ -1,0 +1,135 @@
+"""``detrtool bench``: latency and COCO-mAP parity of every runtime, one table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.options import dataset_options, pop_dataset_options
+from detr_core.data.batching import parse_hw
+
+logger = logging.getLogger(__name__)
+
+SHAPES_CANVAS = (128, 128)
+DEFAULT_CANVAS = (800, 800)
+
+
+def default_checkpoint() -> Path:
+    """Where ``detrtool train`` (and ``detrtool demo``) put the shapes default's checkpoint."""
+    from detr_core.train_config import SHAPES_PRESET
+
+    return Path(SHAPES_PRESET["output_dir"]) / "checkpoint.pth"
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_hw(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def load_bench_model(resume: str | None, model_name: str | None, nheads: int | None):
+    """The model to bench: a checkpoint, a registered model with random weights, or the shapes default."""
+    import torch
+
+    from detr_core import get_model, load_checkpoint
+
+    if resume and model_name:
+        raise click.UsageError("give --resume CKPT or --model NAME, not both")
+    if model_name:
+        torch.manual_seed(0)
+        return get_model(model_name, **({"nheads": nheads} if nheads else {})).eval(), f"{model_name} (random weights)"
+    path = Path(resume) if resume else default_checkpoint()
+    if not path.is_file():
+        raise click.ClickException(f"no checkpoint at {path}: pass --resume CKPT or --model NAME, or train the "
+                                   "shapes default first (detrtool train, or detrtool demo)")
+    return load_checkpoint(path, **({"nheads": nheads} if nheads else {})), path.name
+
+
+def bench_options(func):
+    """The measurement options shared by ``bench`` and ``demo``."""
+    options = [
+        click.option("--formats", help="Comma list of families (eager, compile, torchscript, torch-export, onnx) "
+                                       "or rows (e.g. onnx-int8-static); default all."),
+        click.option("--devices", default="cpu", show_default=True, help="Comma list: cpu, cuda."),
+        click.option("--input-size", callback=_parse_size, metavar="HxW",
+                     help="Static canvas (default 128x128 on the shapes default, else 800x800)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (torch and ORT)."),
+        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
+        click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True),
+        click.option("--max-map-drop", type=float, default=0.1, show_default=True,
+                     help="Fail when an fp32 row's |ΔAP| (points) exceeds this."),
+        click.option("--tolerance", type=float, default=1e-4, show_default=True,
+                     help="Fail when an fp32 row's max |Δ| of raw outputs exceeds this."),
+        click.option("--max-images", type=click.IntRange(min=1), help="Evaluate the first N val images only."),
+        click.option("--calibration-images", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Training images that calibrate int8 static quantisation."),
+        click.option("--output-dir", type=click.Path(file_okay=False), default="bench-results", show_default=True),
+        click.option("--cache-dir", type=click.Path(file_okay=False), help="Exported artifacts cache."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_from_options(model, title: str, opts: dict[str, Any]):
+    """Build the eval set and config from parsed options, run, write the report; returns the report."""
+    from bench.data import calibration_batches, load_eval_set
+    from bench.report import write_report
+    from bench.run import BenchConfig, run_bench
+    from detr_core.data.shapes import cache_dir
+
+    source, pad_to = pop_dataset_options(opts)
+    canvas = opts["input_size"] or pad_to or (SHAPES_CANVAS if source.is_default else DEFAULT_CANVAS)
+    evalset = load_eval_set(source, canvas=canvas, batch_size=opts["batch_size"], max_images=opts["max_images"])
+    config = BenchConfig(devices=_csv(opts["devices"]) or ("cpu",), formats=_csv(opts["formats"]),
+                         threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
+                         max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"])
+    count = opts["calibration_images"]
+    report = run_bench(model, evalset, config, cache_dir=Path(opts["cache_dir"] or cache_dir() / "bench-artifacts"),
+                       calibration=lambda: calibration_batches(source, evalset, count), title=title,
+                       on_row=lambda r: click.echo(f"{r.status} {r.name} ({r.device}){': ' + r.error if r.error else ''}"))
+    return report, write_report(report, Path(opts["output_dir"]))
+
+
+def echo_report(report, written: dict[str, Path]) -> None:
+    from bench.report import markdown_table
+
+    click.echo(markdown_table(report))
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+def exit_on_failures(report) -> None:
+    if report.failures:
+        for reason in report.failures:
+            click.echo(f"FAIL {reason}", err=True)
+        raise SystemExit(1)
+
+
+@click.command()
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint to bench (default: the shapes default's runs/shapes/checkpoint.pth).")
+@click.option("--model", "model_name", help="A registered model with random weights, e.g. detr_resnet50 "
+                                            "(latency and parity; its AP means nothing).")
+@click.option("--nheads", type=click.IntRange(min=1), help="Attention heads (not stored in official checkpoints).")
+@dataset_options
+@bench_options
+def bench(resume: str | None, model_name: str | None, nheads: int | None, **opts: Any) -> None:
+    """Latency and COCO-mAP parity of eager, compile, TorchScript, torch.export and ONNX Runtime rows."""
+    model, title = load_bench_model(resume, model_name, nheads)
+    try:
+        report, written = run_from_options(model, f"detrtool bench: {title}", opts)
+    except ValueError as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    echo_report(report, written)
+    exit_on_failures(report)
