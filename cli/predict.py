@@ -55,6 +55,8 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
+    if not model.class_names:
+        click.echo("predict: the model carries no class names; labels are class ids")
     paths, failures = collect_image_paths(inputs)
     if model.spec.batch is not None and model.spec.batch != batch_size:
         click.echo(f"predict: the artifact's batch size is {model.spec.batch}; --batch-size {batch_size} ignored")

@@ -145,7 +145,7 @@ class Predictor:
         for b, image in enumerate(images):
             keep = select_detections(scores[b], self.threshold, self.top_k)
             found = ImageDetections(image, scores[b, keep], labels[b, keep], boxes[b, keep], keep)
-            if maps is not None:
+            if maps is not None and keep.numel():
                 top = keep[: self.attention_top_k]
                 found.attention = crop_to_image(maps[b, top], mask[b], image.size)
             results.append(found)

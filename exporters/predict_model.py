@@ -77,7 +77,8 @@ def open_checkpoint(path: str | Path, *, fmt: str = "eager", device: str = "cpu"
     canvas = input_size or (size, max_size or size)
     opened = open_exported(model, InputSpec(canvas, size, max_size, batch_size), fmt, device)
     opened.class_names = opened.class_names or names
-    opened.description = f"{Path(path).name} exported to {opened.description}"
+    opened.description = (f"{Path(path).name} exported to {fmt} ({device}, canvas {canvas[0]}x{canvas[1]}, "
+                          f"batch {batch_size})")
     opened.attention = EagerRuntime(model, device, capture_attention=True) if attention else None
     return opened
 
@@ -100,8 +101,6 @@ def open_artifact(path: str | Path, *, fmt: str | None = None, device: str = "cp
     runtime = load_runtime(path, format=fmt, device=device)
     meta = runtime.metadata
     names = tuple(meta.class_names or ())
-    if not names:
-        logger.warning("%s: no class names in the artifact's metadata; labels are class ids", path)
     spec = InputSpec(tuple(meta.input_size), meta.size, meta.max_size, meta.batch_size, tuple(meta.mean),
                      tuple(meta.std))
     canvas = f"canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}"

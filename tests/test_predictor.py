@@ -124,3 +124,6 @@ def test_attention_maps_follow_the_detections(tiny_checkpoint_path, shapes_image
     assert found.attention.shape == (3, 128, 128)
     maps = model.attention.last_attention[0, found.queries[:3]]
     assert torch.allclose(found.attention.mean(dim=(-2, -1)), maps.mean(dim=(-2, -1)), atol=2e-3)
+    predictor.threshold = 0.99  # nothing detected: no maps, no error
+    (found,) = predictor.predict_images([read_image(shapes_images[0])])
+    assert len(found) == 0 and found.attention is None

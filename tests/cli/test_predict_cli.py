@@ -87,6 +87,7 @@ def test_artifact_without_class_names_falls_back_to_ids(inputs, tiny_checkpoint_
     assert result.exit_code == 0, result.output
     assert "batch size is 2; --batch-size 1 ignored" in result.output
     assert "(onnx, cpu, canvas 128x128, batch 2)" in result.output
+    assert "no class names; labels are class ids" in result.output
     assert f"{shapes[0]} (128x128): 12 detections: " in result.output  # labels are ids, e.g. "4 0.18"
     assert all((tmp_path / "out" / f"{p.stem}.png").is_file() for p in shapes)
     assert invoke(shapes[0], "--model", artifact, "--show-attention").exit_code == 2
