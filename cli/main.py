@@ -23,6 +23,9 @@ def _register() -> None:
 
     cli.add_command(data)
     cli.add_command(predict)
+    from cli.train import train; cli.add_command(train)  # noqa: E702
+    from cli.evaluate import evaluate; cli.add_command(evaluate)  # noqa: E702
+    from cli.plot import plot; cli.add_command(plot)  # noqa: E702
 
 
 _register()

@@ -1,0 +1,49 @@
+"""``detrtool eval``: evaluate a checkpoint (detrtool or official) on a dataset's val split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.options import dataset_options, pop_dataset_options
+from detr_core.checkpoint import CheckpointError
+from detr_core.data.coco import DatasetError
+
+
+def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
+    values = {"nheads": nheads, "dilation": dilation}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@click.command("eval")
+@click.option("--resume", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint to evaluate (detrtool or official facebookresearch/detr).")
+@dataset_options
+@click.option("--output-dir", type=click.Path(file_okay=False), default="eval", show_default=True)
+@click.option("--batch-size", type=int, default=2, show_default=True,
+              help="Images are padded to the largest of their batch (use --pad-to for batch-independent results).")
+@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
+@click.option("--evaluator", type=click.Choice(["faster", "pycocotools"]), default="faster", show_default=True)
+@click.option("--transforms", type=click.Choice(["detr", "shapes"]), help="Default: the checkpoint's run, else by dataset.")
+@click.option("--image-size", type=int, help="Base size of the shapes transforms.")
+@click.option("--eval-size", type=int, help="Shorter side for evaluation (reference: 800).")
+@click.option("--nheads", type=int, help="Official checkpoints cannot carry it (default 8).")
+@click.option("--dilation/--no-dilation", default=None, help="Official DC5 checkpoints: --dilation.")
+@click.option("--progress/--no-progress", default=True)
+def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
+    """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json."""
+    from detr_core.eval_run import EvalConfig, evaluate_checkpoint, format_losses
+
+    source, pad_to = pop_dataset_options(kwargs)
+    config = EvalConfig(checkpoint=checkpoint, data=source, pad_to=pad_to, model_overrides=_overrides(nheads, dilation),
+                        **kwargs)
+    try:
+        result = evaluate_checkpoint(config)
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"loss: {format_losses(result.metrics['loss'])}")
+    click.echo(result.summary)
+    click.echo(f"wrote {result.metrics_path} and {result.detections_path}")

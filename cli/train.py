@@ -1,0 +1,144 @@
+"""``detrtool train``: a DETR training run (the reference's main.py options, click-style, plus --config).
+
+Every option defaults to "not given" so that precedence is CLI > --config YAML > checkpoint > preset.
+``--nproc N`` re-launches the resolved run under ``torchrun --nproc_per_node N -m cli.main train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from cli.options import dataset_options, pop_dataset_options
+from detr_core.checkpoint import CheckpointError
+from detr_core.config import load_yaml
+from detr_core.data.coco import DatasetError
+from detr_core.engine import NonFiniteLossError
+from detr_core.train_config import TrainConfig, resolve_train_config
+
+log = logging.getLogger(__name__)
+
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def _model_options(func: Any) -> Any:
+    options = [
+        click.option("--backbone", help="resnet18/34/50/101 or small_cnn (the CPU default)."),
+        click.option("--dilation/--no-dilation", default=None, help="Dilated last stage (DC5)."),
+        click.option("--position-embedding", type=click.Choice(["sine", "learned"])),
+        click.option("--enc-layers", type=int), click.option("--dec-layers", type=int),
+        click.option("--dim-feedforward", type=int), click.option("--hidden-dim", type=int),
+        click.option("--nheads", type=int), click.option("--num-queries", type=int),
+        click.option("--num-classes", type=int, help="Default: max category id + 1 of the training set."),
+        click.option("--dropout", type=float),
+        click.option("--pre-norm/--no-pre-norm", default=None),
+        click.option("--aux-loss/--no-aux-loss", default=None, help="Auxiliary decoding losses (default on)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _loss_options(func: Any) -> Any:
+    names = ("set-cost-class", "set-cost-bbox", "set-cost-giou", "ce-loss-coef", "bbox-loss-coef",
+             "giou-loss-coef", "eos-coef")
+    for name in reversed(names):
+        func = click.option(f"--{name}", type=float)(func)
+    return func
+
+
+def _run_options(func: Any) -> Any:
+    options = [
+        click.option("--config", "config_file", type=_FILE, help="YAML settings (CLI options override them)."),
+        click.option("--output-dir", type=click.Path(file_okay=False)),
+        click.option("--epochs", type=int), click.option("--batch-size", type=int),
+        click.option("--num-workers", type=int), click.option("--seed", type=int),
+        click.option("--lr", type=float), click.option("--lr-backbone", type=float, help="0 freezes the backbone."),
+        click.option("--weight-decay", type=float), click.option("--lr-drop", type=int),
+        click.option("--lr-schedule", type=click.Choice(["step", "cosine"])),
+        click.option("--warmup-steps", type=int),
+        click.option("--clip-max-norm", type=float, help="Gradient clipping (0 = off)."),
+        click.option("--device", help="cpu or cuda."),
+        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), help="Mixed precision (CUDA)."),
+        click.option("--resume", type=_FILE, help="Continue a detrtool run, or start from an official checkpoint."),
+        click.option("--init", type=_FILE, help="Start from these weights (heads of another size dropped)."),
+        click.option("--frozen-weights", type=_FILE, help="Load a detector and train only its heads."),
+        click.option("--backbone-weights", type=_FILE, help="Local ImageNet weights for the backbone."),
+        click.option("--save-every", type=int, help="Also keep checkpoint_NNNN.pth every N epochs (0 = never)."),
+        click.option("--eval-every", type=int),
+        click.option("--transforms", type=click.Choice(["auto", "detr", "shapes"])),
+        click.option("--image-size", type=int, help="Base size of the shapes transforms."),
+        click.option("--evaluator", type=click.Choice(["faster", "pycocotools"])),
+        click.option("--progress/--no-progress", default=None),
+        click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun shortcut)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_config(kwargs: dict[str, Any]) -> TrainConfig:
+    """The resolved run config of the command's keyword arguments."""
+    kwargs = dict(kwargs)
+    config_file = kwargs.pop("config_file", None)
+    kwargs.pop("nproc", None)
+    source, pad_to = pop_dataset_options(kwargs)
+    given = {k: v for k, v in vars(source).items() if v != getattr(type(source)(), k)}
+    cli = {**kwargs, "data": given, "pad_to": pad_to}
+    return resolve_train_config(cli, load_yaml(config_file) if config_file else None)
+
+
+def launch_torchrun(config: TrainConfig, nproc: int) -> int:
+    """Run ``config`` under torchrun with ``nproc`` processes; returns its exit code."""
+    folder = Path(config.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=".launch-", suffix=".yaml", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "cli.main", "train", "--config", path]
+    log.info("launching: %s", " ".join(cmd))
+    try:
+        return subprocess.call(cmd)
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def _quiet_non_main_ranks() -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+@click.command("train")
+@dataset_options
+@_model_options
+@_loss_options
+@_run_options
+def train(**kwargs: Any) -> None:
+    """Train DETR. With no dataset: the synthetic shapes and the small CPU configuration."""
+    from detr_core.training import TrainingError
+    from detr_core.training import train as run_training
+
+    nproc = kwargs.get("nproc") or 1
+    try:
+        config = build_config(kwargs)
+        if nproc > 1:
+            code = launch_torchrun(config, nproc)
+            if code:
+                raise click.ClickException(f"torchrun exited with code {code}")
+            click.echo(f"done: {config.output_dir}")
+            return
+        _quiet_non_main_ranks()
+        out = run_training(config)
+    except (TrainingError, CheckpointError, DatasetError, NonFiniteLossError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"done: {out}")

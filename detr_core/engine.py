@@ -1,0 +1,193 @@
+"""One training epoch and one evaluation pass, with progress bars and distributed-safe statistics.
+
+``train_one_epoch`` steps the optimizer and the per-iteration lr scheduler; a non-finite loss on any
+process raises :class:`NonFiniteLossError` on every process before anything is updated, so the caller
+can stop without touching its last good checkpoint. ``evaluate`` returns loss statistics and feeds
+every query of every image to a COCO evaluator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from detr_core import distributed
+from detr_core.losses import weighted_total
+from detr_core.postprocess import postprocess
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message says where. No weights were updated by that step."""
+
+
+@dataclass
+class Precision:
+    """Mixed precision on CUDA: ``amp`` is "none", "bf16" or "fp16" (fp16 uses a GradScaler)."""
+
+    device: torch.device
+    amp: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", *AMP_DTYPES):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.amp != "none" and self.device.type != "cuda":
+            raise ValueError(f"--amp {self.amp} needs a CUDA device (got {self.device})")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[self.amp])
+
+
+class Meter:
+    """Running means of named numbers (per sample-weighted batch means)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def update(self, values: dict[str, float], n: int = 1) -> None:
+        for k, v in values.items():
+            self.sums[k] += float(v) * n
+        self.count += n
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.count) for k, v in self.sums.items()}
+
+
+def to_device(batch: tuple[Tensor, Tensor, list[dict]], device: torch.device) -> tuple[Tensor, Tensor, list[dict]]:
+    images, mask, targets = batch
+    moved = [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    return images.to(device, non_blocking=True), mask.to(device, non_blocking=True), moved
+
+
+def _float_outputs(outputs: Any) -> Any:
+    """Loss computation in fp32 whatever autocast produced."""
+    if isinstance(outputs, Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: _float_outputs(v) for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [_float_outputs(v) for v in outputs]
+    return outputs
+
+
+def _logged(losses: dict[str, Tensor], total: Tensor) -> dict[str, float]:
+    """The final layer's losses and metrics (no ``_i`` suffix) plus the weighted total."""
+    out = {k: float(v.detach()) for k, v in losses.items() if not k.rsplit("_", 1)[-1].isdigit()}
+    out["loss"] = float(total.detach())
+    return out
+
+
+def compute_loss(model: nn.Module, criterion: nn.Module, batch: tuple, precision: Precision,
+                 weight_dict: dict[str, float]) -> tuple[Tensor | None, dict[str, Tensor], str]:
+    """Forward and criterion; returns (total or None when not finite, losses, problem description)."""
+    images, mask, targets = batch
+    with precision.autocast():
+        outputs = model(images, mask)
+    losses = criterion(_float_outputs(outputs), targets)
+    try:
+        return weighted_total(losses, weight_dict), losses, ""
+    except FloatingPointError as exc:
+        return None, losses, str(exc)
+
+
+def _backward_step(total: Tensor, optimizer: torch.optim.Optimizer, precision: Precision, max_norm: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler = precision.scaler
+    if scaler is None:
+        total.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(_params(optimizer), max_norm)
+        optimizer.step()
+        return
+    scaler.scale(total).backward()
+    if max_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(_params(optimizer), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _params(optimizer: torch.optim.Optimizer) -> Iterator[Tensor]:
+    for group in optimizer.param_groups:
+        yield from group["params"]
+
+
+def _bar(loader: Iterable, *, desc: str, progress: bool) -> tqdm:
+    return tqdm(loader, desc=desc, disable=not (progress and distributed.is_main_process()), dynamic_ncols=True,
+                leave=False, unit="batch")
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, *, device: torch.device, epoch: int, weight_dict: dict[str, float],
+                    precision: Precision | None = None, max_norm: float = 0.1,
+                    progress: bool = True) -> dict[str, float]:
+    """Train for one pass over ``loader``; returns the epoch means (averaged over processes) and ``lr``."""
+    precision = precision or Precision(device)
+    model.train()
+    criterion.train()
+    meter, seen, start = Meter(), 0, time.perf_counter()
+    bar = _bar(loader, desc=f"epoch {epoch}", progress=progress)
+    for step, batch in enumerate(bar):
+        batch = to_device(batch, device)
+        total, losses, problem = compute_loss(model, criterion, batch, precision, weight_dict)
+        if distributed.any_true(total is None, device):
+            raise NonFiniteLossError(f"epoch {epoch}, step {step}: {problem or 'loss is not finite on another process'}"
+                                     "; stopped before updating the weights")
+        _backward_step(total, optimizer, precision, max_norm)
+        scheduler.step()
+        n = batch[0].shape[0]
+        meter.update(_logged(losses, total), n)
+        seen += n
+        rate = seen / max(1e-9, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{float(total.detach()):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.1f}")
+    stats = distributed.all_reduce_mean(meter.means(), device)
+    stats["lr"] = optimizer.param_groups[0]["lr"]
+    stats["images_per_s"] = seen * distributed.get_world_size() / max(1e-9, time.perf_counter() - start)
+    return stats
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *, device: torch.device,
+             weight_dict: dict[str, float] | None = None, evaluator: Any = None, precision: Precision | None = None,
+             progress: bool = True) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Loss statistics (when ``criterion``) and, with ``evaluator``, its COCO metrics (main process)."""
+    precision = precision or Precision(device)
+    model.eval()
+    meter = Meter()
+    for batch in _bar(loader, desc="eval", progress=progress):
+        images, mask, targets = to_device(batch, device)
+        with precision.autocast():
+            outputs = _float_outputs(model(images, mask))
+        if criterion is not None:
+            losses = criterion(outputs, targets)
+            total = sum(losses[k] * w for k, w in (weight_dict or {}).items() if k in losses)
+            meter.update(_logged(losses, torch.as_tensor(total)), images.shape[0])
+        if evaluator is not None:
+            sizes = torch.stack([t["orig_size"] for t in targets])
+            results = postprocess(outputs, sizes)
+            evaluator.process({int(t["image_id"]): r for t, r in zip(targets, results)})
+    stats = distributed.all_reduce_mean(meter.means(), device)
+    coco = None
+    if evaluator is not None:
+        evaluator.synchronize_between_processes()
+        if distributed.is_main_process():
+            coco = evaluator.evaluate()
+    return stats, coco
+
+

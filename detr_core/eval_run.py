@@ -1,0 +1,99 @@
+"""``detrtool eval``: a checkpoint on a dataset's val split -> loss stats, the 12 COCO numbers,
+``metrics.json`` and ``detections.json`` (every query of every image, COCO results format)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+import detr_core.models.small_backbone  # noqa: F401  (registers the "small_cnn" backbone)
+from detr_core.checkpoint import load_checkpoint, read_checkpoint
+from detr_core.config import LossConfig
+from detr_core.data.batching import make_collate
+from detr_core.data.check import validate_num_classes
+from detr_core.data.sources import DatasetSource, build_dataset
+from detr_core.engine import Precision, evaluate
+from detr_core.evaluation import CocoEvaluator, write_json_atomic
+from detr_core.ground_truth import coco_ground_truth
+from detr_core.losses import build_criterion
+from detr_core.presets import eval_transforms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    data: DatasetSource = field(default_factory=DatasetSource)
+    output_dir: str = "eval"
+    batch_size: int = 2
+    num_workers: int = 0
+    pad_to: tuple[int, int] | None = None
+    device: str = "cpu"
+    amp: str = "none"
+    evaluator: str = "faster"
+    transforms: str | None = None  # detr / shapes; None: the checkpoint's run, else by dataset
+    image_size: int | None = None
+    eval_size: int | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. nheads=4 for official files
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    summary: str
+    metrics_path: Path
+    detections_path: Path
+
+
+def _stored_run(path: str) -> tuple[dict[str, Any], LossConfig]:
+    config = read_checkpoint(path).get("config") or {}
+    run = config.get("run") if isinstance(config.get("run"), dict) else {}
+    loss = LossConfig.from_dict(config["loss"]) if isinstance(config.get("loss"), dict) else LossConfig()
+    return run, loss
+
+
+def _loader(config: EvalConfig, run: dict[str, Any]) -> tuple[Any, DataLoader]:
+    preset = config.transforms or run.get("transforms") or "auto"
+    if preset == "auto":
+        preset = "shapes" if config.data.is_default else "detr"
+    image_size = config.image_size or int(run.get("image_size", 128))
+    transforms = eval_transforms(preset, image_size, config.eval_size)
+    built = build_dataset(config.data, "val", transforms, shapes_params={"image_size": image_size},
+                          progress=config.progress)
+    if len(built.dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("the evaluation set is empty")
+    loader = DataLoader(built.dataset, batch_size=config.batch_size, shuffle=False,
+                        num_workers=config.num_workers, collate_fn=make_collate(config.pad_to))
+    return built.dataset, loader
+
+
+def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
+    """Evaluate ``config.checkpoint``; writes metrics.json and detections.json into ``output_dir``."""
+    device = torch.device(config.device)
+    run, loss_config = _stored_run(config.checkpoint)
+    model = load_checkpoint(config.checkpoint, **config.model_overrides).to(device)
+    dataset, loader = _loader(config, run)
+    validate_num_classes(dataset, model.num_classes)
+    criterion = build_criterion(loss_config, num_classes=model.num_classes, dec_layers=model.config.dec_layers,
+                                aux_loss=model.aux_loss).to(device)
+    evaluator = CocoEvaluator(coco_ground_truth(dataset, config.data), backend=config.evaluator)
+    stats, coco = evaluate(model, criterion, loader, device=device, weight_dict=criterion.weight_dict,
+                           evaluator=evaluator, precision=Precision(device, config.amp), progress=config.progress)
+    out = Path(config.output_dir)
+    detections = evaluator.write_detections(out / "detections.json")
+    metrics = {"checkpoint": str(config.checkpoint), "evaluator": config.evaluator, "num_images": len(dataset),
+               "loss": stats, "coco_eval_bbox": coco}
+    metrics_path = write_json_atomic(out / "metrics.json", metrics)
+    return EvalResult(metrics, evaluator.summary(), metrics_path, detections)
+
+
+def format_losses(stats: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items()))
+

@@ -1,0 +1,35 @@
+"""The COCO ground truth of an evaluation set, and the evaluator built on it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from detr_core.data.sources import DatasetSource, voc_split_name
+from detr_core.data.voc import voc_to_coco
+
+
+def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
+    """``dataset.coco`` for COCO-format sets; VOC splits are converted (same ids and boxes as the dataset)."""
+    coco = getattr(dataset, "coco", None)
+    if coco is not None:
+        return coco
+    if source.voc_root is not None:
+        data = voc_to_coco(source.voc_root, voc_split_name(source, "val"), year=source.voc_year,
+                           remove_difficult=source.remove_difficult)
+        gt = COCO()
+        gt.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+        return gt
+    raise ValueError(f"{type(dataset).__name__}: no COCO ground truth to evaluate against")
+
+
+def make_evaluator(coco_gt: COCO, backend: str) -> Any:
+    from detr_core.evaluation import CocoEvaluator
+
+    return CocoEvaluator(coco_gt, backend=backend)

@@ -1,0 +1,68 @@
+"""A small CNN backbone for CPU training (registered as ``small_cnn``).
+
+Four stages of 3x3 convolutions with GroupNorm and ReLU, each halving the resolution: 32, 64, 128 and
+256 channels, stride 16, about 1.2M parameters. GroupNorm normalises each image on its own, so a
+sample's features do not depend on the rest of its batch (DDP gives the same gradients as one process
+on the combined batch, and eval equals train-mode normalisation). ``dilation=True`` keeps the last
+stage at stride 8 with dilated convolutions (like DC5 for the ResNets).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from detr_core.models.backbone import Backbone
+from detr_core.registry import register_backbone
+
+log = logging.getLogger(__name__)
+
+STAGE_CHANNELS = (32, 64, 128, 256)
+GROUPS = 8
+
+
+def _conv(cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.GroupNorm(GROUPS, cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallCNN(nn.Module):
+    """``forward(images) -> {"0": features}`` (the dict the ``Backbone`` wrapper reads)."""
+
+    def __init__(self, *, dilation: bool = False) -> None:
+        super().__init__()
+        stages = []
+        cin = 3
+        for i, cout in enumerate(STAGE_CHANNELS):
+            dilate = dilation and i == len(STAGE_CHANNELS) - 1
+            layers = _conv(cin, cout, stride=1 if dilate else 2)
+            if i > 0:
+                layers += _conv(cout, cout, dilation=2 if dilate else 1)
+            stages.append(nn.Sequential(*layers))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return {"0": self.stages(images)}
+
+
+@register_backbone("small_cnn")
+def small_cnn_backbone(*, dilation: bool = False, train_backbone: bool = True,
+                       weights_path: str | Path | None = None) -> Backbone:
+    """The small CNN as a DETR ``Backbone`` (``weights_path``: a state dict of ``SmallCNN``)."""
+    body = SmallCNN(dilation=dilation)
+    if weights_path is not None:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        body.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        log.info("loaded small_cnn weights from %s", weights_path)
+    body.requires_grad_(train_backbone)
+    return Backbone(body=body, num_channels=STAGE_CHANNELS[-1], stride=8 if dilation else 16)

@@ -1,0 +1,89 @@
+"""Training curves from ``OUTPUT_DIR/log.jsonl``: losses and COCO AP per epoch / per training minute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LOSS_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou")
+AP_KEYS = ("AP", "AP50", "AP75")
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl`` (a folder holding one is accepted); ValueError when absent/empty."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path}: no training log (log.jsonl) here")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{number}: not a JSON line") from None
+    if not records:
+        raise ValueError(f"{path}: the log is empty")
+    return records
+
+
+def _series(records: list[dict], key: str, x_key: str) -> tuple[list[float], list[float]]:
+    points = [(r[x_key], r[key]) for r in records if key in r and x_key in r and r[key] is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_losses(records: list[dict], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in LOSS_KEYS:
+        for split, style in (("train", "-"), ("test", "--")):
+            xs, ys = _series(records, f"{split}_{key}", "epoch")
+            if xs:
+                ax.plot(xs, ys, style, label=f"{split} {key}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_ap(records: list[dict], out: Path, *, x_key: str = "epoch", target: float | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in AP_KEYS:
+        xs, ys = _series(records, f"test_{key}", x_key)
+        if xs:
+            ax.plot(xs, ys, "o-", label=key, markersize=3)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training minutes" if x_key == "train_minutes" else x_key)
+    ax.set_ylabel("COCO metric (val)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def _save(fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_run(output_dir: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Draw ``loss.png``, ``ap.png`` (per epoch) and ``ap_minutes.png`` into ``dest`` (default: the run)."""
+    records = read_log(output_dir)
+    dest = Path(dest) if dest is not None else Path(output_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = [plot_losses(records, dest / "loss.png")]
+    if any("test_AP" in r for r in records):
+        paths.append(plot_ap(records, dest / "ap.png"))
+        paths.append(plot_ap(records, dest / "ap_minutes.png", x_key="train_minutes"))
+    return paths

@@ -1,0 +1,55 @@
+"""Transform presets by name.
+
+- ``detr``: the reference's multi-scale training (shorter side 480–800, random crops) and 800-pixel
+  evaluation;
+- ``shapes``: small images around ``image_size``: horizontal flip and a shorter side of 7/8, 1 or 9/8 of
+  ``image_size`` for training, ``image_size`` for evaluation. Cheap on CPU (batches stay near
+  ``image_size`` squared), used by the shapes default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+
+from detr_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResizeShorterSide,
+    make_eval_transforms,
+    make_train_transforms,
+)
+
+PRESETS = ("detr", "shapes")
+
+
+def _normalize() -> list[v2.Transform]:
+    return [v2.ClampBoundingBoxes(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))]
+
+
+def shapes_train_transforms(image_size: int = 128) -> v2.Compose:
+    sizes = (image_size * 7 // 8, image_size, image_size * 9 // 8)
+    return v2.Compose([v2.RandomHorizontalFlip(), ResizeShorterSide(sizes, image_size * 5 // 3), *_normalize()])
+
+
+def shapes_eval_transforms(image_size: int = 128) -> v2.Compose:
+    return v2.Compose([ResizeShorterSide(image_size, image_size * 5 // 3), *_normalize()])
+
+
+def transforms_for(preset: str, image_size: int = 128) -> tuple[Any, Any]:
+    """(train transforms, eval transforms) of ``preset``."""
+    if preset == "detr":
+        return make_train_transforms(), make_eval_transforms()
+    if preset == "shapes":
+        return shapes_train_transforms(image_size), shapes_eval_transforms(image_size)
+    raise ValueError(f"unknown transforms preset {preset!r}; choose one of {PRESETS}")
+
+
+def eval_transforms(preset: str, image_size: int = 128, eval_size: int | None = None) -> Any:
+    """The eval transforms of ``preset``; ``eval_size`` overrides the shorter side (longer ≤ 5/3 of it)."""
+    if eval_size is not None:
+        return make_eval_transforms(size=eval_size, max_size=eval_size * 5 // 3)
+    return transforms_for(preset, image_size)[1]

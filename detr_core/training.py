@@ -1,0 +1,324 @@
+"""A DETR training run: data, guardrails, model, optimizer, the epoch loop, checkpoints and the log.
+
+``train(config)`` works alone or under torchrun (one process per device, DistributedDataParallel).
+Only the main process writes ``log.jsonl``, ``config.yaml`` and checkpoints. A checkpoint holds model,
+optimizer, lr scheduler, grad scaler, epoch, config and every process's RNG states, so ``--resume``
+continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+import detr_core.models.small_backbone  # noqa: F401  (registers the "small_cnn" backbone)
+from detr_core import distributed
+from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
+from detr_core.data.batching import make_collate
+from detr_core.data.check import validate_num_classes
+from detr_core.data.sources import DatasetSource, build_dataset
+from detr_core.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.ground_truth import coco_ground_truth, make_evaluator
+from detr_core.losses import build_criterion
+from detr_core.optim import build_optimizer, build_scheduler
+from detr_core.presets import transforms_for
+from detr_core.registry import build_model
+from detr_core.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """A run that cannot start (bad data, bad checkpoint, bad settings); the message says why."""
+
+
+@dataclass
+class RunData:
+    train_set: Dataset
+    val_set: Dataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: DistributedSampler
+    num_classes: int
+    class_names: list[str]
+
+
+# ----------------------------------------------------------------------------------------------- RNG
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states in a form ``torch.load(weights_only=True)`` reads back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- data
+def build_data(config: TrainConfig, info: distributed.DistInfo) -> RunData:
+    train_t, val_t = transforms_for(config.transforms_preset, config.image_size)
+    shapes = {"image_size": config.image_size}
+    built_train = build_dataset(config.data, "train", train_t, shapes_params=shapes, progress=info.is_main)
+    built_val = build_dataset(config.data, "val", val_t, shapes_params=shapes, progress=info.is_main)
+    for name, ds in (("training", built_train.dataset), ("validation", built_val.dataset)):
+        if len(ds) == 0:  # type: ignore[arg-type]
+            raise TrainingError(f"the {name} set is empty: nothing to train or evaluate on")
+    sampler = DistributedSampler(built_train.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
+    val_sampler = DistributedSampler(built_val.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=False)
+    collate = make_collate(config.pad_to)
+    common = {"collate_fn": collate, "num_workers": config.num_workers, "persistent_workers": False}
+    train_loader = DataLoader(built_train.dataset, batch_size=config.batch_size, sampler=sampler, drop_last=False,
+                              **common)
+    val_loader = DataLoader(built_val.dataset, batch_size=config.batch_size, sampler=val_sampler, **common)
+    return RunData(built_train.dataset, built_val.dataset, train_loader, val_loader, sampler,
+                   built_train.num_classes, list(built_train.class_names))
+
+
+def resolve_num_classes(config: TrainConfig, data: RunData) -> TrainConfig:
+    """``num_classes`` 0 becomes the dataset's (max id + 1); class names come along when not set."""
+    model = config.model
+    if model.num_classes == NUM_CLASSES_FROM_DATA:
+        model = model.replace(num_classes=data.num_classes)
+        log.info("num_classes = %d (max category id + 1 of the training set)", data.num_classes)
+    if not model.class_names and len(data.class_names) == model.num_classes:
+        model = model.replace(class_names=tuple(data.class_names))
+    return config.replace(model=model)
+
+
+def check_data(config: TrainConfig, data: RunData, stride: int) -> None:
+    """Guardrails before the first step: category ids fit, images are larger than the backbone stride."""
+    try:
+        validate_num_classes(data.train_set, config.model.num_classes)
+        validate_num_classes(data.val_set, config.model.num_classes)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    for name, ds in (("training", data.train_set), ("validation", data.val_set)):
+        image, target = ds[0]
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if min(h, w) < stride:
+            raise TrainingError(f"{name} image {int(target['image_id'])} is {h}x{w} after transforms, smaller "
+                                f"than the backbone stride {stride}: use larger images or another backbone")
+
+
+# --------------------------------------------------------------------------------------------- model
+def load_initial_weights(model: nn.Module, path: str) -> None:
+    """Weights of a checkpoint (official or detrtool) for fine-tuning: heads of another size are dropped."""
+    state = read_checkpoint(path)["model"]
+    if any(k.startswith("detr.") for k in state):
+        state = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
+    own = model.state_dict()
+    dropped = [k for k in ("class_embed.weight", "class_embed.bias", "query_embed.weight")
+               if k in state and k in own and state[k].shape != own[k].shape]
+    if dropped:
+        log.warning("%s: %s of another size (%s) dropped: trained anew for num_classes=%d, num_queries=%d", path,
+                    ", ".join(sorted({k.split('.')[0] for k in dropped})), list(state[dropped[0]].shape),
+                    model.num_classes, model.num_queries)
+    state = {k: v for k, v in state.items() if k not in dropped}
+    load_state_dict_checked(model, state, source=str(path))
+
+
+def freeze_all_but_heads(model: nn.Module, frozen_weights: str) -> None:
+    """``--frozen-weights``: load a trained detector and train only its heads."""
+    load_initial_weights(model, frozen_weights)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(("class_embed.", "bbox_embed.")))
+    log.info("%s: weights loaded and frozen except class_embed / bbox_embed", frozen_weights)
+
+
+def build_run_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    model = build_model(config.model, train_backbone=config.lr_backbone > 0,
+                        backbone_weights=config.backbone_weights, attention_impl=config.attention_impl)
+    if config.init:
+        load_initial_weights(model, config.init)
+    if config.frozen_weights:
+        freeze_all_but_heads(model, config.frozen_weights)
+    return model.to(device)
+
+
+def wrap_ddp(model: nn.Module, info: distributed.DistInfo, device: torch.device) -> nn.Module:
+    if not info.enabled:
+        return model
+    ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def resolve_device(name: str, info: distributed.DistInfo) -> torch.device:
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"--device {name}: CUDA is not available on this machine")
+        return torch.device("cuda", info.local_rank) if info.enabled else torch.device(name)
+    if name != "cpu":
+        raise TrainingError(f"--device must be cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+@dataclass
+class Trainer:
+    """The pieces of a run that a checkpoint captures."""
+
+    config: TrainConfig
+    model: nn.Module  # unwrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    precision: Precision
+
+    def payload(self, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+        cfg = self.config.to_dict()
+        run = {k: v for k, v in cfg.items() if k not in ("model", "loss", "data")}
+        scaler = self.precision.scaler
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "epoch": epoch, "rng": rng_states,
+                "config": {"model": cfg["model"], "loss": cfg["loss"], "data": cfg["data"], "run": run}}
+
+    def restore(self, path: str, rank: int) -> int:
+        """Load a detrtool training checkpoint; returns the next epoch. An official file loads weights only."""
+        ckpt = read_checkpoint(path)
+        if "optimizer" not in ckpt or "epoch" not in ckpt:
+            load_initial_weights(self.model, path)
+            log.info("%s: weights only (no training state): starting at epoch 0", path)
+            return 0
+        load_state_dict_checked(self.model, ckpt["model"], source=path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if self.precision.scaler is not None and ckpt.get("scaler"):
+            self.precision.scaler.load_state_dict(ckpt["scaler"])
+        states = ckpt.get("rng") or []
+        if states:
+            set_rng_state(states[rank] if rank < len(states) else states[0])
+        log.info("resumed from %s after epoch %d", path, ckpt["epoch"])
+        return int(ckpt["epoch"]) + 1
+
+
+def save_epoch(trainer: Trainer, out: Path, epoch: int) -> None:
+    """Every process hands its RNG state to the main one, which writes the checkpoint(s)."""
+    states = distributed.all_gather_objects(rng_state())
+    if not distributed.is_main_process():
+        return
+    payload = trainer.payload(epoch, states)
+    save_checkpoint(out / "checkpoint.pth", payload)
+    every = trainer.config.save_every
+    if every > 0 and (epoch + 1) % every == 0:
+        save_checkpoint(out / f"checkpoint_{epoch:04d}.pth", payload)
+
+
+def append_log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+# ------------------------------------------------------------------------------------------- the run
+def train(config: TrainConfig) -> Path:
+    """Run ``config``; returns the output folder. Raises ``TrainingError`` / ``NonFiniteLossError``."""
+    info = distributed.init_distributed(config.device)
+    try:
+        return _run(config, info)
+    finally:
+        distributed.cleanup()
+
+
+def _setup(config: TrainConfig, info: distributed.DistInfo) -> tuple[TrainConfig, RunData, Trainer, torch.device]:
+    device = resolve_device(config.device, info)
+    seed_everything(config.seed + info.rank)
+    data = build_data(config, info)
+    config = resolve_num_classes(config, data)
+    model = build_run_model(config, device)
+    check_data(config, data, model.backbone.stride)
+    optimizer = build_optimizer(model, lr=config.lr, lr_backbone=config.lr_backbone, weight_decay=config.weight_decay)
+    scheduler = build_scheduler(optimizer, schedule=config.lr_schedule, steps_per_epoch=len(data.train_loader),
+                                epochs=config.epochs, lr_drop=config.lr_drop, warmup_steps=config.warmup_steps)
+    return config, data, Trainer(config, model, optimizer, scheduler, Precision(device, config.amp)), device
+
+
+def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
+    config, data, trainer, device = _setup(config, info)
+    out = Path(config.output_dir)
+    start = trainer.restore(config.resume, info.rank) if config.resume else 0
+    n_parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config_yaml(config, out / "config.yaml")
+        log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
+    model = wrap_ddp(trainer.model, info, device)
+    criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
+                                dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss).to(device)
+    elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
+    for epoch in range(start, config.epochs):
+        tic = time.perf_counter()
+        data.sampler.set_epoch(epoch)
+        try:
+            train_stats = train_one_epoch(model, criterion, data.train_loader, trainer.optimizer, trainer.scheduler,
+                                          device=device, epoch=epoch, weight_dict=criterion.weight_dict,
+                                          precision=trainer.precision, max_norm=config.clip_max_norm,
+                                          progress=config.progress)
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"{exc}; the last good checkpoint in {out} is left untouched") from None
+        elapsed += time.perf_counter() - tic
+        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters,
+                  "train_minutes": elapsed / 60}
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            record.update(_eval_record(config, model, criterion, data, trainer.precision, device))
+        save_epoch(trainer, out, epoch)
+        if info.is_main:
+            append_log(out, record)
+            log.info("epoch %d: %s", epoch, _summary(record))
+    return out
+
+
+def _eval_record(config: TrainConfig, model: nn.Module, criterion: nn.Module, data: RunData, precision: Precision,
+                 device: torch.device) -> dict[str, Any]:
+    evaluator = make_evaluator(coco_ground_truth(data.val_set, config.data), config.evaluator)
+    stats, coco = evaluate(model, criterion, data.val_loader, device=device, weight_dict=criterion.weight_dict,
+                           evaluator=evaluator, precision=precision, progress=config.progress)
+    record = {f"test_{k}": v for k, v in stats.items()}
+    if coco is not None:
+        record["test_coco_eval_bbox"] = list(coco["stats"])
+        record.update({f"test_{k}": v for k, v in coco.items() if k != "stats"})
+    return record
+
+
+def _previous_elapsed(out: Path, start: int) -> float:
+    """Training seconds logged before ``start`` (so resumed runs keep a continuous time axis)."""
+    path = out / "log.jsonl"
+    if start == 0 or not path.is_file():
+        return 0.0
+    minutes = [json.loads(line).get("train_minutes", 0.0) for line in path.read_text().splitlines() if line.strip()]
+    return 60.0 * (minutes[-1] if minutes else 0.0)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    keys = ("train_loss", "test_loss", "test_AP", "test_AP50", "train_images_per_s")
+    return ", ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
+
+
+def describe_source(source: DatasetSource) -> str:
+    return "the synthetic shapes" if source.is_default else str(source)

@@ -1,0 +1,146 @@
+"""Engine and optimizer: one epoch trains, evaluation scores, the NaN guard, schedules, precision."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from detr_core import engine
+from detr_core.distributed import DistInfo
+from detr_core.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.ground_truth import coco_ground_truth, make_evaluator
+from detr_core.losses import build_criterion
+from detr_core.optim import LrFactor, build_optimizer, build_scheduler
+from detr_core.training import build_data, build_run_model, resolve_num_classes
+from tests.training_helpers import make_tiny_shapes, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = make_tiny_shapes(tmp_path_factory.mktemp("shapes"))
+    config = tiny_config(root, tmp_path_factory.mktemp("out"))
+    data = build_data(config, DistInfo())
+    config = resolve_num_classes(config, data)
+    return config, data
+
+
+def _pieces(config, data):
+    torch.manual_seed(0)
+    model = build_run_model(config, torch.device("cpu"))
+    criterion = build_criterion(config.loss, num_classes=config.model.num_classes, dec_layers=2, aux_loss=True)
+    optimizer = build_optimizer(model, lr=1e-3, lr_backbone=1e-4, weight_decay=1e-4)
+    scheduler = build_scheduler(optimizer, schedule="step", steps_per_epoch=2, epochs=1, lr_drop=10, warmup_steps=0)
+    return model, criterion, optimizer, scheduler
+
+
+def test_train_one_epoch_updates_weights_and_reports_stats(tiny_run):
+    config, data = tiny_run
+    model, criterion, optimizer, scheduler = _pieces(config, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train_one_epoch(model, criterion, data.train_loader, optimizer, scheduler, device=torch.device("cpu"),
+                            epoch=0, weight_dict=criterion.weight_dict, progress=False)
+    assert {"loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "lr", "images_per_s"} <= set(stats)
+    assert all(math.isfinite(v) for v in stats.values())
+    assert not torch.equal(before["class_embed.weight"], model.state_dict()["class_embed.weight"])
+    assert scheduler.last_epoch == len(data.train_loader)
+
+
+def test_evaluate_gives_losses_and_coco_numbers(tiny_run):
+    config, data = tiny_run
+    model, criterion, _, _ = _pieces(config, data)
+    evaluator = make_evaluator(coco_ground_truth(data.val_set, config.data), "faster")
+    stats, coco = evaluate(model, criterion, data.val_loader, device=torch.device("cpu"),
+                           weight_dict=criterion.weight_dict, evaluator=evaluator, progress=False)
+    assert "loss" in stats and math.isfinite(stats["loss"])
+    assert len(coco["stats"]) == 12
+    assert len(evaluator.results()) == len(data.val_set) * config.model.num_queries  # every query of every image
+
+
+def test_non_finite_loss_stops_before_any_update(tiny_run, monkeypatch):
+    config, data = tiny_run
+    model, criterion, optimizer, scheduler = _pieces(config, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def nan_total(losses, weight_dict):
+        raise FloatingPointError("loss is not finite: ['loss_bbox']")
+
+    monkeypatch.setattr(engine, "weighted_total", nan_total)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 0: loss is not finite: \['loss_bbox'\]"):
+        train_one_epoch(model, criterion, data.train_loader, optimizer, scheduler, device=torch.device("cpu"),
+                        epoch=3, weight_dict=criterion.weight_dict, progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_step_schedule_drops_after_lr_drop_epochs():
+    factor = LrFactor("step", steps_per_epoch=10, total_steps=100, lr_drop=3)
+    assert factor(29) == 1.0 and factor(30) == pytest.approx(0.1)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    factor = LrFactor("cosine", steps_per_epoch=10, total_steps=110, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.5)
+    assert factor(110) == pytest.approx(0.0)
+
+
+def test_optimizer_has_backbone_and_transformer_groups(tiny_run):
+    config, data = tiny_run
+    model, _, optimizer, _ = _pieces(config, data)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["backbone"]["lr"] == 1e-4 and groups["transformer"]["lr"] == 1e-3
+    assert all(g["weight_decay"] == 1e-4 for g in groups.values())
+    n_backbone = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
+    assert sum(p.numel() for p in groups["backbone"]["params"]) == n_backbone
+
+
+def test_lr_backbone_zero_freezes_the_backbone(tiny_run):
+    config, data = tiny_run
+    model = build_run_model(config, torch.device("cpu"))
+    optimizer = build_optimizer(model, lr=1e-3, lr_backbone=0.0, weight_decay=1e-4)
+    assert len(optimizer.param_groups) == 1
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_amp_needs_cuda():
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Precision(torch.device("cpu"), "bf16")
+
+
+def test_small_backbone_is_registered_with_stride_16():
+    from detr_core.config import ModelConfig
+    from detr_core.registry import build_model
+
+    model = build_model(ModelConfig(backbone="small_cnn", hidden_dim=32, nheads=2, num_classes=3))
+    features = model.backbone[0](torch.zeros(1, 3, 64, 96))
+    assert features.shape == (1, 256, 4, 6) and model.backbone.stride == 16
+    body_params = sum(p.numel() for p in model.backbone.parameters())
+    assert 1.0e6 < body_params < 1.3e6
+
+
+def test_gpu_amp_train_step(tiny_run, tmp_path: Path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    config, data = tiny_run
+    device = torch.device("cuda")
+    model = build_run_model(config, device)
+    criterion = build_criterion(config.loss, num_classes=config.model.num_classes, dec_layers=2, aux_loss=True)
+    optimizer = build_optimizer(model, lr=1e-3, lr_backbone=1e-4, weight_decay=1e-4)
+    scheduler = build_scheduler(optimizer, schedule="step", steps_per_epoch=2, epochs=1, lr_drop=10, warmup_steps=0)
+    for amp in ("bf16", "fp16"):
+        stats = train_one_epoch(model, criterion.to(device), data.train_loader, optimizer, scheduler, device=device,
+                                epoch=0, weight_dict=criterion.weight_dict, precision=Precision(device, amp),
+                                progress=False)
+        assert math.isfinite(stats["loss"])
