@@ -1,0 +1,118 @@
+"""``detrtool export``: a checkpoint to a TorchScript / ONNX / torch.export artifact, validated."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from detr_core.checkpoint import CheckpointError, load_checkpoint
+from detr_core.data.batching import parse_hw
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAMES = ("onnx", "torchscript", "torch-export")
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        return parse_hw(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _format_options(fmt: str, opset: int | None, exporter: str | None, method: str | None) -> dict[str, Any]:
+    given = {"opset": opset, "exporter": exporter, "method": method}
+    wrong = [f"--{k}" for k, v in given.items() if v is not None and not _applies(fmt, k)]
+    if wrong:
+        raise click.ClickException(f"{', '.join(wrong)} does not apply to --format {fmt}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _applies(fmt: str, option: str) -> bool:
+    from exporters.formats import get_format
+
+    return option in {o.name for o in get_format(fmt).options}
+
+
+@click.command()
+@click.option("--resume", "checkpoint", type=click.Path(dir_okay=False), required=True,
+              help="Checkpoint to export (detrtool or official DETR).")
+@click.option("--format", "fmt", required=True, metavar="|".join(FORMAT_NAMES), help="Artifact format.")
+@click.option("--input-size", default="800x1333", show_default=True, callback=_parse_size, metavar="HxW",
+              help="Static canvas; images are resized to fit it and padded (mask is an input).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Static batch size.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Artifact path (default: CKPT_HxW.<suffix>).")
+@click.option("--opset", type=click.IntRange(min=1), help="ONNX opset (default 18; dynamo needs >= 18).")
+@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), help="ONNX exporter (default dynamo).")
+@click.option("--method", type=click.Choice(["script", "trace"]), help="TorchScript: script (default) or trace.")
+@click.option("--with-postprocess", is_flag=True, help="Embed post-processing: orig_sizes in; scores, labels, boxes out.")
+@click.option("--no-validate", is_flag=True, help="Skip the comparison with eager after export.")
+@click.option("--validate-images", type=click.Path(exists=True, file_okay=False),
+              help="Folder of images for validation (default: the shapes val set).")
+@click.option("--nheads", type=click.IntRange(min=1), help="Attention heads (official checkpoints cannot carry it).")
+@click.option("--dilation", is_flag=True, help="Dilated last backbone stage (DC5 checkpoints).")
+def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: int, output: str | None,
+           opset: int | None, exporter: str | None, method: str | None, with_postprocess: bool,
+           no_validate: bool, validate_images: str | None, nheads: int | None, dilation: bool) -> None:
+    """Export a checkpoint with a static padded input and a live mask; validate it against eager."""
+    from exporters import export as export_model
+    from exporters.formats import UnknownFormatError, get_format
+
+    try:
+        fmt_row = get_format(fmt)
+        options = _format_options(fmt, opset, exporter, method)
+        fmt_row.resolve_options(options)
+    except (UnknownFormatError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    model = _load(Path(checkpoint), nheads=nheads, dilation=dilation)
+    path = Path(output) if output else Path(f"{Path(checkpoint).stem}_{input_size[0]}x{input_size[1]}{fmt_row.suffix}")
+    extra = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": _sha256(Path(checkpoint))}
+    result = _run_export(export_model, model, fmt, path, input_size=input_size, batch_size=batch_size,
+                         with_postprocess=with_postprocess, validate=not no_validate,
+                         validate_images=validate_images, extra_metadata=extra, **options)
+    size_mb = result.path.stat().st_size / 1e6
+    click.echo(f"wrote {result.path} ({fmt}, {size_mb:.1f} MB, canvas {input_size[0]}x{input_size[1]}, "
+               f"batch {batch_size}) in {result.export_seconds:.1f} s")
+    if result.validation is not None:
+        click.echo(result.validation.table())
+        click.echo(f"validation ok: max |Δ| {result.validation.max_abs_diff:.2e} vs eager")
+
+
+def _load(path: Path, *, nheads: int | None, dilation: bool):
+    overrides: dict[str, Any] = {"nheads": nheads} if nheads else {}
+    if dilation:
+        overrides["dilation"] = True
+    try:
+        return load_checkpoint(path, **overrides)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_export(export_model, model, fmt: str, path: Path, **kwargs: Any):
+    from exporters.validate import ValidationError
+
+    try:
+        return export_model(model, fmt, path, **kwargs)
+    except ValidationError as exc:
+        click.echo(exc.report.table(), err=True)
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, RuntimeError, OSError) as exc:
+        logger.debug("export failed", exc_info=True)
+        raise click.ClickException(f"export to {fmt} failed: {_first_line(exc)}") from None

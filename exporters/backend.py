@@ -1,0 +1,23 @@
+"""What a format's loader returns: a backend maps the wrapper's input tensors to its output tensors.
+
+``Backend(inputs: list[Tensor] in input-name order) -> list[Tensor] in output-name order``; it does no
+checking (that is :mod:`exporters.runtime`'s job) and owns the format's session object (``native``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass
+class Backend:
+    """A loaded artifact: ``run`` computes, ``native`` is the format's own object (ScriptModule,
+    ``onnxruntime.InferenceSession``, ``ExportedProgram`` module), ``device`` where inputs must live."""
+
+    run: Callable[[Sequence[Tensor]], Sequence[Tensor]]
+    native: Any
+    device: str = "cpu"

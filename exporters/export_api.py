@@ -1,0 +1,96 @@
+"""``export(model, format, path, ...)``: wrap, write through the format table, validate against eager."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from exporters.formats import get_format
+from exporters.metadata import ArtifactMetadata, build_metadata
+from exporters.wrapper import io_names, wrap
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = (800, 1333)
+
+
+@dataclass
+class ExportResult:
+    """The artifact written, its metadata, the validation report (None when skipped), seconds taken."""
+
+    path: Path
+    format: str
+    metadata: ArtifactMetadata
+    validation: Any | None
+    export_seconds: float
+
+
+def example_inputs(*, batch_size: int, input_size: tuple[int, int], with_postprocess: bool,
+                   device: torch.device | str = "cpu", seed: int = 0) -> tuple[Tensor, ...]:
+    """Deterministic (images [B,3,H,W], mask [B,H,W] with some padding per image[, orig_sizes [B,2]])."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = input_size
+    images = torch.randn((batch_size, 3, h, w), generator=gen)
+    mask = torch.zeros((batch_size, h, w), dtype=torch.bool)
+    for i in range(batch_size):
+        mask[i, h - (i * h) // (2 * batch_size):, :] = True
+        mask[i, :, w - ((i + 1) * w) // (3 * batch_size):] = True
+    inputs = (images.to(device), mask.to(device))
+    if with_postprocess:
+        sizes = (~mask).any(2).sum(1), (~mask).any(1).sum(1)
+        inputs += (torch.stack(sizes, 1).to(torch.int64).to(device) * 3,)
+    return inputs
+
+
+def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """``path`` itself when its suffix fits the format; ``ValueError`` naming the right suffixes otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{path}: the file name must end with {' or '.join(suffixes)} for this format")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+           batch_size: int = 1, with_postprocess: bool = False, size: int | None = None,
+           max_size: int | None = None, validate: bool = True, validate_images: str | Path | None = None,
+           validate_threshold: float = 0.5, tolerance: float = 1e-4, extra_metadata: dict | None = None,
+           **format_options: Any) -> ExportResult:
+    """Export ``model`` (a ``DETR``; put in eval mode) to ``path`` with a static ``batch_size`` x canvas
+    ``input_size`` (H, W) and a live mask; validate against eager unless ``validate=False``.
+
+    ``size``/``max_size``: the resize rule recorded for runtimes (default: the canvas's shorter and
+    longer side). ``format_options``: the format's options (see ``exporters.formats``), e.g.
+    ``exporter="legacy", opset=17`` for ONNX or ``method="trace"`` for TorchScript.
+    Raises ``exporters.validate.ValidationError`` (artifact kept) when validation fails.
+    """
+    fmt = get_format(format)
+    options = fmt.resolve_options(format_options)
+    path = output_path(path, fmt.suffixes)
+    input_size = (int(input_size[0]), int(input_size[1]))
+    inputs_names, output_names = io_names(with_postprocess=with_postprocess)
+    metadata = build_metadata(
+        model, format=fmt.name, input_size=input_size, batch_size=batch_size,
+        size=size or min(input_size), max_size=max_size or max(input_size), with_postprocess=with_postprocess,
+        input_names=inputs_names, output_names=output_names, format_options=options, extra=extra_metadata)
+    wrapper = wrap(model, with_postprocess=with_postprocess)
+    device = next(model.parameters()).device
+    examples = example_inputs(batch_size=batch_size, input_size=input_size,
+                              with_postprocess=with_postprocess, device=device)
+    start = time.perf_counter()
+    fmt.exporter(wrapper, examples, path, metadata=metadata, **options)
+    seconds = time.perf_counter() - start
+    logger.info("exported %s to %s in %.1f s", fmt.name, path, seconds)
+    report = None
+    if validate:
+        from exporters.validate import validate_artifact
+
+        report = validate_artifact(model, path, images=validate_images, threshold=validate_threshold,
+                                   tolerance=tolerance, device=str(device), raise_on_failure=True)
+    return ExportResult(path=path, format=fmt.name, metadata=metadata, validation=report, export_seconds=seconds)

@@ -1,0 +1,131 @@
+"""Artifact metadata: one schema for every format, stored as string key/values.
+
+ONNX keeps it in ``metadata_props`` (one prop per field, prefixed ``detrtool.``), TorchScript and
+torch.export in the archive's extra files (``detrtool.json``). Values are JSON, so they read back with
+their types. What a runtime needs to prepare inputs exactly as at export travels here: the static
+canvas and batch, the resize rule (``size``, ``max_size``), mean/std and the mask convention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+PROP_PREFIX = "detrtool."
+EXTRA_FILE = "detrtool.json"
+MASK_CONVENTION = "mask: bool [B, H, W], True on padding; images in the top-left corner of the canvas"
+RESIZE_RULE = ("eval rule: shorter side `size`, longer side <= `max_size`, then scaled down (aspect kept, "
+               "never cropped) to fit the canvas; antialiased bilinear on uint8 RGB, /255, ImageNet mean/std")
+SCHEMA_VERSION = 1
+
+
+class MetadataError(ValueError):
+    """An artifact without readable detrtool metadata."""
+
+
+def detrtool_version() -> str:
+    try:
+        return version("detrtool")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ArtifactMetadata:
+    """What an exported artifact is and how to feed it (``input_size`` is the canvas (H, W))."""
+
+    format: str
+    input_size: tuple[int, int]
+    batch_size: int
+    size: int
+    max_size: int | None
+    num_queries: int
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    with_postprocess: bool = False
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize_rule: str = RESIZE_RULE
+    mask_convention: str = MASK_CONVENTION
+    format_options: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    detrtool_version: str = field(default_factory=detrtool_version)
+    torch_version: str = torch.__version__
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactMetadata:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and
+                   f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise MetadataError(f"artifact metadata lacks {missing}")
+        kept = {k: v for k, v in data.items() if k in known}  # newer fields are ignored, not fatal
+        for name in ("input_size", "class_names", "input_names", "output_names", "mean", "std"):
+            if name in kept:
+                kept[name] = tuple(kept[name])
+        return cls(**kept)
+
+    def to_props(self) -> dict[str, str]:
+        """``{"detrtool.<field>": json}``: the string key/values stored in an artifact."""
+        return {PROP_PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ArtifactMetadata:
+        data = {k[len(PROP_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PROP_PREFIX)}
+        if not data:
+            raise MetadataError("no detrtool metadata in the artifact (was it exported by detrtool?)")
+        return cls.from_dict(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ArtifactMetadata:
+        return cls.from_dict(json.loads(text))
+
+
+def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int], batch_size: int,
+                   size: int, max_size: int | None, with_postprocess: bool,
+                   input_names: tuple[str, ...], output_names: tuple[str, ...],
+                   format_options: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> ArtifactMetadata:
+    """Metadata of ``model`` (a ``DETR`` with ``.config``) exported with these settings."""
+    config = getattr(model, "config", None)
+    model_config = dataclasses.asdict(config) if config is not None else {}
+    model_config.pop("class_names", None)
+    return ArtifactMetadata(
+        format=format, input_size=(int(input_size[0]), int(input_size[1])), batch_size=int(batch_size),
+        size=int(size), max_size=None if max_size is None else int(max_size),
+        num_queries=int(model.num_queries), num_classes=int(model.num_classes),
+        class_names=tuple(getattr(config, "class_names", ()) or ()), with_postprocess=with_postprocess,
+        input_names=tuple(input_names), output_names=tuple(output_names),
+        format_options=dict(format_options or {}), model_config=model_config, extra=dict(extra or {}),
+    )
+
+
+def read_metadata(path: str | Path, *, format: str | None = None) -> ArtifactMetadata:
+    """Read the metadata back from an artifact of any format (the format from the suffix by default)."""
+    from exporters.formats import format_for_path, get_format
+
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such artifact file")
+    fmt = get_format(format) if format else format_for_path(path)
+    return fmt.read_metadata(path)

@@ -1,0 +1,159 @@
+"""Validation at export: the artifact, loaded in its own runtime, against the eager model.
+
+Three checks, each a row of the report: (a) a full-canvas batch, (b) real images of different sizes
+padded into the canvas with their masks, (c) batch-mate invariance: each real image's outputs in the
+artifact's batch equal eager's on that image alone (batch 1, same canvas), and, for batches > 1, the
+artifact's outputs follow a permutation of the batch. A row fails when an fp32 max |Δ| exceeds the
+tolerance (1e-4) or the detection sets above the score threshold differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from exporters.compare import detection_agreement, detections_of, output_deltas
+from exporters.prepare import prepare_for
+from exporters.runtime import Runtime, eager_runtime, load_runtime
+from exporters.validation_inputs import full_canvas_batch, validation_images
+from exporters.wrapper import wrap
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check: max |Δ| of logits (scores with post-processing) and boxes, detections agreeing."""
+
+    name: str
+    max_logits: float
+    max_boxes: float
+    detections: int
+    agreeing: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_logits <= self.tolerance and self.max_boxes <= self.tolerance and \
+            self.agreeing == self.detections
+
+
+@dataclass
+class ValidationReport:
+    """The rows of one artifact's validation; :meth:`table` renders them."""
+
+    format: str
+    path: Path
+    threshold: float
+    rows: list[CheckRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok for row in self.rows)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((max(r.max_logits, r.max_boxes) for r in self.rows), default=0.0)
+
+    def table(self) -> str:
+        head = f"| check | max abs Δ logits | max abs Δ boxes | detections > {self.threshold:g} agreeing | result |"
+        lines = [head, "|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.name} | {r.max_logits:.2e} | {r.max_boxes:.2e} | {r.agreeing}/{r.detections} | "
+                         f"{'ok' if r.ok else 'FAIL'} |")
+        return "\n".join(lines)
+
+
+class ValidationError(RuntimeError):
+    """The artifact's outputs differ from eager beyond tolerance; ``report`` has the numbers."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        failed = ", ".join(r.name for r in report.rows if not r.ok)
+        super().__init__(f"{report.path}: {report.format} artifact differs from eager ({failed}); "
+                         f"max |Δ| {report.max_abs_diff:.2e}, tolerance {report.rows[0].tolerance:g}")
+        self.report = report
+
+
+def _row(name: str, ref: dict[str, Tensor], out: dict[str, Tensor], orig_sizes: Tensor, *,
+         threshold: float, tolerance: float) -> CheckRow:
+    d_logits, d_boxes = output_deltas(ref, out, orig_sizes)
+    union, agree = detection_agreement(detections_of(ref, orig_sizes), detections_of(out, orig_sizes),
+                                       threshold=threshold)
+    return CheckRow(name, d_logits, d_boxes, union, agree, tolerance)
+
+
+def _cat(outputs: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _run_batches(runtime: Runtime, batches: list[tuple[Batch, int]]) -> dict[str, Tensor]:
+    """The outputs of the real (not filler) rows of every batch, concatenated."""
+    return _cat([{k: v[:n] for k, v in runtime(*batch).items()} for batch, n in batches])
+
+
+def _real_batches(images: list[Tensor], runtime: Runtime) -> list[tuple[Batch, int]]:
+    size = runtime.metadata.batch_size
+    chunks = [images[i:i + size] for i in range(0, len(images), size)]
+    return [(prepare_for(runtime.metadata, chunk), len(chunk)) for chunk in chunks]
+
+
+def _alone(eager1: Runtime, batches: list[tuple[Batch, int]]) -> dict[str, Tensor]:
+    """Eager on each real image alone (batch 1, same canvas)."""
+    rows = [eager1(*(t[i:i + 1] for t in batch)) for batch, n in batches for i in range(n)]
+    return _cat(rows)
+
+
+def _permuted(runtime: Runtime, batches: list[tuple[Batch, int]]) -> dict[str, Tensor]:
+    """The artifact on each batch with its rows rolled by one, rolled back."""
+    outs = []
+    for batch, n in batches:
+        rolled = runtime(*(t.roll(1, 0) for t in batch))
+        outs.append({k: v.roll(-1, 0)[:n] for k, v in rolled.items()})
+    return _cat(outs)
+
+
+def run_checks(eager: Runtime, artifact: Runtime, images: list[Tensor], description: str, *,
+               threshold: float, tolerance: float) -> list[CheckRow]:
+    """Full canvas and real images; for batches > 1 also the two batch-mate checks."""
+    meta = artifact.metadata
+    kw = {"threshold": threshold, "tolerance": tolerance}
+    full = full_canvas_batch(batch_size=meta.batch_size, canvas=tuple(meta.input_size))
+    rows = [_row(f"full canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}",
+                 eager(*full), artifact(*full), full[2], **kw)]
+    batches = _real_batches(images, artifact)
+    sizes = torch.cat([b[2][:n] for b, n in batches])
+    real = _run_batches(artifact, batches)
+    rows.append(_row(description, _run_batches(eager, batches), real, sizes, **kw))
+    if meta.batch_size > 1:  # at batch 1 the row above already compares with eager alone
+        eager1 = eager_runtime(eager.backend.native, dataclasses.replace(meta, batch_size=1),
+                               device=eager.backend.device)
+        rows.append(_row("batch-mates: in batch vs eager alone", _alone(eager1, batches), real, sizes, **kw))
+        rows.append(_row("batch-mates: permuted batch", real, _permuted(artifact, batches), sizes, **kw))
+    return rows
+
+
+def validate_artifact(model: nn.Module, path: str | Path, *, images: str | Path | None = None,
+                      count: int | None = None, threshold: float = 0.5, tolerance: float = 1e-4,
+                      device: str = "cpu", raise_on_failure: bool = True) -> ValidationReport:
+    """Load ``path`` in its runtime and compare it with ``model`` (eager) on the checks above.
+
+    ``images``: a folder of real images (default: the shapes val set); ``count``: how many (default:
+    enough for two batches, at least 3). Logs the table; raises :class:`ValidationError` on failure."""
+    artifact = load_runtime(path, device=device)
+    meta = artifact.metadata
+    eager = eager_runtime(wrap(model, with_postprocess=meta.with_postprocess), meta, device=device)
+    real, description = validation_images(images, count=count or max(3, 2 * meta.batch_size))
+    report = ValidationReport(meta.format, Path(path), threshold)
+    report.rows = run_checks(eager, artifact, real, description, threshold=threshold, tolerance=tolerance)
+    logger.info("validation of %s: %s, max |Δ| %.2e", path, "ok" if report.ok else "FAILED", report.max_abs_diff)
+    logger.debug("validation table:\n%s", report.table())
+    if raise_on_failure and not report.ok:
+        raise ValidationError(report)
+    return report

@@ -1,0 +1,60 @@
+"""The export wrapper: DETR with flat, named tensors in and out, and nothing that switches mode.
+
+Inputs (static shapes, fixed at export):
+
+- ``images`` float32 [B, 3, H, W], ImageNet-normalised, each image in the top-left corner of the canvas;
+- ``mask`` bool [B, H, W], True on padding (a live graph input, never baked in);
+- ``orig_sizes`` int64 [B, 2] (h, w) of the original images (only :class:`DetrWithPostprocess`).
+
+Outputs: ``pred_logits`` [B, Q, C+1] and ``pred_boxes`` [B, Q, 4] (cx, cy, w, h normalised to each
+image's unpadded size), or, with post-processing, ``scores`` [B, Q], ``labels`` [B, Q] int64 and
+``boxes`` [B, Q, 4] (x0, y0, x1, y1 in original pixels).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from torch import Tensor, nn
+
+from detr_core.postprocess import postprocess_tensors
+
+RAW_INPUTS: tuple[str, ...] = ("images", "mask")
+RAW_OUTPUTS: tuple[str, ...] = ("pred_logits", "pred_boxes")
+POST_INPUTS: tuple[str, ...] = ("images", "mask", "orig_sizes")
+POST_OUTPUTS: tuple[str, ...] = ("scores", "labels", "boxes")
+
+
+class DetrRaw(nn.Module):
+    """``(images, mask) -> (pred_logits, pred_boxes)`` of the last decoder layer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        logits, boxes = self.model.forward_raw(images, mask)
+        return logits[-1], boxes[-1]
+
+
+class DetrWithPostprocess(nn.Module):
+    """``(images, mask, orig_sizes) -> (scores, labels, boxes)``: every query, best real class each."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, mask: Tensor, orig_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        logits, boxes = self.model.forward_raw(images, mask)
+        return postprocess_tensors(logits[-1], boxes[-1], orig_sizes)
+
+
+def wrap(model: nn.Module, *, with_postprocess: bool = False) -> nn.Module:
+    """The wrapper for ``model`` (a ``DETR``) in eval mode."""
+    wrapper = DetrWithPostprocess(model) if with_postprocess else DetrRaw(model)
+    return wrapper.eval()
+
+
+def io_names(*, with_postprocess: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of the wrapper."""
+    return (POST_INPUTS, POST_OUTPUTS) if with_postprocess else (RAW_INPUTS, RAW_OUTPUTS)

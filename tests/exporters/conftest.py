@@ -1,0 +1,83 @@
+"""Fixtures of the exporter tests: the tiny reference model, a folder of differently sized real images,
+a confident variant of the tiny model, and a session cache of exported artifacts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+
+from detr_core import load_checkpoint
+from detr_core.data.shapes import ShapesParams, generate_shapes
+from exporters import export
+from exporters.validation_inputs import crop_fraction, read_folder
+
+CANVASES = {1: (96, 128), 2: (128, 160)}  # batch size -> canvas: two canvases, batch 1 and 2
+VARIANTS = {
+    "torchscript": ("torchscript", {}),
+    "torchscript-trace": ("torchscript", {"method": "trace"}),
+    "onnx-dynamo": ("onnx", {"exporter": "dynamo", "opset": 18}),
+    "onnx-legacy": ("onnx", {"exporter": "legacy", "opset": 17}),
+    "torch-export": ("torch-export", {}),
+}
+SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "torch-export": ".pt2"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint_path):
+    return load_checkpoint(tiny_checkpoint_path, nheads=4)
+
+
+@pytest.fixture(scope="session")
+def confident_model(tiny_model):
+    """The tiny model with its class head scaled x40: random weights, but confident detections.
+
+    Training even a tiny DETR to confident detections takes minutes on 2 cores, more than this test
+    budget allows; what the detection-agreement check needs is queries with scores far above the
+    threshold and varied labels and boxes, which scaling the class logits gives deterministically."""
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.class_embed.weight.mul_(40.0)
+        model.class_embed.bias.mul_(40.0)
+    model.config = model.config.replace(class_names=("circle", "square", "triangle", "star", "ellipse",
+                                                     "hexagon", "blob"))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def images_dir(tmp_path_factory) -> Path:
+    """Six shapes val images cropped to different sizes and aspect ratios (PNG)."""
+    root = generate_shapes(tmp_path_factory.mktemp("shapes"), ShapesParams(train_count=0, val_count=6),
+                           progress=False)
+    out = tmp_path_factory.mktemp("validate_images")
+    crops = ((1.0, 1.0), (0.7, 1.0), (1.0, 0.55), (0.5, 0.9), (0.85, 0.6), (0.4, 1.0))
+    for i, image in enumerate(read_folder(root / "val2017", count=6)):
+        cropped = crop_fraction(image, *crops[i])
+        PIL.Image.fromarray(cropped.permute(1, 2, 0).numpy()).save(out / f"{i:02d}.png")
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_images(images_dir):
+    return read_folder(images_dir, count=6)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tiny_model, images_dir, tmp_path_factory):
+    """``artifacts(variant, batch)`` -> ExportResult, exported (and validated) once per session."""
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("artifacts")
+
+    def get(variant: str, batch: int, *, with_postprocess: bool = False):
+        key = (variant, batch, with_postprocess)
+        if key not in cache:
+            fmt, options = VARIANTS[variant]
+            path = folder / f"{variant}-b{batch}{'-post' if with_postprocess else ''}{SUFFIX[fmt]}"
+            cache[key] = export(tiny_model, fmt, path, input_size=CANVASES[batch], batch_size=batch,
+                                with_postprocess=with_postprocess, validate_images=images_dir, **options)
+        return cache[key]
+
+    return get
