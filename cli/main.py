@@ -26,6 +26,7 @@ def _register() -> None:
     from cli.train import train; cli.add_command(train)  # noqa: E702
     from cli.evaluate import evaluate; cli.add_command(evaluate)  # noqa: E702
     from cli.plot import plot; cli.add_command(plot)  # noqa: E702
+    from cli.export import export; cli.add_command(export)  # noqa: E702
 
 
 _register()
