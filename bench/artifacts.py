@@ -78,14 +78,16 @@ class ArtifactCache:
         from exporters import export
         from exporters.formats import get_format
 
-        suffix = get_format(fmt).suffix
-        key = options_key(model=self.digest, format=fmt, options=options, canvas=self.canvas, batch=self.batch_size)
-
         def make(path: Path) -> None:
             export(self.model, fmt, path, input_size=self.canvas, batch_size=self.batch_size, validate=False,
                    **options)
 
-        return self.cached(f"{fmt}-{key}", f"model{suffix}", make)
+        return self.cached(self.export_key(fmt, **options), f"model{get_format(fmt).suffix}", make)
+
+    def export_key(self, fmt: str, **options: Any) -> str:
+        """The cache folder name of format ``fmt`` exported with ``options``."""
+        key = options_key(model=self.digest, format=fmt, options=options, canvas=self.canvas, batch=self.batch_size)
+        return f"{fmt}-{key}"
 
     def derive(self, source: Artifact, name: str, suffix: str, make: Callable[[Path, Path], None],
                **options: Any) -> Artifact:

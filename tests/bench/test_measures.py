@@ -1,0 +1,85 @@
+"""Latency statistics, parity measures, verdicts and the report, on hand-made numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.accuracy import RawOutputs, detection_agreement, max_abs_diff
+from bench.latency import measure_latency, peak_rss_mb, summarise
+from bench.report import COLUMNS, markdown_table, write_report
+from bench.results import BenchReport, BenchResult
+
+
+def test_summarise_percentiles_and_throughput():
+    stats = summarise([10.0] * 9 + [100.0], batch_size=2, warmup=1, peak_rss=1.0, peak_cuda=None)
+    assert stats.p50_ms == 10.0 and stats.p90_ms == pytest.approx(19.0) and stats.p99_ms == pytest.approx(91.9)
+    assert stats.images_per_s == pytest.approx(200.0) and stats.runs == 10 and stats.min_ms == 10.0
+
+
+def test_measure_latency_counts_calls():
+    calls = []
+    stats = measure_latency(lambda im, m: calls.append(1), torch.zeros(3, 3, 4, 4), torch.zeros(3, 4, 4),
+                            warmup=2, runs=4)
+    assert len(calls) == 6 and stats.runs == 4 and stats.batch_size == 3
+    assert peak_rss_mb() > 0
+    with pytest.raises(ValueError):
+        measure_latency(lambda im, m: None, torch.zeros(1), torch.zeros(1), runs=0)
+
+
+def _outputs(logits, boxes) -> RawOutputs:
+    return RawOutputs(np.asarray(logits, np.float32), np.asarray(boxes, np.float32))
+
+
+def test_max_abs_diff_and_agreement():
+    # one image, two queries, two classes + no-object; query 0 confidently class 0, query 1 no-object
+    ref = _outputs([[[9.0, 0.0, 0.0], [0.0, 0.0, 9.0]]], [[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
+    same = _outputs(ref.logits + 1e-6, ref.boxes)
+    sizes = torch.tensor([[100, 100]])
+    assert max_abs_diff(ref, same) == pytest.approx(1e-6, abs=1e-7)
+    assert detection_agreement(ref, same, sizes) == 100.0
+    other_label = _outputs([[[0.0, 9.0, 0.0], [0.0, 0.0, 9.0]]], ref.boxes)
+    assert detection_agreement(ref, other_label, sizes) == 0.0
+    moved = _outputs(ref.logits, ref.boxes + np.array([0.1, 0, 0, 0], np.float32))
+    assert detection_agreement(ref, moved, sizes) == 0.0
+    nothing = _outputs([[[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]]], ref.boxes)
+    assert detection_agreement(nothing, nothing, sizes) == 100.0
+
+
+def _row(name="onnx", precision="fp32", **kw) -> BenchResult:
+    row = BenchResult(name, name, "cpu", precision, precision != "fp32", ok=True, delta_ap=0.0, max_abs_diff=1e-6,
+                      metrics={"AP": 0.5, "AP50": 0.8})
+    for key, value in kw.items():
+        setattr(row, key, value)
+    return row
+
+
+def test_judge_fp32_fails_on_map_drop_parity_or_error_lossy_never():
+    checks = {"delta": _row(delta_ap=-0.3), "parity": _row(max_abs_diff=1e-2), "crash": _row(ok=False, error="boom"),
+              "fine": _row(), "lossy": _row("onnx-int8-static", "int8", delta_ap=-5.0, max_abs_diff=0.5)}
+    for row in checks.values():
+        row.judge(max_map_drop=0.1, tolerance=1e-4)
+    assert "ΔAP" in checks["delta"].failures[0] and "max |Δ|" in checks["parity"].failures[0]
+    assert "boom" in checks["crash"].failures[0] and checks["crash"].status == "❌"
+    assert checks["fine"].failures == [] and checks["lossy"].failures == [] and checks["lossy"].status == "✅"
+
+
+def test_report_table_json_and_chart(tmp_path):
+    from bench.latency import summarise
+
+    eager = _row("eager", latency=summarise([100.0, 100.0], batch_size=1, warmup=0, peak_rss=None, peak_cuda=None))
+    fast = _row("onnx", latency=summarise([50.0, 50.0], batch_size=1, warmup=0, peak_rss=None, peak_cuda=None),
+                size_mb=12.3)
+    broken = _row("torchscript", ok=False, error="RuntimeError: bad file")
+    broken.judge(max_map_drop=0.1, tolerance=1e-4)
+    report = BenchReport([eager, fast, broken], {"title": "t"})
+    table = markdown_table(report)
+    assert table.splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert "| onnx | cpu | fp32 | ✅ | 12.3 | 50.00 | 80.00 | +0.00 | 1.0e-06 | 50.0 | 50.0 | 20.00 | 2.00 |" in table
+    assert "❌ torchscript (cpu): RuntimeError: bad file" in table
+    written = write_report(report, tmp_path)
+    assert json.loads(written["json"].read_text())["failures"]
+    assert written["chart"].stat().st_size > 0
