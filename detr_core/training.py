@@ -209,7 +209,9 @@ class Trainer:
             return 0
         load_state_dict_checked(self.model, ckpt["model"], source=path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        scheduler_state = dict(ckpt["lr_scheduler"])  # position restored; the schedule's shape is this run's
+        scheduler_state["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
+        self.scheduler.load_state_dict(scheduler_state)
         if self.precision.scaler is not None and ckpt.get("scaler"):
             self.precision.scaler.load_state_dict(ckpt["scaler"])
         states = ckpt.get("rng") or []

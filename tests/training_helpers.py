@@ -32,8 +32,9 @@ def add_empty_val_image(root: Path) -> int:
     return new_id
 
 
-def tiny_config(data_root: Path, out: Path, **overrides: Any):
+def tiny_config(data_root: Path, out: Path, *, tiny_model: bool = True, **overrides: Any):
+    model = TINY_MODEL if tiny_model else {}
     cli = {"coco_path": str(data_root), "output_dir": str(out), "epochs": 1, "batch_size": 4, "num_workers": 0,
            "lr": 1e-3, "lr_backbone": 1e-3, "transforms": "shapes", "image_size": 64, "progress": False,
-           "save_every": 0, **TINY_MODEL, **overrides}
+           "save_every": 0, **model, **overrides}
     return resolve_train_config(cli)
