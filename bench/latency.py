@@ -1,7 +1,9 @@
 """Latency of one runtime on one input: warm-up, timed runs, percentiles, images/s and peak memory.
 
 On CUDA every run is bracketed by ``torch.cuda.synchronize`` so that the time covers the kernels, not
-only their launch. Peak memory is the process's resident set high-water mark during the timed runs
+only their launch. :func:`measure_interleaved` times several runtimes round-robin (one call of each per
+round), so that load from other processes on a shared machine falls on every row alike and the ratios
+between rows stay meaningful. Peak memory is the process's resident set high-water mark during the timed runs
 (``VmHWM`` of /proc/self/status, reset through /proc/self/clear_refs where Linux allows it, else the
 lifetime peak of ``resource.getrusage``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
 """
@@ -43,6 +45,17 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
+
+
+def current_rss_mb() -> float | None:
+    """The resident set size now, in MB (None where /proc is not readable)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def _synchronize(device: str) -> None:
@@ -110,3 +123,41 @@ def measure_latency(runtime: Callable[[Tensor, Tensor], object], images: Tensor,
                       peak_cuda=peak_cuda)
     logger.debug("latency: p50 %.2f ms, p90 %.2f ms over %d runs", stats.p50_ms, stats.p90_ms, runs)
     return stats
+
+
+@dataclass
+class Timed:
+    """A runtime to time in :func:`measure_interleaved`, with its input and device."""
+
+    fn: Callable[[Tensor, Tensor], object]
+    images: Tensor
+    mask: Tensor
+    device: str = "cpu"
+    times_ms: list[float] | None = None
+    error: str | None = None
+
+    def call(self) -> None:
+        self.fn(self.images, self.mask)
+
+
+def _time_once(item: Timed) -> None:
+    try:
+        item.times_ms.append(time_calls(item.call, runs=1, device=item.device)[0])
+    except Exception as exc:  # noqa: BLE001 - a runtime failing at timing is reported on its row
+        item.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def measure_interleaved(items: dict[str, Timed], *, warmup: int = 5, runs: int = 30) -> dict[str, LatencyStats]:
+    """Warm each item up, then ``runs`` rounds of one timed call per item; failed items get ``error``."""
+    for item in items.values():
+        item.images, item.mask, item.times_ms = item.images.to(item.device), item.mask.to(item.device), []
+        for _ in range(warmup):
+            _time_once(item)
+        item.times_ms = []
+    for _ in range(runs):
+        for item in items.values():
+            if item.error is None:
+                _time_once(item)
+    return {key: summarise(item.times_ms, batch_size=int(item.images.shape[0]), warmup=warmup, peak_rss=None,
+                           peak_cuda=None)
+            for key, item in items.items() if item.error is None}

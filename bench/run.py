@@ -1,8 +1,11 @@
 """The benchmark run: eager reference first, then every selected row × device, each measured the same way.
 
 For every row: build (export through the format table, cached; load; compile or quantise), run the whole
-eval set (COCO numbers, ΔAP vs eager, max |Δ| of raw outputs, detection agreement), then time it on the
-first prepared batch. A row that raises becomes a failed (❌) row with its error line; the run goes on.
+eval set (COCO numbers, ΔAP vs eager, max |Δ| of raw outputs, detection agreement). Then every working
+row is timed on the first prepared batch: by default round-robin (one call of each row per round, all
+runtimes kept loaded), so that load from other processes falls on all rows alike; with
+``interleave=False`` each row alone right after scoring (and released before the next one is built).
+A row that raises becomes a failed (❌) row with its error line; the run goes on.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import gc
 import logging
 import platform
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +29,15 @@ from bench.accuracy import (
     max_abs_diff,
 )
 from bench.artifacts import ArtifactCache
-from bench.latency import measure_latency
+from bench.latency import (
+    LatencyStats,
+    Timed,
+    current_rss_mb,
+    measure_interleaved,
+    measure_latency,
+    peak_rss_mb,
+    reset_peak_rss,
+)
 from bench.results import BenchReport, BenchResult
 from bench.runtimes import BuildContext, LoadedRuntime, RowSpec, eager_runtime, select_rows
 
@@ -44,6 +55,7 @@ class BenchConfig:
     tolerance: float = 1e-4
     eval_backend: str = "faster"
     ort_opt_level: str = "all"
+    interleave: bool = True
 
 
 @dataclass
@@ -69,7 +81,7 @@ def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: st
 
     return {"title": title, "canvas": list(evalset.canvas), "batch_size": evalset.batch_size,
             "images": len(evalset), "threads": torch.get_num_threads(), "warmup": config.warmup,
-            "runs": config.runs, "parameters": sum(p.numel() for p in model.parameters()),
+            "runs": config.runs, "interleaved": config.interleave, "parameters": sum(p.numel() for p in model.parameters()),
             "cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
@@ -88,11 +100,33 @@ def _fill_accuracy(result: BenchResult, runtime: LoadedRuntime, evalset: EvalSet
     result.agreement = detection_agreement(ref.outputs, outputs, evalset.orig_sizes)
 
 
-def measure_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, ref: Reference,
-                config: BenchConfig, example: tuple[Tensor, Tensor]) -> BenchResult:
-    """Build, score and time one row; any exception becomes a failed row."""
+@dataclass
+class Scored:
+    """A row after build and accuracy: its result and, when it worked, the runtime (kept for timing)."""
+
+    result: BenchResult
+    runtime: LoadedRuntime | None
+    memory: tuple[float | None, float | None] = (None, None)  # peak RSS growth, peak CUDA (MB)
+
+
+def _memory_mark(device: str) -> float | None:
+    reset_peak_rss()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    return current_rss_mb()
+
+
+def _memory_peak(device: str, baseline: float | None) -> tuple[float | None, float | None]:
+    peak = peak_rss_mb()
+    grown = peak - baseline if peak is not None and baseline is not None else None
+    return grown, (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None)
+
+
+def score_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, ref: Reference,
+              config: BenchConfig) -> Scored:
+    """Build one row and score it on the eval set; an exception becomes a failed row."""
     result = BenchResult(spec.name, spec.family, device, spec.precision_on(device), spec.lossy)
-    runtime = None
+    baseline, runtime = _memory_mark(device), None
     try:
         runtime = spec.build(ctx, device)
         result.setup_seconds, result.notes = runtime.setup_seconds, dict(runtime.notes)
@@ -100,19 +134,52 @@ def measure_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet,
             result.artifact, result.size_mb = str(runtime.artifact.path), runtime.artifact.size_mb
             result.export_seconds = runtime.artifact.make_seconds
         _fill_accuracy(result, runtime, evalset, ref, config)
-        result.latency = measure_latency(runtime, *example, warmup=config.warmup, runs=config.runs, device=device)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - a failing row is a result, not a crash
-        result.error = _first_line(exc)
-        logger.warning("%s (%s) failed: %s", spec.name, device, result.error)
-        logger.debug("traceback", exc_info=True)
-    finally:
-        del runtime
-        gc.collect()
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-    result.judge(max_map_drop=config.max_map_drop, tolerance=config.tolerance)
-    return result
+        _record_failure(result, exc)
+        runtime = None
+    return Scored(result, runtime, _memory_peak(device, baseline))
+
+
+def _record_failure(result: BenchResult, exc: BaseException) -> None:
+    result.ok, result.error = False, _first_line(exc)
+    logger.warning("%s (%s) failed: %s", result.name, result.device, result.error)
+    logger.debug("traceback", exc_info=True)
+
+
+def _with_memory(stats: LatencyStats, memory: tuple[float | None, float | None]) -> LatencyStats:
+    return replace(stats, peak_rss_mb=memory[0], peak_cuda_mb=memory[1])
+
+
+def time_sequential(scored: Scored, example: tuple[Tensor, Tensor], config: BenchConfig) -> None:
+    """Time one row alone, right after it was scored."""
+    if scored.runtime is None:
+        return
+    try:
+        stats = measure_latency(scored.runtime, *example, warmup=config.warmup, runs=config.runs,
+                                device=scored.result.device)
+        scored.result.latency = _with_memory(stats, scored.memory)
+    except Exception as exc:  # noqa: BLE001
+        _record_failure(scored.result, exc)
+
+
+def time_interleaved(rows: list[Scored], example: tuple[Tensor, Tensor], config: BenchConfig) -> None:
+    """Time every working row round-robin (one call of each per round)."""
+    items = {i: Timed(s.runtime, *example, device=s.result.device) for i, s in enumerate(rows) if s.runtime}
+    stats = measure_interleaved(items, warmup=config.warmup, runs=config.runs)
+    for i, item in items.items():
+        if item.error is not None:
+            _record_failure(rows[i].result, RuntimeError(item.error))
+        else:
+            rows[i].result.latency = _with_memory(stats[i], rows[i].memory)
+
+
+def release(scored: Scored) -> None:
+    device = scored.result.device
+    scored.runtime = None
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def reference_outputs(model: nn.Module, evalset: EvalSet, backend: str) -> Reference:
@@ -149,10 +216,19 @@ def run_bench(model: nn.Module, evalset: EvalSet, config: BenchConfig, *, cache_
     logger.info("eager reference: AP %.2f on %d images", 100 * ref.metrics["AP"], len(evalset))
     cache = ArtifactCache(Path(cache_dir), model, evalset.canvas, evalset.batch_size)
     ctx = BuildContext(model, cache, example, calibration, config.threads, config.ort_opt_level)
-    rows = []
+    scored = []
     for spec, device in pairs:
-        logger.info("measuring %s on %s", spec.name, device)
-        rows.append(measure_row(spec, device, ctx, evalset, ref, config, example))
+        logger.info("building and scoring %s on %s", spec.name, device)
+        scored.append(score_row(spec, device, ctx, evalset, ref, config))
+        if not config.interleave:
+            time_sequential(scored[-1], example, config)
+            release(scored[-1])
+    if config.interleave:
+        logger.info("timing %d rows round-robin (%d warm-up + %d runs each)", len(scored), config.warmup, config.runs)
+        time_interleaved(scored, example, config)
+    rows = [s.result for s in scored]
+    for row in rows:
+        row.judge(max_map_drop=config.max_map_drop, tolerance=config.tolerance)
         if on_row is not None:
-            on_row(rows[-1])
+            on_row(row)
     return BenchReport(rows, run_setup(model, evalset, config, title))

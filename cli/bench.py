@@ -74,6 +74,8 @@ def bench_options(func):
         click.option("--max-images", type=click.IntRange(min=1), help="Evaluate the first N val images only."),
         click.option("--calibration-images", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Training images that calibrate int8 static quantisation."),
+        click.option("--interleave/--sequential", default=True, show_default=True,
+                     help="Time rows round-robin (fair on a shared machine) or each alone after scoring."),
         click.option("--output-dir", type=click.Path(file_okay=False), default="bench-results", show_default=True),
         click.option("--cache-dir", type=click.Path(file_okay=False), help="Exported artifacts cache."),
     ]
@@ -94,7 +96,8 @@ def run_from_options(model, title: str, opts: dict[str, Any]):
     evalset = load_eval_set(source, canvas=canvas, batch_size=opts["batch_size"], max_images=opts["max_images"])
     config = BenchConfig(devices=_csv(opts["devices"]) or ("cpu",), formats=_csv(opts["formats"]),
                          threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
-                         max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"])
+                         max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"],
+                         interleave=opts["interleave"])
     count = opts["calibration_images"]
     report = run_bench(model, evalset, config, cache_dir=Path(opts["cache_dir"] or cache_dir() / "bench-artifacts"),
                        calibration=lambda: calibration_batches(source, evalset, count), title=title,
