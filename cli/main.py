@@ -27,6 +27,8 @@ def _register() -> None:
     from cli.evaluate import evaluate; cli.add_command(evaluate)  # noqa: E702
     from cli.plot import plot; cli.add_command(plot)  # noqa: E702
     from cli.export import export; cli.add_command(export)  # noqa: E702
+    from cli.bench import bench; cli.add_command(bench)  # noqa: E702
+    from cli.demo import demo; cli.add_command(demo)  # noqa: E702
 
 
 _register()
