@@ -76,7 +76,7 @@ def test_checkpoint_holds_the_training_state(shapes_root, tmp_path):
     assert ckpt["epoch"] == 1 and ckpt["config"]["model"]["num_classes"] == 3
     assert sorted(p.name for p in out.glob("checkpoint_*.pth")) == ["checkpoint_0000.pth", "checkpoint_0001.pth"]
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["model"]["backbone"] == "small_cnn" and saved["epochs"] == 2
+    assert saved["model"]["backbone"] == "small_cnn_gn" and saved["epochs"] == 2
     assert resolve_train_config({}, saved).model.num_classes == 3  # config.yaml loads back with --config
 
 
