@@ -12,7 +12,7 @@ import torch
 
 from detr_core import load_checkpoint
 from detr_core.data.shapes import ShapesParams, generate_shapes
-from exporters import export, prepare
+from exporters import export, load_runtime, prepare
 from exporters.validation_inputs import crop_fraction, read_folder
 
 CANVASES = {1: (96, 128), 2: (128, 160)}  # batch size -> canvas: two canvases, batch 1 and 2
@@ -94,6 +94,21 @@ def artifacts(tiny_model, images_dir, tmp_path_factory):
             path = folder / f"{variant}-b{batch}{'-post' if with_postprocess else ''}{SUFFIX[fmt]}"
             cache[key] = export(tiny_model, fmt, path, input_size=CANVASES[batch], batch_size=batch,
                                 with_postprocess=with_postprocess, validate_images=images_dir, **options)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def runtimes(artifacts):
+    """``runtimes(variant, batch, with_postprocess=False)`` -> loaded Runtime, once per session (the
+    TorchScript and torch.export runtimes specialise on their first calls; pay that once)."""
+    cache: dict = {}
+
+    def get(variant: str, batch: int, *, with_postprocess: bool = False):
+        key = (variant, batch, with_postprocess)
+        if key not in cache:
+            cache[key] = load_runtime(artifacts(variant, batch, with_postprocess=with_postprocess).path)
         return cache[key]
 
     return get

@@ -9,12 +9,15 @@ from exporters import export
 from exporters.validate import ValidationError, validate_artifact
 
 THRESHOLD = 0.7
+#: The stand-in head needs large weights (its decoder states barely vary), which scales fp32 rounding of
+#: the states up to ~8e-5 in logits; the raw-parity tests hold the 1e-4 tolerance on the unmodified model.
+CONFIDENT_TOL = 5e-4
 
 
 @pytest.mark.parametrize("fmt, suffix, options", [("onnx", ".onnx", {}), ("torchscript", ".ts", {})])
 def test_detection_sets_agree(confident_model, images_dir, tmp_path, fmt, suffix, options):
     result = export(confident_model, fmt, tmp_path / f"confident{suffix}", input_size=(128, 160), batch_size=2,
-                    validate_images=images_dir, validate_threshold=THRESHOLD, **options)
+                    validate_images=images_dir, validate_threshold=THRESHOLD, tolerance=CONFIDENT_TOL, **options)
     report = result.validation
     assert report.ok, report.table()
     assert all(row.agreeing == row.detections for row in report.rows), report.table()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporters import InputError, export, get_format, load_runtime
+from exporters import InputError, export, get_format
 from exporters.formats import UnknownFormatError, format_for_path
 from exporters.onnx import OpsetError
 
@@ -37,8 +37,8 @@ def test_bad_options_and_suffix(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["onnx-legacy", "torchscript", "torch-export"])
-def test_wrong_input_at_run_time(artifacts, variant):
-    runtime = load_runtime(artifacts(variant, 1).path)
+def test_wrong_input_at_run_time(artifacts, runtimes, variant):
+    runtime = runtimes(variant, 1)
     images = torch.zeros(1, 3, 96, 128)
     mask = torch.zeros(1, 96, 128, dtype=torch.bool)
     cases = [
@@ -55,8 +55,8 @@ def test_wrong_input_at_run_time(artifacts, variant):
     assert out["pred_logits"].shape == (1, 12, 8)
 
 
-def test_postprocess_artifact_needs_orig_sizes(artifacts):
-    runtime = load_runtime(artifacts("torchscript", 2, with_postprocess=True).path)
+def test_postprocess_artifact_needs_orig_sizes(artifacts, runtimes):
+    runtime = runtimes("torchscript", 2, with_postprocess=True)
     images, mask = torch.zeros(2, 3, 128, 160), torch.zeros(2, 128, 160, dtype=torch.bool)
     with pytest.raises(InputError, match="needs input 'orig_sizes'"):
         runtime(images, mask)

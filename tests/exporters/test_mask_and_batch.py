@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from exporters import load_runtime
 from exporters.compare import max_abs_diff
 
 TOL = 1e-4
@@ -18,8 +17,8 @@ def _eager(model, images, mask):
 
 
 @pytest.mark.parametrize("variant", ["onnx-dynamo", "onnx-legacy"])
-def test_onnx_mask_is_live(artifacts, tiny_model, variant):
-    runtime = load_runtime(artifacts(variant, 2).path)
+def test_onnx_mask_is_live(artifacts, runtimes, tiny_model, variant):
+    runtime = runtimes(variant, 2)
     images = torch.randn(2, 3, 128, 160, generator=torch.Generator().manual_seed(3))
     mask_a = torch.zeros(2, 128, 160, dtype=torch.bool)
     mask_b = mask_a.clone()
@@ -37,9 +36,9 @@ def test_onnx_mask_is_live(artifacts, tiny_model, variant):
 
 
 @pytest.mark.parametrize("variant", ["onnx-dynamo", "onnx-legacy", "torchscript", "torch-export"])
-def test_batch_mate_invariance(artifacts, tiny_model, real_images, variant):
+def test_batch_mate_invariance(artifacts, runtimes, tiny_model, real_images, variant):
     """Image 0 alone (eager, batch 1 canvas) == image 0 next to another image, in the runtime."""
-    runtime = load_runtime(artifacts(variant, 2).path)
+    runtime = runtimes(variant, 2)
     alone_images, alone_mask, _ = runtime.prepare(real_images[:1])  # slot 1: black filler
     alone = _eager(tiny_model, alone_images[:1], alone_mask[:1])
     for mate in (real_images[1], real_images[4]):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from exporters import load_runtime
 from exporters.compare import max_abs_diff
 
 from .conftest import CANVASES
@@ -16,7 +15,7 @@ TOL = 1e-4
 
 @pytest.mark.parametrize("batch", sorted(CANVASES))
 @pytest.mark.parametrize("variant", ["onnx-dynamo", "onnx-legacy", "torchscript", "torch-export"])
-def test_export_validates_and_matches_eager(artifacts, tiny_model, real_images, variant, batch):
+def test_export_validates_and_matches_eager(artifacts, runtimes, tiny_model, real_images, variant, batch):
     result = artifacts(variant, batch)
     report = result.validation
     assert report.ok, report.table()
@@ -25,7 +24,7 @@ def test_export_validates_and_matches_eager(artifacts, tiny_model, real_images, 
     assert len(report.rows) == (2 if batch == 1 else 4)
     assert batch == 1 or sum("batch-mates" in n for n in names) == 2
 
-    runtime = load_runtime(result.path)
+    runtime = runtimes(variant, batch)
     assert runtime.metadata.input_size == CANVASES[batch] and runtime.metadata.batch_size == batch
     images, mask, sizes = runtime.prepare(real_images[2:2 + batch])
     assert mask.any() and (~mask).any()  # a second input shape: real images of other sizes, padded
@@ -42,12 +41,12 @@ def test_torchscript_trace_matches_eager(artifacts):
 
 
 @pytest.mark.parametrize("variant", ["onnx-dynamo", "torchscript"])
-def test_with_postprocess_matches_eager_detections(artifacts, tiny_model, real_images, variant):
+def test_with_postprocess_matches_eager_detections(artifacts, runtimes, tiny_model, real_images, variant):
     from detr_core.postprocess import postprocess_tensors
 
     result = artifacts(variant, 2, with_postprocess=True)
     assert result.validation.ok, result.validation.table()
-    runtime = load_runtime(result.path)
+    runtime = runtimes(variant, 2, with_postprocess=True)
     assert runtime.output_names == ("scores", "labels", "boxes")
     images, mask, sizes = runtime.prepare(real_images[:2])
     out = runtime(images, mask, sizes)
