@@ -2,9 +2,8 @@
 
 - ``detr``: the reference's multi-scale training (shorter side 480–800, random crops) and 800-pixel
   evaluation;
-- ``shapes``: small images around ``image_size``: horizontal flip and a shorter side of 7/8, 1 or 9/8 of
-  ``image_size`` for training, ``image_size`` for evaluation. Cheap on CPU (batches stay near
-  ``image_size`` squared), used by the shapes default.
+- ``shapes``: small images: shorter side ``image_size`` (longer at most 5/3 of it) plus a horizontal flip
+  for training. Cheap on CPU (no multi-scale padding), used by the shapes default.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ def _normalize() -> list[v2.Transform]:
 
 
 def shapes_train_transforms(image_size: int = 128) -> v2.Compose:
-    sizes = (image_size * 7 // 8, image_size, image_size * 9 // 8)
-    return v2.Compose([v2.RandomHorizontalFlip(), ResizeShorterSide(sizes, image_size * 5 // 3), *_normalize()])
+    return v2.Compose([v2.RandomHorizontalFlip(), ResizeShorterSide(image_size, image_size * 5 // 3), *_normalize()])
 
 
 def shapes_eval_transforms(image_size: int = 128) -> v2.Compose:

@@ -78,7 +78,7 @@ SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 2,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
     "loss": {"eos_coef": 0.2},
-    "epochs": 10, "batch_size": 8, "num_workers": 1, "lr": 3e-4, "lr_backbone": 3e-4,
+    "epochs": 10, "batch_size": 4, "num_workers": 0, "lr": 3e-4, "lr_backbone": 3e-4,
     "lr_schedule": "cosine", "warmup_steps": 100, "save_every": 0, "output_dir": "runs/shapes",
 }
 

@@ -1,0 +1,58 @@
+"""Convergence benchmark of the embedded default: `detrtool train` on the synthetic shapes, CPU.
+
+    OMP_NUM_THREADS=1 python -m bench.train_shapes --output-dir runs/bench_shapes
+
+Trains the default configuration (no dataset named), then writes ``bench/results/shapes_default.json``
+(AP / AP50 per epoch against training minutes, throughput, machine) and the AP-vs-minutes curve
+``bench/results/shapes_ap_minutes.png``. Target: AP50 >= 0.9 and AP >= 0.6 within 10 training minutes on
+a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import click
+import torch
+
+from detr_core.plotting import plot_ap, read_log
+from detr_core.train_config import resolve_train_config
+from detr_core.training import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def summarize(records: list[dict], *, minutes: float = 10.0) -> dict:
+    curve = [{"epoch": r["epoch"], "train_minutes": round(r["train_minutes"], 3), "AP": r.get("test_AP"),
+              "AP50": r.get("test_AP50"), "images_per_s": round(r["train_images_per_s"], 1)} for r in records]
+    within = [c for c in curve if c["train_minutes"] <= minutes and c["AP"] is not None]
+    best = max(within, key=lambda c: c["AP"], default=None)
+    return {"curve": curve, f"best_within_{minutes:g}_min": best, "final": curve[-1],
+            "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "processor": platform.processor() or platform.machine(),
+                        "load_average_at_end": os.getloadavg()}}
+
+
+@click.command()
+@click.option("--output-dir", default="runs/bench_shapes", show_default=True)
+@click.option("--epochs", type=int, help="Override the default's epochs.")
+@click.option("--results", type=click.Path(file_okay=False), default=str(RESULTS), show_default=True)
+def main(output_dir: str, epochs: int | None, results: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = resolve_train_config({"output_dir": output_dir, "epochs": epochs, "progress": False})
+    out = train(config)
+    records = read_log(out)
+    dest = Path(results)
+    dest.mkdir(parents=True, exist_ok=True)
+    summary = summarize(records)
+    (dest / "shapes_default.json").write_text(json.dumps(summary, indent=1))
+    plot_ap(records, dest / "shapes_ap_minutes.png", x_key="train_minutes", target=0.9)
+    click.echo(json.dumps(summary[f"best_within_{10:g}_min"]))
+
+
+if __name__ == "__main__":
+    main()
