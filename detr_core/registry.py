@@ -100,3 +100,7 @@ def detr_resnet101(*, num_classes: int = 91, **overrides: Any) -> DETR:
 def detr_resnet101_dc5(*, num_classes: int = 91, **overrides: Any) -> DETR:
     """DETR-R101 with a dilated last stage (official: 44.9 AP)."""
     return _official("resnet101", True, {"num_classes": num_classes, **overrides})
+
+
+# Backbones defined in their own modules register themselves on import (after the registry exists).
+from detr_core.models import small_backbone as _small_backbone  # noqa: E402,F401
