@@ -8,15 +8,14 @@ state. Loading never unpickles arbitrary objects (``weights_only=True``).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from detr_core.atomic import atomic_write
 from detr_core.config import ModelConfig
 from detr_core.registry import build_model
 
@@ -146,33 +145,9 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *,
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically: temp file in the same folder, fsync, rename (a kill at any moment
-    leaves either the old file or the new one, never a torn one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write ``payload`` atomically (temp file, fsync, rename): a kill at any moment leaves either the
+    old checkpoint or the new one, never a torn one."""
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def model_payload(model: nn.Module, config: ModelConfig, **extra: Any) -> dict[str, Any]:

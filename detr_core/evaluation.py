@@ -26,11 +26,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from detr_core.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +123,7 @@ def format_summary(stats: list[float]) -> str:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write ``payload`` as JSON through a temp file in the same folder, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: json.dump(payload, handle), binary=False)
 
 
 def _pycocotools_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int]) -> list[float]:
