@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from cli.options import dataset_options, pop_dataset_options
-from detr_core.data.batching import parse_hw
+from cli.options import dataset_options, parse_hw_option, pop_dataset_options
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +22,6 @@ def default_checkpoint() -> Path:
 
     return Path(SHAPES_PRESET["output_dir"]) / "checkpoint.pth"
 
-
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        return parse_hw(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -61,7 +52,7 @@ def bench_options(func):
         click.option("--formats", help="Comma list of families (eager, compile, torchscript, torch-export, onnx) "
                                        "or rows (e.g. onnx-int8-static); default all."),
         click.option("--devices", default="cpu", show_default=True, help="Comma list: cpu, cuda."),
-        click.option("--input-size", callback=_parse_size, metavar="HxW",
+        click.option("--input-size", callback=parse_hw_option, metavar="HxW",
                      help="Static canvas (default 128x128 on the shapes default, else 800x800)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (torch and ORT)."),

@@ -9,19 +9,13 @@ from typing import Any
 
 import click
 
+from cli.options import parse_hw_option
 from detr_core.checkpoint import CheckpointError, load_checkpoint
-from detr_core.data.batching import parse_hw
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAMES = ("onnx", "torchscript", "torch-export")
 
-
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    try:
-        return parse_hw(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def _sha256(path: Path) -> str:
@@ -55,7 +49,7 @@ def _applies(fmt: str, option: str) -> bool:
 @click.option("--resume", "checkpoint", type=click.Path(dir_okay=False), required=True,
               help="Checkpoint to export (detrtool or official DETR).")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMAT_NAMES), help="Artifact format.")
-@click.option("--input-size", default="800x1333", show_default=True, callback=_parse_size, metavar="HxW",
+@click.option("--input-size", default="800x1333", show_default=True, callback=parse_hw_option, metavar="HxW",
               help="Static canvas; images are resized to fit it and padded (mask is an input).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Static batch size.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Artifact path (default: CKPT_HxW.<suffix>).")

@@ -14,8 +14,9 @@ from detr_core.data.sources import DatasetSource
 DATASET_OPTION_NAMES: tuple[str, ...] = DatasetSource.field_names() + ("pad_to",)
 
 
-def _parse_pad_to(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    if value is None:
+def parse_hw_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """click callback for every ``HxW`` option (``--pad-to``, ``--input-size``): ``(H, W)`` or None."""
+    if not value:
         return None
     try:
         return parse_hw(value)
@@ -38,7 +39,7 @@ def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--voc-root", type=_PATH, help="A VOCdevkit (or VOC2007/VOC2012) folder."),
         click.option("--voc-year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True),
         click.option("--remove-difficult", is_flag=True, help="VOC: drop objects flagged difficult."),
-        click.option("--pad-to", callback=_parse_pad_to, metavar="HxW",
+        click.option("--pad-to", callback=parse_hw_option, metavar="HxW",
                      help="Pad every batch to this fixed canvas, e.g. 800x1333 (default: batch maximum)."),
     ]
     for option in reversed(options):

@@ -10,7 +10,7 @@ import click
 import torch
 from tqdm import tqdm
 
-from detr_core.data.batching import parse_hw
+from cli.options import parse_hw_option
 from detr_core.drawing import draw_detections, save_attention_grid, save_png
 from exporters.image_inputs import Failure, collect_image_paths
 from exporters.predict import ImageDetections, Predictor
@@ -19,12 +19,6 @@ from exporters.predict_results import OutputNames, coco_results, summary_line
 
 logger = logging.getLogger(__name__)
 
-
-def _input_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    try:
-        return parse_hw(value) if value else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 @click.command("predict")
@@ -41,7 +35,7 @@ def _input_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--save-json", is_flag=True, help="Also write OUTPUT_DIR/detections.json (COCO results format).")
 @click.option("--show-attention", is_flag=True,
               help="Also write NAME_attention.png: the decoder's last cross-attention of the top detections.")
-@click.option("--input-size", callback=_input_size, metavar="HxW",
+@click.option("--input-size", callback=parse_hw_option, metavar="HxW",
               help="With --resume: a static canvas, e.g. 800x1333 (default: eager pads to the batch's largest "
                    "image; an export on the fly uses the checkpoint's eval size x max size).")
 @click.option("--nheads", type=click.IntRange(min=1), default=None,
