@@ -87,17 +87,25 @@ def runtimes(tiny_checkpoint_path) -> dict[str, PredictModel]:
             for fmt in ("eager", "onnx", "torchscript")}
 
 
-def test_detections_agree_across_runtimes(runtimes, shapes_images):
-    # The tiny reference checkpoint has random weights: every score is ~0.18 and classes are arbitrary, so
-    # a 0.7 threshold would select nothing. With threshold 0 every query is a detection and the test
-    # compares all of them (label, box IoU, score) query by query: stricter than comparing the few
-    # confident ones of a trained model. Three images in batches of 2 also exercise the static batch fill.
-    images = [read_image(p) for p in shapes_images]
-    eager = _predict(runtimes["eager"], images, threshold=0.0)
-    assert [len(d) for d in eager] == [12, 12, 12]
+@pytest.fixture(scope="session")
+def trained_runtimes(trained_shapes_checkpoint) -> dict[str, PredictModel]:
+    """The session's trained tiny checkpoint (``trained_shapes``) eager and exported on the fly with batch 2,
+    all on the 96x160 canvas of its recorded shapes resize rule (same padding, so the same features)."""
+    return {fmt: open_checkpoint(trained_shapes_checkpoint, fmt=fmt, input_size=(96, 160), batch_size=2)
+            for fmt in ("eager", "onnx", "torchscript")}
+
+
+def test_detections_agree_across_runtimes(trained_runtimes, trained_shapes_images):
+    # A genuinely trained model at the normal 0.7 threshold, on the images it was trained on: every image has
+    # confident detections, and they must be the same detections (label, box IoU, score) in every runtime.
+    # Five images in batches of 2 also exercise the static batch fill.
+    images = [read_image(p) for p in sorted(trained_shapes_images.glob("*.png"))[:5]]
+    eager = _predict(trained_runtimes["eager"], images, threshold=0.7)
+    assert all(len(d) >= 1 for d in eager), [len(d) for d in eager]
+    assert all(bool((d.scores > 0.7).all()) for d in eager)
     for fmt in ("onnx", "torchscript"):
-        other = _predict(runtimes[fmt], images, threshold=0.0)
-        for mine, theirs in zip(eager, other):
+        other = _predict(trained_runtimes[fmt], images, threshold=0.7)
+        for mine, theirs in zip(eager, other, strict=True):
             q_a, labels_a, boxes_a, scores_a = _by_query(mine)
             q_b, labels_b, boxes_b, scores_b = _by_query(theirs)
             assert torch.equal(q_a, q_b) and torch.equal(labels_a, labels_b), fmt

@@ -1,18 +1,16 @@
 """Fixtures of the exporter tests: the tiny reference model, a folder of differently sized real images,
-a confident variant of the tiny model, and a session cache of exported artifacts."""
+the session's trained tiny model (confident detections), and a session cache of exported artifacts."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import PIL.Image
 import pytest
-import torch
 
 from detr_core import load_checkpoint
 from detr_core.data.shapes import ShapesParams, generate_shapes
-from exporters import export, load_runtime, prepare
+from exporters import export, load_runtime
 from exporters.validation_inputs import crop_fraction, read_folder
 
 CANVASES = {1: (96, 128), 2: (128, 160)}  # batch size -> canvas: two canvases, batch 1 and 2
@@ -32,35 +30,9 @@ def tiny_model(tiny_checkpoint_path):
 
 
 @pytest.fixture(scope="session")
-def confident_model(tiny_model, real_images):
-    """The tiny model with a class head that makes confident, varied detections.
-
-    Training even a tiny DETR to confident detections takes minutes on 2 cores, beyond this suite's
-    budget, and the random tiny model scores every query ~1/8 (nothing to compare above a threshold).
-    Its decoder states differ little between queries, so the new head reads them along their main
-    directions of variation (SVD of the centred states on a fixed input), scaled so that scores are
-    high and labels vary by query and image (orthogonal to the mean state, so logits stay O(10) without
-    cancellation): a deterministic stand-in for a trained model."""
-    model = copy.deepcopy(tiny_model)
-    states = []
-    hook = model.class_embed.register_forward_hook(lambda mod, inp, out: states.append(inp[0][-1]))
-    images, mask, _ = prepare(real_images, canvas=(128, 160), size=128, max_size=160)
-    with torch.no_grad():
-        model(images, mask)
-        hook.remove()
-        flat = states[0].reshape(-1, states[0].shape[-1])
-        mean = flat.mean(0)
-        directions = torch.linalg.svd(flat - mean, full_matrices=False).Vh[:model.num_classes]
-        unit = mean / mean.norm()
-        directions = directions - (directions @ unit)[:, None] * unit  # no large common term to cancel
-        weight = directions / ((flat - mean) @ directions.T).std(0)[:, None] * 2.5
-        model.class_embed.weight.zero_()
-        model.class_embed.weight[:-1] = weight
-        model.class_embed.bias[:-1] = -(weight @ mean)
-        model.class_embed.bias[-1] = -4.0
-    names = ("circle", "square", "triangle", "star", "ellipse", "hexagon", "blob")
-    model.config = model.config.replace(class_names=names)
-    return model.eval()
+def trained_model(trained_shapes_checkpoint):
+    """The tiny DETR trained in the session to confident detections (``trained_shapes`` in tests/conftest.py)."""
+    return load_checkpoint(trained_shapes_checkpoint).eval()
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ def test_metadata_round_trip(artifacts, variant):
     assert meta.torch_version and meta.detrtool_version and meta.model_config["nheads"] == 4
 
 
-def test_onnx_props_and_class_names(confident_model, tmp_path):
+def test_onnx_props_and_class_names(trained_model, tmp_path):
     path = tmp_path / "named.onnx"
-    result = export(confident_model, "onnx", path, input_size=(64, 96), exporter="legacy", opset=17,
+    result = export(trained_model, "onnx", path, input_size=(64, 96), exporter="legacy", opset=17,
                     validate=False, extra_metadata={"checkpoint_sha256": "abc"})
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     for key in ("class_names", "input_size", "mean", "std", "num_queries", "mask_convention", "resize_rule",
@@ -35,10 +35,10 @@ def test_onnx_props_and_class_names(confident_model, tmp_path):
     assert meta.format_options == {"exporter": "legacy", "opset": 17}
 
 
-def test_torchscript_class_names(confident_model, tmp_path):
+def test_torchscript_class_names(trained_model, tmp_path):
     path = tmp_path / "named.ts"
-    export(confident_model, "torchscript", path, input_size=(64, 96), validate=False)
-    assert read_metadata(path).class_names[-1] == "blob"
+    export(trained_model, "torchscript", path, input_size=(64, 96), validate=False)
+    assert read_metadata(path).class_names[-1] == "hexagon"
 
 
 def test_metadata_errors(tmp_path):
