@@ -14,7 +14,12 @@ from exporters.validate import ValidationError, validate_artifact
 THRESHOLD = 0.7
 
 
-@pytest.mark.parametrize("fmt, suffix, options", [("onnx", ".onnx", {}), ("torchscript", ".ts", {})])
+@pytest.mark.parametrize("fmt, suffix, options", [
+    ("onnx", ".onnx", {}),
+    ("onnx", ".onnx", {"exporter": "legacy", "opset": 17}),
+    ("torchscript", ".ts", {}),
+    ("torch-export", ".pt2", {}),
+])
 def test_detection_sets_agree(trained_model, trained_shapes, tmp_path, fmt, suffix, options):
     # The training images at the training resize rule (shorter side 96): the model is confident there.
     size = trained_shapes.image_size
