@@ -57,7 +57,16 @@ def trained_shapes_images(trained_shapes) -> Path:
     return trained_shapes.images
 
 
+@pytest.fixture()
+def one_thread():
+    """Run a test with one intra-op thread (tiny training steps are much faster so on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
+def _seeded():
     torch.manual_seed(0)
     yield

@@ -18,12 +18,7 @@ TINY = ["--backbone", "small_cnn", "--hidden-dim", "32", "--nheads", "2", "--enc
         "--image-size", "64", "--batch-size", "4", "--num-workers", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # training tests: 1 thread is ~20x faster on a loaded 2-core box
 
 
 @pytest.fixture(scope="module")
