@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -21,3 +22,13 @@ class Backend:
     run: Callable[[Sequence[Tensor]], Sequence[Tensor]]
     native: Any
     device: str = "cpu"
+
+
+def module_backend(module: Callable[..., Sequence[Tensor]], *, device: str = "cpu") -> Backend:
+    """A backend for a callable torch module (TorchScript, torch.export): runs under inference mode."""
+
+    def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
+        with torch.inference_mode():
+            return list(module(*inputs))
+
+    return Backend(run=run, native=module, device=device)

@@ -3,14 +3,13 @@ shapes), metadata in the archive's extra files. Loaded with ``torch.export.load`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from exporters.archive import read_extra_file
-from exporters.backend import Backend
+from exporters.backend import Backend, module_backend
 from exporters.metadata import EXTRA_FILE, ArtifactMetadata, MetadataError
 
 
@@ -29,12 +28,7 @@ def load_program(path: Path, *, device: str = "cpu", **_: object) -> Backend:
 
         program = move_to_device_pass(program, device)
     module = program.module()
-
-    def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-        with torch.inference_mode():
-            return list(module(*inputs))
-
-    return Backend(run=run, native=module, device=device)
+    return module_backend(module, device=device)
 
 
 def read_program_metadata(path: Path) -> ArtifactMetadata:

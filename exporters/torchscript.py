@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from exporters.archive import read_extra_file
-from exporters.backend import Backend
+from exporters.backend import Backend, module_backend
 from exporters.metadata import EXTRA_FILE, ArtifactMetadata, MetadataError
 
 logger = logging.getLogger(__name__)
@@ -39,12 +38,7 @@ def load_torchscript(path: Path, *, device: str = "cpu", **_: object) -> Backend
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": we know
         module = torch.jit.load(str(path), map_location=device).eval()
-
-    def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-        with torch.inference_mode():
-            return list(module(*inputs))
-
-    return Backend(run=run, native=module, device=device)
+    return module_backend(module, device=device)
 
 
 def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
