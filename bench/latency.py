@@ -47,15 +47,20 @@ class LatencyStats:
         return asdict(self)
 
 
-def current_rss_mb() -> float | None:
-    """The resident set size now, in MB (None where /proc is not readable)."""
+def _status_mb(field: str) -> float | None:
+    """A ``kB`` field of /proc/self/status in MB (None where /proc is not readable or lacks it)."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
+
+
+def current_rss_mb() -> float | None:
+    """The resident set size now, in MB (None where /proc is not readable)."""
+    return _status_mb("VmRSS")
 
 
 def _synchronize(device: str) -> None:
@@ -74,13 +79,8 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_mb() -> float | None:
     """The resident-set high-water mark in MB (since the last reset, or of the process's life)."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def time_calls(fn: Callable[[], object], *, runs: int, device: str = "cpu") -> list[float]:
