@@ -118,7 +118,9 @@ def _memory_mark(device: str) -> float | None:
 
 def _memory_peak(device: str, baseline: float | None) -> tuple[float | None, float | None]:
     peak = peak_rss_mb()
-    grown = peak - baseline if peak is not None and baseline is not None else None
+    # Linux syncs per-thread RSS counters lazily, so the high-water mark can read a few pages under the
+    # baseline taken right after the reset: growth is never negative.
+    grown = max(0.0, peak - baseline) if peak is not None and baseline is not None else None
     return grown, (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None)
 
 
