@@ -10,31 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torchvision.transforms import v2
 
-from detr_core.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ResizeShorterSide,
-    make_eval_transforms,
-    make_train_transforms,
-)
+from detr_core.data.transforms import make_eval_transforms, make_shapes_eval_transforms, make_train_transforms
 
 PRESETS = ("detr", "shapes")
 
 
-def _normalize() -> list[v2.Transform]:
-    return [v2.ClampBoundingBoxes(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))]
-
-
 def shapes_train_transforms(image_size: int = 128) -> v2.Compose:
-    return v2.Compose([v2.RandomHorizontalFlip(), ResizeShorterSide(image_size, image_size * 5 // 3), *_normalize()])
-
-
-def shapes_eval_transforms(image_size: int = 128) -> v2.Compose:
-    return v2.Compose([ResizeShorterSide(image_size, image_size * 5 // 3), *_normalize()])
+    """A horizontal flip, then exactly the shapes eval pipeline (no multi-scale)."""
+    return v2.Compose([v2.RandomHorizontalFlip(), *make_shapes_eval_transforms(image_size).transforms])
 
 
 def transforms_for(preset: str, image_size: int = 128) -> tuple[Any, Any]:
@@ -42,7 +27,7 @@ def transforms_for(preset: str, image_size: int = 128) -> tuple[Any, Any]:
     if preset == "detr":
         return make_train_transforms(), make_eval_transforms()
     if preset == "shapes":
-        return shapes_train_transforms(image_size), shapes_eval_transforms(image_size)
+        return shapes_train_transforms(image_size), make_shapes_eval_transforms(image_size)
     raise ValueError(f"unknown transforms preset {preset!r}; choose one of {PRESETS}")
 
 

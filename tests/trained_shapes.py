@@ -10,9 +10,14 @@ import torch
 
 from detr_core.checkpoint import model_payload, save_checkpoint
 from detr_core.config import LossConfig, ModelConfig
-from detr_core.data import CocoDetection, ShapesParams, generate_shapes, make_collate
+from detr_core.data import (
+    CocoDetection,
+    ShapesParams,
+    generate_shapes,
+    make_collate,
+    make_shapes_eval_transforms,
+)
 from detr_core.losses import build_criterion, weighted_total
-from detr_core.presets import shapes_eval_transforms
 from detr_core.registry import build_model
 
 IMAGE_SIZE = 96
@@ -44,7 +49,7 @@ def train_shapes_checkpoint(root: Path, *, steps: int = STEPS, seed: int = 0) ->
     work), save ``root/trained_shapes.pth`` and return it with the training image folder."""
     data = generate_shapes(root / "shapes", PARAMS, progress=False)
     images, ann = data / "train2017", data / "annotations" / "instances_train2017.json"
-    dataset = CocoDetection(images, ann, transforms=shapes_eval_transforms(IMAGE_SIZE))
+    dataset = CocoDetection(images, ann, transforms=make_shapes_eval_transforms(IMAGE_SIZE))
     config = model_config(dataset.num_classes, tuple(dataset.class_names))
     torch.manual_seed(seed)
     model = build_model(config)
