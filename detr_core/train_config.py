@@ -49,6 +49,8 @@ class TrainConfig:
     init: str | None = None
     frozen_weights: str | None = None
     backbone_weights: str | None = None
+    pretrain_epochs: int = 0  # backbone pre-training on object crops (detr_core.crop_pretrain) before DETR
+    pretrain_crop_size: int = 64
     save_every: int = 100
     eval_every: int = 1
     pad_to: tuple[int, int] | None = None
@@ -81,7 +83,7 @@ SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 2,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
     "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.0},
-    "epochs": 17, "batch_size": 8, "num_workers": 0, "lr": 2e-4, "lr_backbone": 2e-4,
+    "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 2e-4, "lr_backbone": 2e-4,
     "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
 

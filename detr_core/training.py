@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 import detr_core.models.small_backbone  # noqa: F401  (registers the "small_cnn" backbone)
 from detr_core import distributed
 from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
+from detr_core.crop_pretrain import pretrain_backbone
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.sources import DatasetSource, build_dataset
@@ -270,10 +271,12 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_config_yaml(config, out / "config.yaml")
         log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
-    model = wrap_ddp(trainer.model, info, device)
+    elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
+    pretrain = _maybe_pretrain(config, trainer.model, data, device) if start == 0 else {}
+    elapsed += pretrain.get("pretrain_seconds", 0.0)
+    model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
     criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
                                 dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss).to(device)
-    elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
     for epoch in range(start, config.epochs):
         tic = time.perf_counter()
         data.sampler.set_epoch(epoch)
@@ -286,7 +289,7 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
             raise NonFiniteLossError(f"{exc}; the last good checkpoint in {out} is left untouched") from None
         elapsed += time.perf_counter() - tic
         record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters,
-                  "train_minutes": elapsed / 60}
+                  "train_minutes": elapsed / 60, **(pretrain if epoch == start else {})}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             record.update(_eval_record(config, model, criterion, data, trainer.precision, device))
         save_epoch(trainer, out, epoch)
@@ -294,6 +297,18 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
             append_log(out, record)
             log.info("epoch %d: %s", epoch, _summary(record))
     return out
+
+
+def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device: torch.device) -> dict[str, Any]:
+    """Crop pre-training of a fresh, trainable backbone (not when weights come from a file); its log entries."""
+    from_file = config.init or config.frozen_weights or config.backbone_weights or config.resume
+    if config.pretrain_epochs <= 0 or from_file or config.lr_backbone <= 0:
+        return {}
+    stats = pretrain_backbone(model.backbone[0], data.train_loader, num_classes=config.model.num_classes,
+                              epochs=config.pretrain_epochs, device=device, crop_size=config.pretrain_crop_size,
+                              progress=config.progress)
+    return {"pretrain_epochs": stats.epochs, "pretrain_crops": stats.crops, "pretrain_seconds": stats.seconds,
+            "pretrain_accuracy": stats.accuracy}
 
 
 def _eval_record(config: TrainConfig, model: nn.Module, criterion: nn.Module, data: RunData, precision: Precision,
