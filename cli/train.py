@@ -75,6 +75,7 @@ def _run_options(func: Any) -> Any:
         click.option("--pretrain-epochs", type=int,
                      help="First train the backbone this many passes to classify object crops (0 = off)."),
         click.option("--pretrain-crop-size", type=int, help="Side of the object crops in pixels (native scale)."),
+        click.option("--pretrain-lr", type=float, help="AdamW lr of the backbone pre-training."),
         click.option("--save-every", type=int, help="Also keep checkpoint_NNNN.pth every N epochs (0 = never)."),
         click.option("--eval-every", type=int),
         click.option("--transforms", type=click.Choice(["auto", "detr", "shapes"])),

@@ -3,10 +3,10 @@
 DETR's recipe starts from an ImageNet-pretrained backbone. With no such weights (the small CPU backbone,
 no downloads), a short pre-training gives the backbone what ImageNet would: features that tell the classes
 apart. Each training image's objects are cut out as fixed-size windows at their native scale, centred on the
-box (``torchvision.ops.roi_align``, bilinear; outside the batch tensor zeros, except that the
-sample one pixel beyond its edge repeats the edge pixel, roi_align's border rule), and the backbone plus a linear head on its
+box (``torchvision.ops.roi_align``, bilinear; zeros outside the batch tensor, except one pixel beyond
+its edge, which repeats the edge pixel: roi_align's border rule), and the backbone plus a linear head on its
 average-pooled features learn to classify them. Measured on the shapes default (README): 3 passes take
-under a minute on 2 cores, and DETR reaches after 3 epochs an AP its from-scratch run needs 11 for.
+about a minute on 2 cores and lift the AP after 10 training minutes from 0.25 (from scratch) to 0.46.
 
 Only the backbone keeps what it learned; the head is thrown away.
 """
@@ -71,7 +71,7 @@ class CropClassifier(nn.Module):
 
 
 def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int, epochs: int, device: torch.device,
-                      crop_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4,
+                      crop_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-4,
                       progress: bool = True) -> CropPretrainStats:
     """Train ``backbone`` in place for ``epochs`` passes of ``loader`` (batches of images, mask, targets)."""
     classifier = CropClassifier(backbone, num_classes).to(device).train()
