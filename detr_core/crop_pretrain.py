@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
-from tqdm import tqdm
 
-from detr_core import distributed
+from detr_core.engine import progress_bar
 from detr_core.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,7 @@ def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int,
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
             loader.sampler.set_epoch(epoch)
         correct = seen = 0
-        bar = tqdm(loader, desc=f"backbone pre-training {epoch}", leave=False, unit="batch",
-                   disable=not (progress and distributed.is_main_process()))
+        bar = progress_bar(loader, desc=f"backbone pre-training {epoch}", progress=progress)
         for images, _mask, targets in bar:
             crops, labels = object_crops(images.to(device), [_to(t, device) for t in targets], crop_size)
             if labels.numel() == 0:

@@ -133,7 +133,8 @@ def _params(optimizer: torch.optim.Optimizer) -> Iterator[Tensor]:
         yield from group["params"]
 
 
-def _bar(loader: Iterable, *, desc: str, progress: bool) -> tqdm:
+def progress_bar(loader: Iterable, *, desc: str, progress: bool) -> tqdm:
+    """A tqdm bar over ``loader`` shown on the main process only (and only when ``progress``)."""
     return tqdm(loader, desc=desc, disable=not (progress and distributed.is_main_process()), dynamic_ncols=True,
                 leave=False, unit="batch")
 
@@ -147,7 +148,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
     model.train()
     criterion.train()
     meter, seen, start = Meter(), 0, time.perf_counter()
-    bar = _bar(loader, desc=f"epoch {epoch}", progress=progress)
+    bar = progress_bar(loader, desc=f"epoch {epoch}", progress=progress)
     for step, batch in enumerate(bar):
         batch = to_device(batch, device)
         total, losses, problem = compute_loss(model, criterion, batch, precision, weight_dict)
@@ -175,7 +176,7 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *,
     precision = precision or Precision(device)
     model.eval()
     meter = Meter()
-    for batch in _bar(loader, desc="eval", progress=progress):
+    for batch in progress_bar(loader, desc="eval", progress=progress):
         images, mask, targets = to_device(batch, device)
         with precision.autocast():
             outputs = _float_outputs(model(images, mask))

@@ -272,7 +272,7 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
         save_config_yaml(config, out / "config.yaml")
         log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
     elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
-    pretrain = _maybe_pretrain(config, trainer.model, data, device) if start == 0 else {}
+    pretrain = _maybe_pretrain(config, trainer.model, data, device)
     elapsed += pretrain.get("pretrain_seconds", 0.0)
     model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
     criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
@@ -300,7 +300,8 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
 
 
 def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device: torch.device) -> dict[str, Any]:
-    """Crop pre-training of a fresh, trainable backbone (not when weights come from a file); its log entries."""
+    """Crop pre-training of a fresh, trainable backbone (not when weights come from a file, e.g. a resumed run);
+    its log entries."""
     from_file = config.init or config.frozen_weights or config.backbone_weights or config.resume
     if config.pretrain_epochs <= 0 or from_file or config.lr_backbone <= 0:
         return {}
