@@ -34,9 +34,12 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["model"]
 
 
-def test_resume_continues_exactly(shapes_root, tmp_path, monkeypatch):
-    """2 epochs in one go == 1 epoch, stop, resume, 1 epoch (cosine schedule with warm-up, seeded)."""
-    settings = {"epochs": 2, "lr_schedule": "cosine", "warmup_steps": 2, "seed": 3}
+@pytest.mark.parametrize("pretrain_epochs", [0, 1])
+def test_resume_continues_exactly(shapes_root, tmp_path, monkeypatch, pretrain_epochs):
+    """2 epochs in one go == 1 epoch, stop, resume, 1 epoch (cosine schedule with warm-up, seeded; with crop
+    pre-training, the resumed run must not pre-train again)."""
+    settings = {"epochs": 2, "lr_schedule": "cosine", "warmup_steps": 2, "seed": 3, "pretrain_epochs": pretrain_epochs,
+                "pretrain_crop_size": 32}
     full = train(tiny_config(shapes_root, tmp_path / "full", **settings))
 
     real_append = training.append_log
