@@ -80,6 +80,8 @@ def _run_options(func: Any) -> Any:
         click.option("--eval-every", type=int),
         click.option("--transforms", type=click.Choice(["auto", "detr", "shapes"])),
         click.option("--image-size", type=int, help="Base size of the shapes transforms."),
+        click.option("--vertical-flip/--no-vertical-flip", default=None,
+                     help="Also flip training images upside down (data with no up and down; the shapes default)."),
         click.option("--evaluator", type=click.Choice(["faster", "pycocotools"])),
         click.option("--progress/--no-progress", default=None),
         click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun shortcut)."),

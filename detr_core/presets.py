@@ -22,13 +22,18 @@ def shapes_train_transforms(image_size: int = 128) -> v2.Compose:
     return v2.Compose([v2.RandomHorizontalFlip(), *make_shapes_eval_transforms(image_size).transforms])
 
 
-def transforms_for(preset: str, image_size: int = 128) -> tuple[Any, Any]:
-    """(train transforms, eval transforms) of ``preset``."""
+def transforms_for(preset: str, image_size: int = 128, *, vertical_flip: bool = False) -> tuple[Any, Any]:
+    """(train transforms, eval transforms) of ``preset``; ``vertical_flip`` starts the train pipeline with a
+    random vertical flip (for data with no up and down, like the synthetic shapes)."""
     if preset == "detr":
-        return make_train_transforms(), make_eval_transforms()
-    if preset == "shapes":
-        return shapes_train_transforms(image_size), make_shapes_eval_transforms(image_size)
-    raise ValueError(f"unknown transforms preset {preset!r}; choose one of {PRESETS}")
+        train, evaluate = make_train_transforms(), make_eval_transforms()
+    elif preset == "shapes":
+        train, evaluate = shapes_train_transforms(image_size), make_shapes_eval_transforms(image_size)
+    else:
+        raise ValueError(f"unknown transforms preset {preset!r}; choose one of {PRESETS}")
+    if vertical_flip:
+        train = v2.Compose([v2.RandomVerticalFlip(), *train.transforms])
+    return train, evaluate
 
 
 def eval_transforms(preset: str, image_size: int = 128, eval_size: int | None = None) -> Any:

@@ -57,6 +57,7 @@ class TrainConfig:
     pad_to: tuple[int, int] | None = None
     transforms: str = "auto"  # "detr" (reference presets), "shapes" (small images) or "auto"
     image_size: int = 128  # the shapes presets' base size
+    vertical_flip: bool = False  # also flip training images upside down (data with no up and down)
     evaluator: str = "faster"
     attention_impl: str = "sdpa"
     progress: bool = True
@@ -85,7 +86,7 @@ SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 2,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
     "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.0},
-    "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 2e-4, "lr_backbone": 2e-4,
+    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 2e-4, "lr_backbone": 2e-4,
     "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
 

@@ -84,7 +84,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------- data
 def build_data(config: TrainConfig, info: distributed.DistInfo) -> RunData:
-    train_t, val_t = transforms_for(config.transforms_preset, config.image_size)
+    train_t, val_t = transforms_for(config.transforms_preset, config.image_size, vertical_flip=config.vertical_flip)
     shapes = {"image_size": config.image_size}
     built_train = build_dataset(config.data, "train", train_t, shapes_params=shapes, progress=info.is_main)
     built_val = build_dataset(config.data, "val", val_t, shapes_params=shapes, progress=info.is_main)

@@ -142,3 +142,28 @@ def test_train_presets_run_and_normalise():
         assert tgt["boxes"].canvas_size == tuple(out.shape[-2:])
     out, _ = make_train_transforms()(image, target)
     assert 480 <= min(out.shape[-2:]) <= 800
+
+
+
+def test_vertical_flip_option_flips_image_and_box_together():
+    from torchvision.transforms import v2
+
+    from detr_core.presets import transforms_for
+
+    image, target = drawn_sample(h=128, w=128, box=(20, 10, 60, 40))
+
+    def box_centres_y(vertical_flip: bool) -> list[float]:
+        centres = []
+        for seed in range(12):
+            random.seed(seed)
+            torch.manual_seed(seed)
+            out, tgt = transforms_for("shapes", 128, vertical_flip=vertical_flip)[0](image, target)
+            expected = torch.tensor(white_extent(out), dtype=torch.float32)
+            torch.testing.assert_close(tgt["boxes"][0].as_subclass(torch.Tensor), expected, atol=1e-4, rtol=0)
+            centres.append(float(tgt["boxes"][0, 1] + tgt["boxes"][0, 3]) / 2)
+        return centres
+
+    assert sorted(set(box_centres_y(True))) == [25.0, 103.0]  # upright in some draws, upside down in others
+    assert set(box_centres_y(False)) == {25.0}
+    train, _ = transforms_for("detr", vertical_flip=True)
+    assert isinstance(train.transforms[0], v2.RandomVerticalFlip)
