@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from detr_core.engine import progress_bar
+from detr_core.engine import conv_layout, progress_bar, to_device
 from detr_core.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,12 @@ def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int,
             loader.sampler.set_epoch(epoch)
         correct = seen = 0
         bar = progress_bar(loader, desc=f"backbone pre-training {epoch}", progress=progress)
-        for images, _mask, targets in bar:
-            crops, labels = object_crops(images.to(device), [_to(t, device) for t in targets], crop_size)
+        for batch in bar:
+            images, _mask, targets = to_device(batch, device)
+            crops, labels = object_crops(images, targets, crop_size)
             if labels.numel() == 0:
                 continue
-            logits = classifier(crops.contiguous(memory_format=torch.channels_last))
+            logits = classifier(conv_layout(crops))
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -98,7 +99,3 @@ def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int,
     log.info("backbone pre-training: %d epochs, %d object crops, %.1f s, accuracy of the last epoch %.3f",
              stats.epochs, stats.crops, stats.seconds, stats.accuracy)
     return stats
-
-
-def _to(target: dict, device: torch.device) -> dict:
-    return {k: target[k].to(device) for k in ("boxes", "labels", "size")}
