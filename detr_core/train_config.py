@@ -85,9 +85,9 @@ class TrainConfig:
 SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 2,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
-    "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.0},
-    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 2e-4, "lr_backbone": 2e-4,
-    "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
+    "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.5},
+    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 6e-4, "lr_backbone": 6e-4,
+    "clip_max_norm": 0.0, "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
 
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)}
