@@ -61,6 +61,8 @@ def _run_options(func: Any) -> Any:
         click.option("--output-dir", type=click.Path(file_okay=False)),
         click.option("--epochs", type=int), click.option("--batch-size", type=int),
         click.option("--num-workers", type=int), click.option("--seed", type=int),
+        click.option("--cache-images/--no-cache-images", default=None,
+                     help="Keep decoded images in memory (about H*W*3 bytes each; pays with --num-workers 0)."),
         click.option("--lr", type=float), click.option("--lr-backbone", type=float, help="0 freezes the backbone."),
         click.option("--weight-decay", type=float), click.option("--lr-drop", type=int),
         click.option("--lr-schedule", type=click.Choice(["step", "cosine"])),

@@ -35,6 +35,7 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int = 2
     num_workers: int = 2
+    cache_images: bool = False  # keep decoded training/validation images in memory (detr_core.data.image_cache)
     seed: int = 42
     lr: float = 1e-4
     lr_backbone: float = 1e-5
@@ -86,7 +87,8 @@ SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 2,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
     "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.5},
-    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "lr": 6e-4, "lr_backbone": 6e-4,
+    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 15, "batch_size": 8, "num_workers": 0, "cache_images": True,
+    "lr": 6e-4, "lr_backbone": 6e-4,
     "clip_max_norm": 0.0, "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
 

@@ -85,9 +85,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- data
 def build_data(config: TrainConfig, info: distributed.DistInfo) -> RunData:
     train_t, val_t = transforms_for(config.transforms_preset, config.image_size, vertical_flip=config.vertical_flip)
-    shapes = {"image_size": config.image_size}
-    built_train = build_dataset(config.data, "train", train_t, shapes_params=shapes, progress=info.is_main)
-    built_val = build_dataset(config.data, "val", val_t, shapes_params=shapes, progress=info.is_main)
+    common = {"shapes_params": {"image_size": config.image_size}, "progress": info.is_main,
+              "cache_images": config.cache_images}
+    built_train = build_dataset(config.data, "train", train_t, **common)
+    built_val = build_dataset(config.data, "val", val_t, **common)
     for name, ds in (("training", built_train.dataset), ("validation", built_val.dataset)):
         if len(ds) == 0:  # type: ignore[arg-type]
             raise TrainingError(f"the {name} set is empty: nothing to train or evaluate on")

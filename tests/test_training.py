@@ -169,6 +169,8 @@ def test_config_precedence_cli_over_yaml_over_preset():
     assert config.model.backbone == SHAPES_PRESET["model"]["backbone"] and config.loss.eos_coef == 0.2
     reference = resolve_train_config({"coco_path": "/data/coco"})
     assert reference.model.backbone == "resnet50" and reference.lr_backbone == 1e-5 and reference.epochs == 300
+    assert config.cache_images and not reference.cache_images  # decoded images kept in memory for the shapes only
+    assert not resolve_train_config({"cache_images": False}).cache_images
 
 
 def test_unknown_config_key_is_one_clear_error():

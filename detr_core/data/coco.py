@@ -33,6 +33,8 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as F
 
+from detr_core.data.image_cache import ImageCache
+
 logger = logging.getLogger(__name__)
 
 Transforms = Callable[[Any, Any], tuple[Any, Any]]
@@ -90,6 +92,11 @@ def load_rgb_image(path: str | Path) -> LoadedImage:
         raise DatasetError(f"{path}: image file is corrupt or truncated ({exc})") from None
 
 
+def load_rgb_tensor(path: str | Path) -> Tensor:
+    """:func:`load_rgb_image` as a uint8 [3, H, W] tensor."""
+    return F.pil_to_tensor(load_rgb_image(path).image)
+
+
 def load_coco_json(ann_path: str | Path) -> COCO:
     """Load a COCO annotation file with pycocotools (quietly); :class:`DatasetError` if unreadable."""
     ann_path = Path(ann_path)
@@ -145,14 +152,16 @@ def clean_boxes(target: dict[str, Any]) -> dict[str, Any]:
 
 
 def finalize_sample(
-    image: PIL.Image.Image, target: dict[str, Any], transforms: Transforms | None
+    image: PIL.Image.Image | Tensor, target: dict[str, Any], transforms: Transforms | None
 ) -> tuple[Tensor, dict[str, Any]]:
     """Apply ``transforms`` to (Image, target with XYXY BoundingBoxes), then DETR's target layout.
+
+    ``image`` is an RGB PIL image or a uint8 [3, H, W] tensor (not modified).
 
     Returns ``image`` float32 [3, H, W] (normalised by the transforms, or in [0, 1] without them) and the
     target with ``boxes`` float32 [N, 4] normalised cx,cy,w,h and ``size`` = (H, W) after transforms.
     """
-    img = tv_tensors.Image(F.pil_to_tensor(image))
+    img = tv_tensors.Image(image if isinstance(image, Tensor) else F.pil_to_tensor(image))
     target = clean_boxes(target)
     if transforms is not None:
         img, target = transforms(img, target)
@@ -172,10 +181,11 @@ class CocoDetection(torch.utils.data.Dataset):
     Target: ``boxes`` float32 [N, 4] (cx, cy, w, h in [0, 1]), ``labels`` int64 [N] (file category ids),
     ``image_id`` int64 scalar, ``area`` float32 [N] (annotation area, original pixels), ``iscrowd`` int64
     [N], ``orig_size`` int64 [2] (h, w) and ``size`` int64 [2] (h, w after transforms).
+    ``cache_images`` keeps decoded images in memory (:mod:`detr_core.data.image_cache`).
     """
 
     def __init__(self, images_dir: str | Path, ann_file: str | Path, *, transforms: Transforms | None = None,
-                 drop_crowd: bool = True) -> None:
+                 drop_crowd: bool = True, cache_images: bool = False) -> None:
         self.images_dir = Path(images_dir)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
@@ -183,6 +193,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.coco = load_coco_json(self.ann_file)
         self.ids: list[int] = sorted(self.coco.imgs)
         self.num_classes, self.class_names = class_names_from_categories(self.coco.dataset["categories"])
+        self.images = ImageCache(load_rgb_tensor, enabled=cache_images)
 
     @property
     def category_ids(self) -> list[int]:
@@ -225,6 +236,6 @@ class CocoDetection(torch.utils.data.Dataset):
         info = self.coco.imgs[image_id]
         if "file_name" not in info:
             raise DatasetError(f"{self.ann_file}: image {image_id} has no file_name")
-        loaded = load_rgb_image(self.images_dir / info["file_name"])
-        w, h = loaded.image.size
-        return finalize_sample(loaded.image, self._raw_target(image_id, h, w), self.transforms)
+        image = self.images.load(self.images_dir / info["file_name"])
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        return finalize_sample(image, self._raw_target(image_id, h, w), self.transforms)

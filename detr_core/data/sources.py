@@ -78,23 +78,26 @@ def voc_split_name(source: DatasetSource, split: Split) -> str:
 
 
 def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | None = None, *,
-                  shapes_params: dict[str, Any] | None = None, progress: bool = True) -> BuiltDataset:
+                  shapes_params: dict[str, Any] | None = None, progress: bool = True,
+                  cache_images: bool = False) -> BuiltDataset:
     """The dataset for ``split`` plus the ``num_classes``/``class_names`` it implies.
 
-    ``shapes_params`` (``ShapesParams`` fields) apply only to the shapes default.
+    ``shapes_params`` (``ShapesParams`` fields) apply only to the shapes default; ``cache_images`` keeps
+    decoded images in memory.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if source.voc_root is not None:
         ds = VocDetection(source.voc_root, year=source.voc_year, split=voc_split_name(source, split),
-                          transforms=transforms, remove_difficult=source.remove_difficult)
+                          transforms=transforms, remove_difficult=source.remove_difficult,
+                          cache_images=cache_images)
         return BuiltDataset(ds, ds.num_classes, ds.class_names)
     if source.is_default:
         root = ensure_default_shapes(progress=progress, **(shapes_params or {}))
         source = DatasetSource(coco_path=str(root))
         logger.info("no dataset given: using the synthetic shapes at %s", root)
     images, ann = coco_split_paths(source, split)
-    ds = CocoDetection(images, ann, transforms=transforms)
+    ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images)
     return BuiltDataset(ds, ds.num_classes, ds.class_names)
 
 

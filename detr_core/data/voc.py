@@ -26,7 +26,8 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_image
+from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_tensor
+from detr_core.data.image_cache import ImageCache
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,9 @@ class VocDetection(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, *, year: str = "2007", split: str = "train",
                  transforms: Transforms | None = None, remove_difficult: bool = False,
-                 category_id_offset: int = 0) -> None:
+                 category_id_offset: int = 0, cache_images: bool = False) -> None:
         self.voc_dir = resolve_voc_dir(root, year)
+        self.images = ImageCache(load_rgb_tensor, enabled=cache_images)
         self.split = split
         self.stems = read_split(self.voc_dir, split)
         self.transforms = transforms
@@ -166,9 +168,9 @@ class VocDetection(torch.utils.data.Dataset):
         stem = self.stems[index]
         xml_path = self.voc_dir / "Annotations" / f"{stem}.xml"
         record = parse_voc_xml(xml_path)
-        loaded = load_rgb_image(self.voc_dir / "JPEGImages" / record.filename)
-        w, h = loaded.image.size
-        return finalize_sample(loaded.image, self._target(record, index, h, w, xml_path), self.transforms)
+        image = self.images.load(self.voc_dir / "JPEGImages" / record.filename)
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        return finalize_sample(image, self._target(record, index, h, w, xml_path), self.transforms)
 
 
 def voc_to_coco(root: str | Path, split: str, out: str | Path | None = None, *, year: str = "2007",

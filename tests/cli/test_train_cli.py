@@ -48,10 +48,11 @@ def test_yaml_config_with_cli_override_and_resolved_config_saved(shapes_root, tm
     settings.write_text(yaml.safe_dump({"epochs": 3, "lr": 5e-4, "model": {"num_queries": 4}, "seed": 11}))
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--config", str(settings), "--coco-path", str(shapes_root),
-                                      "--output-dir", str(out), *TINY, "--epochs", "1", "--num-queries", "6"])
+                                      "--output-dir", str(out), *TINY, "--epochs", "1", "--num-queries", "6",
+                                      "--cache-images"])
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["epochs"] == 1 and saved["lr"] == 5e-4 and saved["seed"] == 11
+    assert saved["epochs"] == 1 and saved["lr"] == 5e-4 and saved["seed"] == 11 and saved["cache_images"] is True
     assert saved["model"]["num_queries"] == 6 and saved["model"]["num_classes"] == 3
     assert saved["data"]["coco_path"] == str(shapes_root)
 
