@@ -235,6 +235,15 @@ def save_epoch(trainer: Trainer, out: Path, epoch: int) -> None:
         save_checkpoint(out / f"checkpoint_{epoch:04d}.pth", payload)
 
 
+def start_log(out: Path) -> None:
+    """A run starting at epoch 0 gets a fresh ``log.jsonl``: one left by an earlier run in the same folder
+    becomes ``log.jsonl.old`` (replacing an older one), so curves and summaries never mix two runs."""
+    path = out / "log.jsonl"
+    if path.is_file():
+        path.replace(out / "log.jsonl.old")
+        log.info("%s held an earlier run's log: kept as log.jsonl.old", out)
+
+
 def append_log(out: Path, record: dict[str, Any]) -> None:
     with open(out / "log.jsonl", "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -271,6 +280,8 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config_yaml(config, out / "config.yaml")
+        if start == 0:
+            start_log(out)
         log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
     elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
     pretrain = _maybe_pretrain(config, trainer.model, data, device)

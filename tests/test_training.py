@@ -176,3 +176,11 @@ def test_config_precedence_cli_over_yaml_over_preset():
 def test_unknown_config_key_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown setting 'epoch'"):
         resolve_train_config({}, {"epoch": 3})
+
+
+def test_new_run_in_an_old_folder_starts_a_new_log(shapes_root, tmp_path):
+    out = tmp_path / "again"
+    train(tiny_config(shapes_root, out, epochs=2))
+    train(tiny_config(shapes_root, out, epochs=1))
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [0]
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl.old").read_text().splitlines()] == [0, 1]
