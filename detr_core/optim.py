@@ -1,7 +1,7 @@
 """Optimizer and learning-rate schedule of a DETR run.
 
 AdamW with two parameter groups: the backbone (``lr_backbone``) and everything else (``lr``), both with
-``weight_decay``. The schedule is a per-iteration ``LambdaLR`` whose factor is either the reference's
+``weight_decay``; PyTorch's fused kernel on CPU and CUDA. The schedule is a per-iteration ``LambdaLR`` whose factor is either the reference's
 StepLR (x0.1 once ``lr_drop`` epochs are done, i.e. at the same iterations as stepping StepLR per
 epoch) or a linear warm-up followed by cosine decay to zero over the run.
 """
@@ -38,11 +38,13 @@ def build_optimizer(model: nn.Module, *, lr: float, lr_backbone: float, weight_d
 
 
 def _fused_supported(groups: list[dict]) -> bool | None:
-    """The fused AdamW kernel (one pass over all parameters) where every parameter is on CPU or CUDA: the
-    default single-tensor loop on CPU costs about 6 % of a shapes-default step, the fused one under 1 %."""
-    devices = {p.device.type for g in groups for p in g["params"]}
-    return True if devices and devices <= {"cpu", "cuda"} and all(
-        p.dtype.is_floating_point for g in groups for p in g["params"]) else None
+    """True (PyTorch's fused AdamW kernel, one pass over all parameters) when every parameter is a float tensor
+    on CPU or CUDA, else None (PyTorch's default). On CPU the default per-tensor loop took about 6 % of a
+    shapes-default training step (profiled, 2 threads)."""
+    params = [p for g in groups for p in g["params"]]
+    if params and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params):
+        return True
+    return None
 
 
 @dataclass

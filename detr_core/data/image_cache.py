@@ -30,7 +30,7 @@ class ImageCache:
     @property
     def nbytes(self) -> int:
         """Bytes held by the kept images."""
-        return sum(t.numel() for t in self._images.values())
+        return sum(t.numel() * t.element_size() for t in self._images.values())
 
     def load(self, path: Path) -> Tensor:
         kept = self._images.get(path)

@@ -27,7 +27,8 @@ def test_cache_decodes_each_file_once(tmp_path):
     assert calls == [path] and first is second and first.dtype == torch.uint8 and first.shape == (3, 40, 60)
     assert len(cache) == 1 and cache.nbytes == 3 * 40 * 60
     off = ImageCache(decode, enabled=False)
-    off.load(path), off.load(path)
+    off.load(path)
+    off.load(path)
     assert len(calls) == 3 and len(off) == 0
 
 
