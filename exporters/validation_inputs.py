@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from detr_core.data.coco import load_rgb_image
-from exporters.prepare import to_uint8_chw
+from detr_core.data.coco import load_rgb_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def read_folder(folder: str | Path, *, count: int) -> list[Tensor]:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not paths:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) to validate with")
-    return [to_uint8_chw(load_rgb_image(p).image) for p in paths]
+    return [load_rgb_tensor(p) for p in paths]
 
 
 def shapes_val_images(*, count: int) -> list[Tensor]:
