@@ -3,7 +3,7 @@
 :class:`EvalSet` holds the val images (uint8, original size) and their COCO ground truth; its
 ``batches`` are made by ``exporters.prepare.prepare`` with the benchmark's canvas and static batch
 (the last batch is filled with black images whose outputs are dropped). :func:`collect_outputs` runs a
-runtime over them; :func:`coco_metrics` scores raw outputs through ``detr_core.evaluation``;
+runtime over them; :func:`coco_metrics` scores raw outputs through ``detr_core.evaluation.coco``;
 :func:`max_abs_diff` and :func:`detection_agreement` compare a runtime's outputs with eager's.
 """
 
@@ -93,7 +93,7 @@ def _detections(outputs: RawOutputs, orig_sizes: Tensor) -> tuple[Tensor, Tensor
 
 def coco_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faster") -> dict[str, float]:
     """The 12 COCO box numbers (0..1) of ``outputs`` over the eval set, every query scored."""
-    from detr_core.evaluation import STAT_NAMES, CocoEvaluator
+    from detr_core.evaluation.coco import STAT_NAMES, CocoEvaluator
 
     evaluator = CocoEvaluator(evalset.coco_gt, backend=backend)
     scores, labels, boxes = _detections(outputs, evalset.orig_sizes)

@@ -40,7 +40,7 @@ def load_eval_set(source: DatasetSource, *, canvas: tuple[int, int], batch_size:
                   max_images: int | None = None, size: int | None = None,
                   max_size: int | None = None) -> EvalSet:
     """The val split of ``source`` (shapes default when empty) as an :class:`EvalSet`."""
-    from detr_core.ground_truth import coco_ground_truth
+    from detr_core.evaluation.ground_truth import coco_ground_truth
 
     built = build_dataset(source, "val", transforms=None, progress=False)
     images, ids = read_images(built.dataset, max_images)

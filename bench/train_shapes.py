@@ -20,8 +20,8 @@ import click
 import torch
 
 from detr_core.plotting import plot_ap, read_log
-from detr_core.train_config import resolve_train_config
-from detr_core.training import train
+from detr_core.training.run import train
+from detr_core.training.train_config import resolve_train_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -18,7 +18,7 @@ DEFAULT_CANVAS = (800, 800)
 
 def default_checkpoint() -> Path:
     """Where ``detrtool train`` (and ``detrtool demo``) put the shapes default's checkpoint."""
-    from detr_core.train_config import SHAPES_PRESET
+    from detr_core.training.train_config import SHAPES_PRESET
 
     return Path(SHAPES_PRESET["output_dir"]) / "checkpoint.pth"
 

@@ -53,8 +53,8 @@ def generate() -> Path:
 
 
 def train_default(epochs: int | None, retrain: bool) -> Path:
-    from detr_core.train_config import resolve_train_config
-    from detr_core.training import train
+    from detr_core.training.run import train
+    from detr_core.training.train_config import resolve_train_config
 
     checkpoint = default_checkpoint()
     if checkpoint.is_file() and not retrain:
@@ -65,7 +65,7 @@ def train_default(epochs: int | None, retrain: bool) -> Path:
 
 
 def evaluate(checkpoint: Path, output_dir: Path) -> None:
-    from detr_core.eval_run import EvalConfig, evaluate_checkpoint
+    from detr_core.training.eval_run import EvalConfig, evaluate_checkpoint
 
     result = evaluate_checkpoint(EvalConfig(str(checkpoint), output_dir=str(output_dir / "eval"), progress=False))
     click.echo(result.summary)

@@ -35,7 +35,7 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 @click.option("--progress/--no-progress", default=True)
 def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
     """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json."""
-    from detr_core.eval_run import EvalConfig, evaluate_checkpoint, format_losses
+    from detr_core.training.eval_run import EvalConfig, evaluate_checkpoint, format_losses
 
     source, pad_to = pop_dataset_options(kwargs)
     config = EvalConfig(checkpoint=checkpoint, data=source, pad_to=pad_to, model_overrides=_overrides(nheads, dilation),

@@ -11,11 +11,11 @@ import torch
 from tqdm import tqdm
 
 from cli.options import parse_hw_option
-from detr_core.drawing import draw_detections, save_attention_grid, save_png
 from exporters.image_inputs import Failure, collect_image_paths
-from exporters.predict import ImageDetections, Predictor
-from exporters.predict_model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
-from exporters.predict_results import OutputNames, coco_results, summary_line
+from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
+from exporters.predict.model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
+from exporters.predict.results import OutputNames, coco_results, summary_line
+from exporters.predict.run import ImageDetections, Predictor
 
 logger = logging.getLogger(__name__)
 

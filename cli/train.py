@@ -21,8 +21,8 @@ from cli.options import dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
 from detr_core.config import load_yaml
 from detr_core.data.coco import DatasetError
-from detr_core.engine import NonFiniteLossError
-from detr_core.train_config import TrainConfig, resolve_train_config
+from detr_core.training.engine import NonFiniteLossError
+from detr_core.training.train_config import TrainConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def _quiet_non_main_ranks() -> None:
 @_run_options
 def train(**kwargs: Any) -> None:
     """Train DETR. With no dataset: the synthetic shapes and the small CPU configuration."""
-    from detr_core.training import TrainingError
-    from detr_core.training import train as run_training
+    from detr_core.training.run import TrainingError
+    from detr_core.training.run import train as run_training
 
     nproc = kwargs.get("nproc") or 1
     try:

@@ -11,28 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from detr_core.config import ModelConfig
-from detr_core.models.backbone import Backbone, resnet_backbone
+from detr_core.models import small_backbone as _small_backbone  # noqa: F401  (registers "small_cnn")
+from detr_core.models.backbone import BACKBONES, register_backbone  # noqa: F401  (re-exported)
 from detr_core.models.detr import DETR, Joiner
 from detr_core.models.position import build_position_encoding
 from detr_core.models.transformer import Transformer
 
-BackboneFactory = Callable[..., Backbone]
-BACKBONES: dict[str, BackboneFactory] = {
-    name: (lambda name=name, **kw: resnet_backbone(name, **kw))
-    for name in ("resnet18", "resnet34", "resnet50", "resnet101")
-}
 MODELS: dict[str, Callable[..., DETR]] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: make a backbone factory ``f(*, dilation, train_backbone, weights_path) -> Backbone``
-    available as ``ModelConfig.backbone = name``."""
-
-    def wrap(factory: BackboneFactory) -> BackboneFactory:
-        BACKBONES[name] = factory
-        return factory
-
-    return wrap
 
 
 def register_model(fn: Callable[..., DETR]) -> Callable[..., DETR]:
@@ -101,6 +86,3 @@ def detr_resnet101_dc5(*, num_classes: int = 91, **overrides: Any) -> DETR:
     """DETR-R101 with a dilated last stage (official: 44.9 AP)."""
     return _official("resnet101", True, {"num_classes": num_classes, **overrides})
 
-
-# Backbones defined in their own modules register themselves on import (after the registry exists).
-from detr_core.models import small_backbone as _small_backbone  # noqa: E402,F401

@@ -10,8 +10,8 @@ The public API::
 """
 
 from exporters.export_api import ExportResult, export
-from exporters.formats import FORMATS, ExportFormat, format_for_path, get_format
-from exporters.metadata import ArtifactMetadata, read_metadata
+from exporters.formats import FORMATS, ExportFormat, format_for_path, get_format, read_metadata
+from exporters.metadata import ArtifactMetadata
 from exporters.prepare import prepare, prepare_for
 from exporters.runtime import InputError, Runtime, load_runtime
 

@@ -16,7 +16,7 @@ from typing import Any
 from exporters import onnx as onnx_format
 from exporters import torch_export, torchscript
 from exporters.backend import Backend
-from exporters.metadata import ArtifactMetadata
+from exporters.metadata import ArtifactMetadata, MetadataError
 
 
 class UnknownFormatError(ValueError):
@@ -120,3 +120,12 @@ def format_for_path(path: str | Path) -> ExportFormat:
     known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
     raise UnknownFormatError(f"{path}: cannot tell the format from suffix {suffix or '(none)'!r} "
                              f"(known: {known}); name the format explicitly")
+
+
+def read_metadata(path: str | Path, *, format: str | None = None) -> ArtifactMetadata:
+    """Read the metadata back from an artifact of any format (the format from the suffix by default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such artifact file")
+    fmt = get_format(format) if format else format_for_path(path)
+    return fmt.read_metadata(path)

@@ -12,7 +12,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,13 +118,3 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
         format_options=dict(format_options or {}), model_config=model_config, extra=dict(extra or {}),
     )
 
-
-def read_metadata(path: str | Path, *, format: str | None = None) -> ArtifactMetadata:
-    """Read the metadata back from an artifact of any format (the format from the suffix by default)."""
-    from exporters.formats import format_for_path, get_format
-
-    path = Path(path)
-    if not path.is_file():
-        raise MetadataError(f"{path}: no such artifact file")
-    fmt = get_format(format) if format else format_for_path(path)
-    return fmt.read_metadata(path)

@@ -19,7 +19,8 @@ from torchvision.transforms.v2 import functional as F
 
 from detr_core.data.batching import pad_images
 from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size, fit_size_to_canvas
-from exporters.metadata import ArtifactMetadata, read_metadata
+from exporters.formats import read_metadata
+from exporters.metadata import ArtifactMetadata
 
 DEFAULT_SIZE = 800
 DEFAULT_MAX_SIZE = 1333

@@ -81,3 +81,21 @@ def _load_imagenet_weights(resnet: nn.Module, path: Path) -> None:
     if missing or unexpected:
         raise ValueError(f"{path}: backbone weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     log.info("loaded ImageNet backbone weights from %s", path)
+
+
+BackboneFactory = Callable[..., Backbone]
+#: Backbone name -> factory ``f(*, dilation, train_backbone, weights_path) -> Backbone``.
+BACKBONES: dict[str, BackboneFactory] = {
+    name: (lambda name=name, **kw: resnet_backbone(name, **kw)) for name in _RESNETS
+}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: make a backbone factory ``f(*, dilation, train_backbone, weights_path) -> Backbone``
+    available as ``ModelConfig.backbone = name``."""
+
+    def wrap(factory: BackboneFactory) -> BackboneFactory:
+        BACKBONES[name] = factory
+        return factory
+
+    return wrap

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from detr_core.models.backbone import Backbone
-from detr_core.registry import register_backbone
+from detr_core.models.backbone import Backbone, register_backbone
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detr_core.evaluation import CocoEvaluator
+from detr_core.evaluation.coco import CocoEvaluator
 
 N_IMAGES, N_IMAGES_DISABLED = 500, 20
 QUERIES = 100

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cli.main import cli
-from tests.training_helpers import make_small_coco, make_tiny_shapes
+from tests.training.helpers import make_small_coco, make_tiny_shapes
 
 ANN = "annotations/instances_val2017.json"
 

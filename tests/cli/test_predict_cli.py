@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.predict_images import BAD_FILES, ODD_SIZES, shapes_val_images, write_odd_images
+from tests.exporters.predict.images import BAD_FILES, ODD_SIZES, shapes_val_images, write_odd_images
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.training_helpers import make_tiny_shapes
+from tests.training.helpers import make_tiny_shapes
 
 TINY = ["--backbone", "small_cnn", "--hidden-dim", "32", "--nheads", "2", "--enc-layers", "1", "--dec-layers", "2",
         "--dim-feedforward", "64", "--num-queries", "5", "--dropout", "0", "--transforms", "shapes",

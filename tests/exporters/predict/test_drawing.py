@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from detr_core.drawing import (
+from exporters.predict.drawing import (
     class_color,
     draw_detections,
     font_size,

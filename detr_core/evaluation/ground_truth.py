@@ -30,6 +30,6 @@ def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
 
 
 def make_evaluator(coco_gt: COCO, backend: str) -> Any:
-    from detr_core.evaluation import CocoEvaluator
+    from detr_core.evaluation.coco import CocoEvaluator
 
     return CocoEvaluator(coco_gt, backend=backend)

@@ -50,7 +50,7 @@ class TrainConfig:
     init: str | None = None
     frozen_weights: str | None = None
     backbone_weights: str | None = None
-    pretrain_epochs: int = 0  # backbone pre-training on object crops (detr_core.crop_pretrain) before DETR
+    pretrain_epochs: int = 0  # backbone pre-training on object crops (detr_core.training.crop_pretrain) before DETR
     pretrain_crop_size: int = 64
     pretrain_lr: float = 5e-4
     save_every: int = 100

@@ -19,10 +19,10 @@ from torch import nn
 
 from detr_core.checkpoint import load_checkpoint, read_checkpoint
 from detr_core.data.sources import DatasetSource
-from detr_core.train_config import TrainConfig
+from detr_core.training.train_config import TrainConfig
 from exporters.export_api import export
 from exporters.formats import get_format
-from exporters.predict import EagerRuntime, InputSpec, Runtime
+from exporters.predict.run import EagerRuntime, InputSpec, Runtime
 from exporters.runtime import load_runtime
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from detr_core.engine import conv_layout, progress_bar, to_device
 from detr_core.models.backbone import Backbone
+from detr_core.training.engine import conv_layout, progress_bar, to_device
 
 log = logging.getLogger(__name__)
 

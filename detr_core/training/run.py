@@ -21,20 +21,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-import detr_core.models.small_backbone  # noqa: F401  (registers the "small_cnn" backbone)
-from detr_core import distributed
 from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
-from detr_core.crop_pretrain import pretrain_backbone
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.sources import DatasetSource, build_dataset
-from detr_core.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
-from detr_core.ground_truth import coco_ground_truth, make_evaluator
+from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
 from detr_core.losses import build_criterion
-from detr_core.optim import build_optimizer, build_scheduler
 from detr_core.presets import transforms_for
 from detr_core.registry import build_model
-from detr_core.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
+from detr_core.training import distributed
+from detr_core.training.crop_pretrain import pretrain_backbone
+from detr_core.training.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.training.optim import build_optimizer, build_scheduler
+from detr_core.training.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
 
 log = logging.getLogger(__name__)
 

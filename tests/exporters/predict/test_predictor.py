@@ -12,9 +12,9 @@ from torchvision.ops import box_iou
 from detr_core import load_checkpoint, pad_images
 from detr_core.cross_attention import capture_cross_attention, crop_to_image
 from exporters.image_inputs import Failure, InputImage, collect_image_paths, read_image
-from exporters.predict import ImageDetections, Predictor, select_detections
-from exporters.predict_model import PredictModel, open_checkpoint
-from tests.predict_images import BAD_FILES, ODD_SIZES, shapes_val_images, write_odd_images
+from exporters.predict.model import PredictModel, open_checkpoint
+from exporters.predict.run import ImageDetections, Predictor, select_detections
+from tests.exporters.predict.images import BAD_FILES, ODD_SIZES, shapes_val_images, write_odd_images
 
 CANVAS = (128, 128)
 

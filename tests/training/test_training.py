@@ -15,12 +15,13 @@ import pytest
 import torch
 import yaml
 
-from detr_core import engine, training
 from detr_core.checkpoint import read_checkpoint, save_checkpoint
-from detr_core.engine import NonFiniteLossError
-from detr_core.train_config import SHAPES_PRESET, resolve_train_config
-from detr_core.training import TrainingError, train
-from tests.training_helpers import make_tiny_shapes, tiny_config
+from detr_core.training import engine
+from detr_core.training import run as training
+from detr_core.training.engine import NonFiniteLossError
+from detr_core.training.run import TrainingError, train
+from detr_core.training.train_config import SHAPES_PRESET, resolve_train_config
+from tests.training.helpers import make_tiny_shapes, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # training tests: 1 thread is ~20x faster on a loaded 2-core box
 
@@ -91,7 +92,7 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 0})
     proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     seen = 0
     while seen < 2:  # let one save complete, then kill in the middle of the next one
         line = proc.stdout.readline()

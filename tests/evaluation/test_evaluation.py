@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detr_core.evaluation import STAT_NAMES, CocoEvaluator, format_summary
+from detr_core.evaluation.coco import STAT_NAMES, CocoEvaluator, format_summary
 
 CATEGORY_IDS = (0, 1, 3, 7)  # starts at 0, with gaps
 
@@ -192,7 +192,7 @@ def test_unknown_category_is_kept_but_not_scored(dataset, caplog):
                          "boxes": np.vstack([p["boxes"], [[0, 0, 10, 10]]])}  # fmt: skip
     for backend in ("pycocotools", "faster"):
         evaluator = run_evaluator(gt, perfect, backend)
-        with caplog.at_level(logging.WARNING, logger="detr_core.evaluation"):
+        with caplog.at_level(logging.WARNING, logger="detr_core.evaluation.coco"):
             assert evaluator.evaluate()["AP"] == pytest.approx(1.0)
         assert any(r["category_id"] == 99 for r in evaluator.results())
     assert "absent from the ground truth" in caplog.text

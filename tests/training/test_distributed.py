@@ -17,9 +17,9 @@ import detr_core.models.small_backbone  # noqa: F401  (registers "small_cnn")
 from detr_core.config import LossConfig, ModelConfig
 from detr_core.losses import build_criterion, weighted_total
 from detr_core.registry import build_model
-from tests.training_helpers import TINY_MODEL, make_tiny_shapes
+from tests.training.helpers import TINY_MODEL, make_tiny_shapes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = ModelConfig(num_classes=3, **TINY_MODEL)
 CE_KEYS = ("loss_ce", "loss_ce_0")
 

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detr_core import distributed
 from detr_core.losses import weighted_total
 from detr_core.postprocess import postprocess
+from detr_core.training import distributed
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from detr_core.data.shapes import ShapesParams, generate_shapes
-from detr_core.train_config import resolve_train_config
+from detr_core.training.train_config import resolve_train_config
 
 TINY_MODEL = {"backbone": "small_cnn_gn", "hidden_dim": 32, "nheads": 2, "enc_layers": 1, "dec_layers": 2,
               "dim_feedforward": 64, "dropout": 0.0, "num_queries": 5}

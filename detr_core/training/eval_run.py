@@ -11,17 +11,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-import detr_core.models.small_backbone  # noqa: F401  (registers the "small_cnn" backbone)
 from detr_core.checkpoint import load_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.sources import DatasetSource, build_dataset
-from detr_core.engine import Precision, evaluate
-from detr_core.evaluation import CocoEvaluator, write_json_atomic
-from detr_core.ground_truth import coco_ground_truth
+from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
+from detr_core.evaluation.ground_truth import coco_ground_truth
 from detr_core.losses import build_criterion
 from detr_core.presets import eval_transforms
+from detr_core.training.engine import Precision, evaluate
 
 log = logging.getLogger(__name__)
 

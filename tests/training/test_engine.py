@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from detr_core import engine
-from detr_core.distributed import DistInfo
-from detr_core.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
-from detr_core.ground_truth import coco_ground_truth, make_evaluator
+from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
 from detr_core.losses import build_criterion
-from detr_core.optim import LrFactor, build_optimizer, build_scheduler
-from detr_core.training import build_data, build_run_model, resolve_num_classes
-from tests.training_helpers import make_tiny_shapes, tiny_config
+from detr_core.training import engine
+from detr_core.training.distributed import DistInfo
+from detr_core.training.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.training.optim import LrFactor, build_optimizer, build_scheduler
+from detr_core.training.run import build_data, build_run_model, resolve_num_classes
+from tests.training.helpers import make_tiny_shapes, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # training tests: 1 thread is ~20x faster on a loaded 2-core box
 

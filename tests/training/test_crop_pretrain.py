@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from detr_core.crop_pretrain import object_crops, pretrain_backbone
 from detr_core.models.small_backbone import small_cnn_gn_backbone
-from detr_core.training import train
-from tests.training_helpers import make_tiny_shapes, tiny_config
+from detr_core.training.crop_pretrain import object_crops, pretrain_backbone
+from detr_core.training.run import train
+from tests.training.helpers import make_tiny_shapes, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detr_core.drawing import label_text
-from exporters.predict import ImageDetections
+from exporters.predict.drawing import label_text
+from exporters.predict.run import ImageDetections
 
 
 class OutputNames:

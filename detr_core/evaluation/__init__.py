@@ -1,0 +1,2 @@
+"""Evaluation: the COCO box evaluator (pycocotools or faster-coco-eval, ``coco``) and the COCO ground
+truth of any dataset source (``ground_truth``)."""
