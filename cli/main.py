@@ -1,14 +1,64 @@
-"""The `detrtool` click group. Commands are thin: they parse options and call the packages."""
+"""The `detrtool` click group. Commands are thin: they parse options and call the packages.
+
+Whatever a command raises reaches the user as ONE line, ``Error: ...`` (exit 1): the commands' own
+``click.ClickException`` lines name the file, option or tensor; anything they did not foresee goes
+through :class:`OneLineErrors` as ``<ExceptionType>: <first line>`` — never a traceback (``-v`` prints
+it as well, for a bug report).
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import traceback
 
 import click
 
+logger = logging.getLogger(__name__)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
+_PASS_THROUGH = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                 SystemExit, KeyboardInterrupt, GeneratorExit)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``str(exc)`` (the exception's type name when it has no message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """``cannot <op> FILE: <reason>`` for an ``OSError`` (disk full, read-only, permission, missing)."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else first_line(exc)
+    where = exc.filename if exc.filename is not None else "(no file named)"
+    verb = "write" if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT) else "access"
+    return f"cannot {verb} {where}: {reason}"
+
+
+def error_line(exc: Exception) -> str:
+    """One line for an exception no command turned into a ``ClickException`` itself."""
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class OneLineErrors(click.Group):
+    """A group whose every failure is one ``Error:`` line (see the module docstring)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            logger.debug("unhandled %s", type(exc).__name__, exc_info=True)
+            raise click.ClickException(error_line(exc)) from None
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="Debug logging (and the traceback of an unexpected error).")
 @click.version_option(package_name="detrtool")
 def cli(verbose: int) -> None:
     """detrtool: train DETR, export it with a live padding mask, prove parity and speed."""
