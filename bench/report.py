@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from bench.results import BenchReport, BenchResult
+from detr_core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ def markdown_table(report: BenchReport) -> str:
 
 
 def write_json(report: BenchReport, path: Path) -> Path:
-    path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    return path
+    return atomic_write(path, lambda f: json.dump(report.to_dict(), f, indent=2, default=str), binary=False)
 
 
 def write_chart(report: BenchReport, path: Path) -> Path | None:
@@ -69,7 +69,7 @@ def write_chart(report: BenchReport, path: Path) -> Path | None:
     ax.set_title(report.setup.get("title", "detrtool bench: latency vs AP"), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
 
@@ -78,7 +78,7 @@ def write_report(report: BenchReport, output_dir: Path) -> dict[str, Path]:
     """``bench.md``, ``bench.json`` and ``bench.png`` (when any row has latency and AP) in ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": output_dir / "bench.md", "json": write_json(report, output_dir / "bench.json")}
-    written["markdown"].write_text(markdown_table(report) + "\n")
+    atomic_write(written["markdown"], lambda f: f.write(markdown_table(report) + "\n"), binary=False)
     chart = write_chart(report, output_dir / "bench.png")
     if chart is not None:
         written["chart"] = chart

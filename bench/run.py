@@ -194,13 +194,23 @@ def device_available(device: str) -> bool:
 
 
 def planned_rows(config: BenchConfig) -> list[tuple[RowSpec, str]]:
-    """(row, device) pairs to measure: selected rows on the devices they support and that exist here."""
-    pairs = []
+    """(row, device) pairs to measure: selected rows on the devices they support and that exist here.
+
+    ``ValueError`` (one line) for a device name that is not cpu/cuda[:N], and when nothing is left to run
+    (a bench that measured nothing must not exit 0 with an empty table)."""
+    pairs, missing = [], []
     for device in config.devices:
+        if device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"--devices: unknown device {device!r}; choose from cpu, cuda")
         if not device_available(device):
             logger.warning("device %s is not available here: its rows are skipped", device)
+            missing.append(device)
             continue
         pairs += [(spec, device) for spec in select_rows(config.formats) if device.split(":")[0] in spec.devices]
+    if not pairs:
+        why = f"device(s) {', '.join(missing)} not available here" if missing else \
+            f"--formats {','.join(config.formats or ())} has no row for --devices {','.join(config.devices)}"
+        raise ValueError(f"no benchmark row to run: {why}")
     return pairs
 
 

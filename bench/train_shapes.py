@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import torch
 
+from detr_core.atomic import atomic_write
 from detr_core.plotting import plot_ap, read_log
 from detr_core.training.run import train
 from detr_core.training.train_config import resolve_train_config
@@ -49,7 +50,7 @@ def main(output_dir: str, epochs: int | None, results: str) -> None:
     dest = Path(results)
     dest.mkdir(parents=True, exist_ok=True)
     summary = summarize(records)
-    (dest / "shapes_default.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(dest / "shapes_default.json", lambda f: json.dump(summary, f, indent=1), binary=False)
     plot_ap(records, dest / "shapes_ap_minutes.png", x_key="train_minutes", target=0.9)
     click.echo(json.dumps(summary[f"best_within_{10:g}_min"]))
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cli.options import dataset_options, parse_hw_option, pop_dataset_options
+from cli.outputs import writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ def exit_on_failures(report) -> None:
     if report.failures:
         for reason in report.failures:
             click.echo(f"FAIL {reason}", err=True)
-        raise SystemExit(1)
+        raise click.ClickException(f"{len(report.failures)} benchmark check(s) failed (listed above; first: "
+                                   f"{report.failures[0]})")
 
 
 @click.command()
@@ -120,6 +122,7 @@ def exit_on_failures(report) -> None:
 @bench_options
 def bench(resume: str | None, model_name: str | None, nheads: int | None, **opts: Any) -> None:
     """Latency and COCO-mAP parity of eager, compile, TorchScript, torch.export and ONNX Runtime rows."""
+    writable_dir(opts["output_dir"])
     model, title = load_bench_model(resume, model_name, nheads)
     try:
         report, written = run_from_options(model, f"detrtool bench: {title}", opts)

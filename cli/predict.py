@@ -11,6 +11,8 @@ import torch
 from tqdm import tqdm
 
 from cli.options import parse_hw_option
+from cli.outputs import writable_dir
+from detr_core.atomic import atomic_write
 from exporters.image_inputs import Failure, collect_image_paths
 from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
 from exporters.predict.model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
@@ -48,6 +50,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
+    writable_dir(output_dir)
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
     if not model.class_names:
         click.echo("predict: the model carries no class names; labels are class ids")
@@ -71,7 +74,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     if save_json:
         names.root.mkdir(parents=True, exist_ok=True)
         json_path = names.root / "detections.json"
-        json_path.write_text(json.dumps(coco_results(found)))
+        atomic_write(json_path, lambda f: json.dump(coco_results(found), f), binary=False)
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
     _report_failures(failures)
 
@@ -111,4 +114,5 @@ def _report_failures(failures: list[Failure]) -> None:
     click.echo(f"{len(failures)} input(s) skipped:", err=True)
     for failure in failures:
         click.echo(f"  {failure.path}: {failure.reason}", err=True)
-    raise SystemExit(1)
+    first = failures[0]
+    raise click.ClickException(f"{len(failures)} input(s) skipped (listed above; first: {first.path}: {first.reason})")

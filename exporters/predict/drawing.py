@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
+from detr_core.atomic import atomic_write
+
 logger = logging.getLogger(__name__)
 
 _GOLDEN = 0.618033988749895
@@ -92,7 +94,8 @@ def save_png(image: Tensor, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil_image(image).save(path, format="PNG", optimize=True)
+    pil = to_pil_image(image)
+    atomic_write(path, lambda f: pil.save(f, format="PNG", optimize=True))
     return path
 
 
@@ -121,7 +124,7 @@ def save_attention_grid(image: Tensor, maps: Tensor, boxes: Tensor, labels: Tens
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     return path
 
 

@@ -1,0 +1,24 @@
+"""Output folders checked before any work starts: a read-only, full or non-folder ``--output-dir`` is one
+error line naming the option and the folder, not a failure after minutes of computing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+
+def writable_dir(path: str | Path, *, option: str = "--output-dir") -> Path:
+    """Create ``path`` if needed and prove a file can be written in it (a probe file, removed again)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".detrtool-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise click.ClickException(f"{option} {path}: cannot write there ({reason})") from None
+    return path
