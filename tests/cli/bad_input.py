@@ -14,11 +14,14 @@ Each area's matrix is a ``tests/**/test_bad_inputs*.py`` file of :class:`BadCase
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
@@ -70,3 +73,27 @@ def check_bad_input(args: Sequence[str], *, names: Sequence[str], exit_code: int
     for path in protect:
         assert tree_digest(path) == before[str(path)], f"{path} changed although the command was refused"
     return result
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, *, size: str = "1m", read_only: bool = False) -> Iterator[Path]:
+    """Mount a small tmpfs on ``folder`` (a full disk when filled, or a read-only one): real ENOSPC/EROFS
+    from the kernel. Skips the test, saying why, where mounting is not permitted (not root, a container
+    without CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}); needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Fill the filesystem of ``folder`` to the last byte (for a full-disk case)."""
+    with contextlib.suppress(OSError), open(folder / ".filler", "wb") as handle:
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
