@@ -7,6 +7,7 @@ Every option defaults to "not given" so that precedence is CLI > --config YAML >
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -22,11 +23,35 @@ from detr_core.checkpoint import CheckpointError
 from detr_core.config import load_yaml
 from detr_core.data.coco import DatasetError
 from detr_core.training.engine import NonFiniteLossError
-from detr_core.training.train_config import TrainConfig, resolve_train_config
+from detr_core.training.output_dir import OutputDirError
+from detr_core.training.train_config import OPTION_RANGES, TrainConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
 
 _FILE = click.Path(exists=True, dir_okay=False)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses nan and inf (which compare False against any bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+def ranged(name: str, kind: type) -> click.ParamType:
+    """The click type of setting ``name`` from the one table, ``train_config.OPTION_RANGES``."""
+    limits = OPTION_RANGES[name]
+    if kind is int:
+        return click.IntRange(limits.min, limits.max, min_open=limits.min_open, max_open=limits.max_open)
+    return FiniteFloatRange(limits.min, limits.max, min_open=limits.min_open, max_open=limits.max_open)
+
+
+def _num(name: str, kind: type, **kwargs: Any) -> Any:
+    """``--NAME`` (underscores as dashes) typed and ranged by :func:`ranged`."""
+    return click.option(f"--{name.replace('_', '-')}", type=ranged(name, kind), **kwargs)
 
 
 def _model_options(func: Any) -> Any:
@@ -34,11 +59,11 @@ def _model_options(func: Any) -> Any:
         click.option("--backbone", help="resnet18/34/50/101 or small_cnn (the CPU default)."),
         click.option("--dilation/--no-dilation", default=None, help="Dilated last stage (DC5)."),
         click.option("--position-embedding", type=click.Choice(["sine", "learned"])),
-        click.option("--enc-layers", type=int), click.option("--dec-layers", type=int),
-        click.option("--dim-feedforward", type=int), click.option("--hidden-dim", type=int),
-        click.option("--nheads", type=int), click.option("--num-queries", type=int),
-        click.option("--num-classes", type=int, help="Default: max category id + 1 of the training set."),
-        click.option("--dropout", type=float),
+        _num("enc_layers", int), _num("dec_layers", int),
+        _num("dim_feedforward", int), _num("hidden_dim", int),
+        _num("nheads", int), _num("num_queries", int),
+        _num("num_classes", int, help="Default: max category id + 1 of the training set."),
+        _num("dropout", float),
         click.option("--pre-norm/--no-pre-norm", default=None),
         click.option("--aux-loss/--no-aux-loss", default=None, help="Auxiliary decoding losses (default on)."),
     ]
@@ -51,7 +76,7 @@ def _loss_options(func: Any) -> Any:
     names = ("set-cost-class", "set-cost-bbox", "set-cost-giou", "ce-loss-coef", "bbox-loss-coef",
              "giou-loss-coef", "eos-coef")
     for name in reversed(names):
-        func = click.option(f"--{name}", type=float)(func)
+        func = _num(name.replace("-", "_"), float)(func)
     return func
 
 
@@ -59,34 +84,35 @@ def _run_options(func: Any) -> Any:
     options = [
         click.option("--config", "config_file", type=_FILE, help="YAML settings (CLI options override them)."),
         click.option("--output-dir", type=click.Path(file_okay=False)),
-        click.option("--epochs", type=int), click.option("--batch-size", type=int),
-        click.option("--num-workers", type=int), click.option("--seed", type=int),
+        _num("epochs", int), _num("batch_size", int),
+        _num("num_workers", int), _num("seed", int),
         click.option("--cache-images/--no-cache-images", default=None,
                      help="Keep decoded images in memory (about H*W*3 bytes each; pays with --num-workers 0)."),
-        click.option("--lr", type=float), click.option("--lr-backbone", type=float, help="0 freezes the backbone."),
-        click.option("--weight-decay", type=float), click.option("--lr-drop", type=int),
+        _num("lr", float), _num("lr_backbone", float, help="0 freezes the backbone."),
+        _num("weight_decay", float), _num("lr_drop", int),
         click.option("--lr-schedule", type=click.Choice(["step", "cosine"])),
-        click.option("--warmup-steps", type=int),
-        click.option("--clip-max-norm", type=float, help="Gradient clipping (0 = off)."),
+        _num("warmup_steps", int),
+        _num("clip_max_norm", float, help="Gradient clipping (0 = off)."),
         click.option("--device", help="cpu or cuda."),
         click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), help="Mixed precision (CUDA)."),
         click.option("--resume", type=_FILE, help="Continue a detrtool run, or start from an official checkpoint."),
         click.option("--init", type=_FILE, help="Start from these weights (heads of another size dropped)."),
         click.option("--frozen-weights", type=_FILE, help="Load a detector and train only its heads."),
         click.option("--backbone-weights", type=_FILE, help="Local ImageNet weights for the backbone."),
-        click.option("--pretrain-epochs", type=int,
-                     help="First train the backbone this many passes to classify object crops (0 = off)."),
-        click.option("--pretrain-crop-size", type=int, help="Side of the object crops in pixels (native scale)."),
-        click.option("--pretrain-lr", type=float, help="AdamW lr of the backbone pre-training."),
-        click.option("--save-every", type=int, help="Also keep checkpoint_NNNN.pth every N epochs (0 = never)."),
-        click.option("--eval-every", type=int),
+        _num("pretrain_epochs", int,
+             help="First train the backbone this many passes to classify object crops (0 = off)."),
+        _num("pretrain_crop_size", int, help="Side of the object crops in pixels (native scale)."),
+        _num("pretrain_lr", float, help="AdamW lr of the backbone pre-training."),
+        _num("save_every", int, help="Also keep checkpoint_NNNN.pth every N epochs (0 = never)."),
+        _num("eval_every", int, help="Evaluate every N epochs (and after the last)."),
         click.option("--transforms", type=click.Choice(["auto", "detr", "shapes"])),
-        click.option("--image-size", type=int, help="Base size of the shapes transforms."),
+        _num("image_size", int, help="Base size of the shapes transforms."),
         click.option("--vertical-flip/--no-vertical-flip", default=None,
                      help="Also flip training images upside down (data with no up and down; the shapes default)."),
         click.option("--evaluator", type=click.Choice(["faster", "pycocotools"])),
         click.option("--progress/--no-progress", default=None),
-        click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun shortcut)."),
+        click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Processes (torchrun shortcut)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -101,7 +127,9 @@ def build_config(kwargs: dict[str, Any]) -> TrainConfig:
     source, pad_to = pop_dataset_options(kwargs)
     given = {k: v for k, v in vars(source).items() if v != getattr(type(source)(), k)}
     cli = {**kwargs, "data": given, "pad_to": pad_to}
-    return resolve_train_config(cli, load_yaml(config_file) if config_file else None)
+    if not config_file:
+        return resolve_train_config(cli)
+    return resolve_train_config(cli, load_yaml(config_file), yaml_source=str(config_file))
 
 
 def launch_torchrun(config: TrainConfig, nproc: int) -> int:
@@ -146,7 +174,11 @@ def train(**kwargs: Any) -> None:
             return
         _quiet_non_main_ranks()
         out = run_training(config)
-    except (TrainingError, CheckpointError, DatasetError, NonFiniteLossError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (TrainingError, CheckpointError, DatasetError, NonFiniteLossError, OutputDirError, ValueError) as exc:
+        raise click.ClickException(_one_line(str(exc))) from None
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"done: {out}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "training failed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,32 +11,45 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from detr_core.atomic import atomic_write  # noqa: E402
+from detr_core.training.run_log import parse_lines  # noqa: E402
+
+log = logging.getLogger(__name__)
+
 LOSS_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou")
 AP_KEYS = ("AP", "AP50", "AP75")
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``log.jsonl`` (a folder holding one is accepted); ValueError when absent/empty."""
+    """The records of a ``log.jsonl`` (a folder holding one is accepted); ValueError when absent/empty, or
+    naming the file and line of a line that is not a JSON object. A torn last line (no final newline, as a
+    kill in the middle of an append leaves it) is skipped with a warning."""
     path = Path(path)
     if path.is_dir():
         path = path / "log.jsonl"
     if not path.is_file():
         raise ValueError(f"{path}: no training log (log.jsonl) here")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}:{number}: not a JSON line") from None
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the training log ({' '.join(str(exc).split())})") from None
+    records, bad = parse_lines(path)
+    if bad and bad[-1] == len(text.splitlines()) and not text.endswith("\n"):
+        log.warning("%s:%d: torn last line skipped (a run killed while writing it)", path, bad.pop())
+    if bad:
+        raise ValueError(f"{path}:{bad[0]}: not a JSON record (line {bad[0]} of the log)")
     if not records:
         raise ValueError(f"{path}: the log is empty")
     return records
 
 
 def _series(records: list[dict], key: str, x_key: str) -> tuple[list[float], list[float]]:
-    points = [(r[x_key], r[key]) for r in records if key in r and x_key in r and r[key] is not None]
+    points = [(r[x_key], r[key]) for r in records if _number(r.get(key)) and _number(r.get(x_key))]
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def plot_losses(records: list[dict], out: Path) -> Path:
@@ -71,9 +84,12 @@ def plot_ap(records: list[dict], out: Path, *, x_key: str = "epoch", target: flo
 
 
 def _save(fig: Any, out: Path) -> Path:
+    """Write ``fig`` as PNG at ``out`` atomically."""
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda handle: fig.savefig(handle, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return out
 
 

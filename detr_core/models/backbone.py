@@ -69,18 +69,52 @@ def resnet_backbone(
 
 
 def _load_imagenet_weights(resnet: nn.Module, path: Path) -> None:
+    load_backbone_state(resnet, read_backbone_state(path), path=path, ignore=("fc.",))
+    log.info("loaded ImageNet backbone weights from %s", path)
+
+
+class BackboneWeightsError(ValueError):
+    """A ``--backbone-weights`` file that is unreadable or does not fit; one line naming the file."""
+
+
+def read_backbone_state(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in ``path`` (or its ``state_dict`` entry), read weights-only: a file holding any other
+    pickled object is refused and nothing in it runs."""
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        raise ValueError(f"{path}: not a readable ImageNet state dict ({exc.__class__.__name__}: {exc})") from None
-    if isinstance(state, dict) and "state_dict" in state:
+        raise BackboneWeightsError(f"{path}: not a readable backbone state dict ({_why_unreadable(exc)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: backbone weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    log.info("loaded ImageNet backbone weights from %s", path)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise BackboneWeightsError(f"{path}: not a backbone state dict (expected a dict of tensors, got "
+                                   f"{type(state).__name__})")
+    return state
+
+
+def _why_unreadable(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text:
+        return "it holds pickled objects other than tensors; refused unrun by weights-only loading"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def load_backbone_state(module: nn.Module, state: dict[str, Tensor], *, path: str | Path,
+                        ignore: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``module``: every key must fit (name and shape) but those starting with ``ignore``;
+    BatchNorm's ``num_batches_tracked`` may be absent or extra. Else one :class:`BackboneWeightsError`."""
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    optional = "num_batches_tracked"
+    missing = [k for k in own if k not in state and not k.startswith(ignore) and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in own and not k.endswith(optional)]
+    mismatched = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in state.items()
+                  if k in own and v.shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise BackboneWeightsError(f"{path}: backbone weights do not fit: missing {missing[:3]}, unexpected "
+                                   f"{unexpected[:3]}, shape mismatch {mismatched[:3]}")
+    module.load_state_dict(state, strict=False)
 
 
 BackboneFactory = Callable[..., Backbone]

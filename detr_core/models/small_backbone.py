@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from detr_core.models.backbone import Backbone, register_backbone
+from detr_core.models.backbone import Backbone, load_backbone_state, read_backbone_state, register_backbone
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,7 @@ class SmallCNN(nn.Module):
 def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_path: str | Path | None) -> Backbone:
     body = SmallCNN(dilation=dilation, norm=norm)
     if weights_path is not None:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        body.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        load_backbone_state(body, read_backbone_state(weights_path), path=weights_path)
         log.info("loaded small CNN weights from %s", weights_path)
     body.requires_grad_(train_backbone)
     return Backbone(body=body, num_channels=STAGE_CHANNELS[-1], stride=8 if dilation else 16)

@@ -105,12 +105,31 @@ def compute_loss(model: nn.Module, criterion: nn.Module, batch: tuple, precision
     """Forward and criterion; returns (total or None when not finite, losses, problem description)."""
     images, mask, targets = batch
     with precision.autocast():
-        outputs = model(images, mask)
-    losses = criterion(_float_outputs(outputs), targets)
+        outputs = _float_outputs(model(images, mask))
+    bad = non_finite_outputs(outputs)
+    if bad:  # checked before the matcher, which cannot match NaN costs
+        return None, {}, f"loss is not finite: the model's outputs hold NaN/inf ({', '.join(bad)})"
     try:
+        losses = criterion(outputs, targets)
         return weighted_total(losses, weight_dict), losses, ""
     except FloatingPointError as exc:
-        return None, losses, str(exc)
+        return None, {}, str(exc) if "not finite" in str(exc) else f"loss is not finite: {exc}"
+
+
+def non_finite_outputs(outputs: dict[str, Any]) -> list[str]:
+    """Names of the prediction tensors (final and auxiliary layers) that hold NaN or inf."""
+    layers = [("", outputs), *((f"aux_outputs[{i}].", aux) for i, aux in enumerate(outputs.get("aux_outputs", [])))]
+    return [f"{prefix}{key}" for prefix, layer in layers for key in ("pred_logits", "pred_boxes")
+            if key in layer and not bool(torch.isfinite(layer[key]).all())]
+
+
+def check_finite_parameters(model: nn.Module, *, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` when a parameter holds NaN/inf (an overflowing last step), so such
+    weights never replace a good checkpoint."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NonFiniteLossError(f"epoch {epoch}: loss is not finite: the weights hold NaN/inf after the last "
+                                 f"step ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})")
 
 
 def _backward_step(total: Tensor, optimizer: torch.optim.Optimizer, precision: Precision, max_norm: float) -> None:

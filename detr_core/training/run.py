@@ -1,13 +1,17 @@
 """A DETR training run: data, guardrails, model, optimizer, the epoch loop, checkpoints and the log.
 
 ``train(config)`` works alone or under torchrun (one process per device, DistributedDataParallel).
-Only the main process writes ``log.jsonl``, ``config.yaml`` and checkpoints. A checkpoint holds model,
-optimizer, lr scheduler, grad scaler, epoch, config and every process's RNG states, so ``--resume``
-continues exactly where the run stopped.
+Only the main process writes ``log.jsonl``, ``config.yaml`` and checkpoints, holding the output folder's
+lock (:mod:`detr_core.training.output_dir`: one run per folder, killed runs' temp files removed). A
+checkpoint holds model, optimizer, lr scheduler, grad scaler, epoch, config, every process's RNG states
+and the epoch's log record, so ``--resume`` continues exactly where the run stopped and the log is made
+whole again (:mod:`detr_core.training.run_log`). Every file goes through :mod:`detr_core.atomic` but the
+log's fsync'ed appends (see run_log) and the lock file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -31,8 +35,16 @@ from detr_core.presets import transforms_for
 from detr_core.registry import build_model
 from detr_core.training import distributed
 from detr_core.training.crop_pretrain import pretrain_backbone
-from detr_core.training.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.training.engine import (
+    NonFiniteLossError,
+    Precision,
+    check_finite_parameters,
+    evaluate,
+    train_one_epoch,
+)
 from detr_core.training.optim import build_optimizer, build_scheduler
+from detr_core.training.output_dir import locked_output_dir
+from detr_core.training.run_log import append_record, reconcile_log, start_fresh_log, train_seconds
 from detr_core.training.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
 
 log = logging.getLogger(__name__)
@@ -191,14 +203,15 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     precision: Precision
+    last_record: dict[str, Any] | None = None  # the resumed checkpoint's log record
 
-    def payload(self, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+    def payload(self, epoch: int, rng_states: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config.to_dict()
         run = {k: v for k, v in cfg.items() if k not in ("model", "loss", "data")}
         scaler = self.precision.scaler
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                "epoch": epoch, "rng": rng_states,
+                "epoch": epoch, "rng": rng_states, "log_record": record,
                 "config": {"model": cfg["model"], "loss": cfg["loss"], "data": cfg["data"], "run": run}}
 
     def restore(self, path: str, rank: int) -> int:
@@ -218,34 +231,44 @@ class Trainer:
         states = ckpt.get("rng") or []
         if states:
             set_rng_state(states[rank] if rank < len(states) else states[0])
+        self.last_record = ckpt.get("log_record") if isinstance(ckpt.get("log_record"), dict) else None
         log.info("resumed from %s after epoch %d", path, ckpt["epoch"])
         return int(ckpt["epoch"]) + 1
 
 
-def save_epoch(trainer: Trainer, out: Path, epoch: int) -> None:
-    """Every process hands its RNG state to the main one, which writes the checkpoint(s)."""
+def save_epoch(trainer: Trainer, out: Path, epoch: int, record: dict[str, Any]) -> None:
+    """Every process hands its RNG state to the main one, which writes the checkpoint(s) with ``record``."""
     states = distributed.all_gather_objects(rng_state())
     if not distributed.is_main_process():
         return
-    payload = trainer.payload(epoch, states)
-    save_checkpoint(out / "checkpoint.pth", payload)
+    payload = trainer.payload(epoch, states, record)
+    _save(out / "checkpoint.pth", payload)
     every = trainer.config.save_every
     if every > 0 and (epoch + 1) % every == 0:
-        save_checkpoint(out / f"checkpoint_{epoch:04d}.pth", payload)
+        _save(out / f"checkpoint_{epoch:04d}.pth", payload)
 
 
-def start_log(out: Path) -> None:
-    """A run starting at epoch 0 gets a fresh ``log.jsonl``: one left by an earlier run in the same folder
-    becomes ``log.jsonl.old`` (replacing an older one), so curves and summaries never mix two runs."""
-    path = out / "log.jsonl"
-    if path.is_file():
-        path.replace(out / "log.jsonl.old")
-        log.info("%s held an earlier run's log: kept as log.jsonl.old", out)
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    """``save_checkpoint``; a failed write (full disk: OSError, or torch's RuntimeError) is one TrainingError."""
+    try:
+        save_checkpoint(path, payload)
+    except (OSError, RuntimeError) as exc:
+        raise TrainingError(f"{path}: cannot write the checkpoint ({_first_line(exc)}); the previous one is left "
+                            "untouched") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def append_log(out: Path, record: dict[str, Any]) -> None:
-    with open(out / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """One epoch's record appended to ``log.jsonl`` (run_log.append_record: fsync'ed, cut back on failure)."""
+    try:
+        append_record(out, record)
+    except OSError as exc:
+        raise TrainingError(f"{out / 'log.jsonl'}: cannot append epoch {record.get('epoch')} ({_first_line(exc)}); "
+                            "the checkpoint holds it and --resume restores it") from None
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -272,42 +295,91 @@ def _setup(config: TrainConfig, info: distributed.DistInfo) -> tuple[TrainConfig
 
 
 def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
-    config, data, trainer, device = _setup(config, info)
     out = Path(config.output_dir)
-    start = trainer.restore(config.resume, info.rank) if config.resume else 0
-    n_parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config_yaml(config, out / "config.yaml")
-        if start == 0:
-            start_log(out)
+    with locked_output_dir(out) if info.is_main else contextlib.nullcontext(out):
+        config, data, trainer, device = _setup(config, info)
+        start = trainer.restore(config.resume, info.rank) if config.resume else 0
+        n_parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        elapsed = _prepare_output(config, trainer, out, start=start) if info.is_main else 0.0
         log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
-    elapsed = _previous_elapsed(out, start) if info.is_main else 0.0
-    pretrain = _maybe_pretrain(config, trainer.model, data, device)
-    elapsed += pretrain.get("pretrain_seconds", 0.0)
-    model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
-    criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
-                                dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss).to(device)
-    for epoch in range(start, config.epochs):
-        tic = time.perf_counter()
-        data.sampler.set_epoch(epoch)
-        try:
-            train_stats = train_one_epoch(model, criterion, data.train_loader, trainer.optimizer, trainer.scheduler,
-                                          device=device, epoch=epoch, weight_dict=criterion.weight_dict,
-                                          precision=trainer.precision, max_norm=config.clip_max_norm,
-                                          progress=config.progress)
-        except NonFiniteLossError as exc:
-            raise NonFiniteLossError(f"{exc}; the last good checkpoint in {out} is left untouched") from None
-        elapsed += time.perf_counter() - tic
-        record = {**{f"train_{k}": v for k, v in train_stats.items()}, "epoch": epoch, "n_parameters": n_parameters,
-                  "train_minutes": elapsed / 60, **(pretrain if epoch == start else {})}
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            record.update(_eval_record(config, model, criterion, data, trainer.precision, device))
-        save_epoch(trainer, out, epoch)
-        if info.is_main:
-            append_log(out, record)
-            log.info("epoch %d: %s", epoch, _summary(record))
+        pretrain = _maybe_pretrain(config, trainer.model, data, device)
+        model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
+        criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
+                                    dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss).to(device)
+        loop = EpochLoop(config, data, trainer, model, criterion, device, out, n_parameters, info.is_main)
+        loop.run(start=start, elapsed=elapsed, pretrain=pretrain)
     return out
+
+
+def _prepare_output(config: TrainConfig, trainer: Trainer, out: Path, *, start: int) -> float:
+    """Write config.yaml; start a fresh log (epoch 0) or reconcile it with the resumed checkpoint. Returns the
+    training seconds done before ``start`` (the dead time of an interrupted run is not counted)."""
+    save_config_yaml(config, out / "config.yaml")
+    if start == 0:
+        start_fresh_log(out)
+        return 0.0
+    return train_seconds(reconcile_log(out, epoch=start - 1, record=trainer.last_record))
+
+
+@dataclass
+class EpochLoop:
+    """The epoch loop: train, evaluate when due, then checkpoint (with the record) before the log append."""
+
+    config: TrainConfig
+    data: RunData
+    trainer: Trainer
+    model: nn.Module  # possibly DDP-wrapped
+    criterion: nn.Module
+    device: torch.device
+    out: Path
+    n_parameters: int
+    is_main: bool
+
+    def run(self, *, start: int, elapsed: float, pretrain: dict[str, Any]) -> None:
+        elapsed += pretrain.get("pretrain_seconds", 0.0)
+        for epoch in range(start, self.config.epochs):
+            tic = time.perf_counter()
+            stats = self.train(epoch)
+            elapsed += time.perf_counter() - tic
+            record = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch, "n_parameters": self.n_parameters,
+                      "train_minutes": elapsed / 60, **(pretrain if epoch == start else {})}
+            self.evaluate_and_save(epoch, record)
+
+    def train(self, epoch: int) -> dict[str, float]:
+        """One epoch; a non-finite loss (or weights) stops before anything is saved."""
+        self.data.sampler.set_epoch(epoch)
+        config = self.config
+        try:
+            stats = train_one_epoch(self.model, self.criterion, self.data.train_loader, self.trainer.optimizer,
+                                    self.trainer.scheduler, device=self.device, epoch=epoch,
+                                    weight_dict=self.criterion.weight_dict, precision=self.trainer.precision,
+                                    max_norm=config.clip_max_norm, progress=config.progress)
+            check_finite_parameters(self.trainer.model, epoch=epoch)
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"{exc}; the last good checkpoint in {self.out} is left untouched") from None
+        return stats
+
+    def evaluate_and_save(self, epoch: int, record: dict[str, Any]) -> None:
+        """Evaluate when due; the trained epoch is checkpointed and logged even when evaluation fails (then
+        the run stops with that failure)."""
+        due = (epoch + 1) % self.config.eval_every == 0 or epoch + 1 == self.config.epochs
+        failure = self.evaluate_into(record) if due else None
+        record = json.loads(json.dumps(record))  # plain types: the checkpoint loads weights-only
+        save_epoch(self.trainer, self.out, epoch, record)
+        if self.is_main:
+            append_log(self.out, record)
+            log.info("epoch %d: %s", epoch, _summary(record))
+        if failure is not None:
+            raise TrainingError(f"epoch {epoch}: evaluation failed ({type(failure).__name__}: {_first_line(failure)}); "
+                                f"the trained epoch is saved in {self.out / 'checkpoint.pth'} and logged")
+
+    def evaluate_into(self, record: dict[str, Any]) -> Exception | None:
+        try:
+            record.update(_eval_record(self.config, self.model, self.criterion, self.data, self.trainer.precision,
+                                       self.device))
+        except Exception as exc:  # noqa: BLE001 - any evaluation failure: keep the trained epoch, then report it
+            return exc
+        return None
 
 
 def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device: torch.device) -> dict[str, Any]:
@@ -333,15 +405,6 @@ def _eval_record(config: TrainConfig, model: nn.Module, criterion: nn.Module, da
         record["test_coco_eval_bbox"] = list(coco["stats"])
         record.update({f"test_{k}": v for k, v in coco.items() if k != "stats"})
     return record
-
-
-def _previous_elapsed(out: Path, start: int) -> float:
-    """Training seconds logged before ``start`` (so resumed runs keep a continuous time axis)."""
-    path = out / "log.jsonl"
-    if start == 0 or not path.is_file():
-        return 0.0
-    minutes = [json.loads(line).get("train_minutes", 0.0) for line in path.read_text().splitlines() if line.strip()]
-    return 60.0 * (minutes[-1] if minutes else 0.0)
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -5,18 +5,26 @@ dataset is named), the checkpoint being resumed or fine-tuned from (its architec
 checkpoint also its training settings), the YAML file (``--config``), then the command-line options.
 YAML layout: sections ``model:``, ``loss:``, ``data:`` and top-level run settings (a model / loss /
 data field may also be given at top level).
+
+Valid values: every numeric setting has its range in ONE table, :data:`OPTION_RANGES`; the CLI builds its
+click types from it (``cli/train.py``) and :func:`check_settings` applies it, with the field types, to a
+``--config`` YAML and to a checkpoint's stored config (one error line naming the file, key and value).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from detr_core.checkpoint import infer_config, read_checkpoint
+from detr_core.atomic import atomic_write
+from detr_core.checkpoint import CheckpointError, infer_config, read_checkpoint
 from detr_core.config import LossConfig, ModelConfig, from_dict, to_dict
 from detr_core.data.sources import DatasetSource
 
@@ -92,10 +100,115 @@ SHAPES_PRESET: dict[str, Any] = {
     "clip_max_norm": 0.0, "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
 
+@dataclass(frozen=True)
+class Range:
+    """A closed or open interval; ``None`` bounds are unbounded. Non-finite numbers are never inside."""
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.min is None or (value > self.min if self.min_open else value >= self.min)
+        below = self.max is None or (value < self.max if self.max_open else value <= self.max)
+        return above and below
+
+    def describe(self) -> str:
+        if self.max is None:
+            return f"{'>' if self.min_open else '>='} {self.min}"
+        return f"in {'(' if self.min_open else '['}{self.min}, {self.max}{')' if self.max_open else ']'}"
+
+
+#: The valid range of every numeric setting (model, loss and run), by field name: the one table.
+OPTION_RANGES: dict[str, Range] = {
+    # model
+    "hidden_dim": Range(1), "nheads": Range(1), "enc_layers": Range(0), "dec_layers": Range(1),
+    "dim_feedforward": Range(1), "dropout": Range(0, 1, max_open=True), "num_queries": Range(1),
+    "num_classes": Range(0),  # 0: max category id + 1 of the training set
+    # loss
+    "set_cost_class": Range(0), "set_cost_bbox": Range(0), "set_cost_giou": Range(0), "ce_loss_coef": Range(0),
+    "bbox_loss_coef": Range(0), "giou_loss_coef": Range(0), "eos_coef": Range(0, 1, min_open=True),
+    # run
+    "epochs": Range(1), "batch_size": Range(1), "num_workers": Range(0), "seed": Range(0, 2**63 - 1),
+    "lr": Range(0, min_open=True), "lr_backbone": Range(0), "weight_decay": Range(0), "lr_drop": Range(0),
+    "warmup_steps": Range(0), "clip_max_norm": Range(0), "pretrain_epochs": Range(0), "pretrain_crop_size": Range(1),
+    "pretrain_lr": Range(0, min_open=True), "save_every": Range(0), "eval_every": Range(1), "image_size": Range(1),
+}
+
+
+def _field_types() -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for cls in (DatasetSource, LossConfig, ModelConfig, TrainConfig):
+        hints.update(typing.get_type_hints(cls))
+    return {k: v for k, v in hints.items() if k not in ("model", "loss", "data")}
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings" if args[-1] is Ellipsis else f"a list of {len(args)} integers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        elem, n = (args[0], None) if args[-1] is Ellipsis else (args[0], len(args))
+        return isinstance(value, (list, tuple)) and (n is None or len(value) == n) and all(_fits(v, elem) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def setting_problem(key: str, value: Any) -> str | None:
+    """What is wrong with ``key: value`` (its type, then its range), or None. Unknown keys are not judged here."""
+    hint = _FIELD_TYPES.get(key)
+    if hint is None:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if value is None:
+        return "is null: give a value or leave the key out"
+    if not _fits(value, hint):
+        return f"must be {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+    limits = OPTION_RANGES.get(key)
+    if limits is not None and value not in limits:
+        return f"= {value!r} is out of range: must be {limits.describe()}"
+    return None
+
+
+def check_settings(settings: dict[str, Any], *, source: str) -> None:
+    """Refuse the first bad value of a YAML / stored config (flat or sectioned) in one line naming ``source``."""
+    for key, value in _flat_items(settings, source=source):
+        problem = setting_problem(key, value)
+        if problem:
+            raise ValueError(f"{source}: {key} {problem}")
+
+
+def _flat_items(settings: dict[str, Any], *, source: str) -> list[tuple[str, Any]]:
+    items = []
+    for key, value in settings.items():
+        if key in ("model", "loss", "data"):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{source}: {key} must be a mapping of settings, got {value!r}")
+            items += list((value or {}).items())
+        else:
+            items.append((key, value))
+    return items
+
+
 _MODEL_KEYS = {f.name for f in fields(ModelConfig)}
 _LOSS_KEYS = {f.name for f in fields(LossConfig)}
 _DATA_KEYS = set(DatasetSource.field_names())
 _RUN_KEYS = {f.name for f in fields(TrainConfig)} - {"model", "loss", "data"}
+_FIELD_TYPES = _field_types()
 
 
 def split_sections(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -132,6 +245,7 @@ def checkpoint_layer(path: str) -> dict[str, dict[str, Any]]:
     ckpt = read_checkpoint(path)
     stored = ckpt.get("config")
     if isinstance(stored, dict) and isinstance(stored.get("model"), dict):
+        _check_stored(stored, path)
         layer = split_sections({k: v for k, v in stored.items() if k in ("model", "loss")})
         run = stored.get("run")
         if isinstance(run, dict):
@@ -144,9 +258,24 @@ def checkpoint_layer(path: str) -> dict[str, dict[str, Any]]:
     return split_sections({"model": to_dict(infer_config(state, source=str(path)))})
 
 
-def resolve_train_config(cli: dict[str, Any], yaml_settings: dict[str, Any] | None = None) -> TrainConfig:
-    """The run's ``TrainConfig`` from CLI values (None = not given) over YAML over checkpoint over preset."""
-    yaml_layer = split_sections(yaml_settings or {})
+def _check_stored(stored: dict[str, Any], path: str) -> None:
+    run = stored.get("run") if isinstance(stored.get("run"), dict) else {}
+    sections = {k: stored.get(k) for k in ("model", "loss", "data") if k in stored}
+    try:
+        check_settings({**{k: v for k, v in run.items() if k in _RUN_KEYS}, **sections}, source=f"{path} (stored config)")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def resolve_train_config(cli: dict[str, Any], yaml_settings: dict[str, Any] | None = None, *,
+                         yaml_source: str = "--config") -> TrainConfig:
+    """The run's ``TrainConfig`` from CLI values (None = not given) over YAML over checkpoint over preset.
+    The YAML settings are checked (types, :data:`OPTION_RANGES`) with errors naming ``yaml_source``."""
+    check_settings(yaml_settings or {}, source=yaml_source)
+    try:
+        yaml_layer = split_sections(yaml_settings or {})
+    except ValueError as exc:
+        raise ValueError(f"{yaml_source}: {exc}") from None
     cli_layer = split_sections(cli)
     data = {**yaml_layer["data"], **cli_layer["data"]}
     run = {**yaml_layer["run"], **cli_layer["run"]}
@@ -178,9 +307,11 @@ def build_train_config(sections: dict[str, dict[str, Any]]) -> TrainConfig:
 
 
 def check_train_config(config: TrainConfig) -> None:
-    problems = []
-    if config.epochs < 1 or config.batch_size < 1:
-        problems.append("epochs and batch_size must be >= 1")
+    """The whole resolved config: every range of :data:`OPTION_RANGES` and the rules between settings."""
+    problems = [f"{k} {p}" for k, v in _numeric_values(config).items() if (p := setting_problem(k, v))]
+    loss = config.loss
+    if loss.set_cost_class == loss.set_cost_bbox == loss.set_cost_giou == 0:
+        problems.append("set_cost_class, set_cost_bbox and set_cost_giou are all 0: the matcher needs one")
     if config.lr_schedule not in ("step", "cosine"):
         problems.append(f"lr_schedule must be step or cosine, got {config.lr_schedule!r}")
     if config.transforms not in ("auto", "detr", "shapes"):
@@ -193,11 +324,16 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError("; ".join(problems))
 
 
+def _numeric_values(config: TrainConfig) -> dict[str, Any]:
+    sections = config.to_dict()
+    flat = {**sections.pop("model"), **sections.pop("loss"), **sections}
+    return {k: v for k, v in flat.items() if k in OPTION_RANGES}
+
+
 def save_config_yaml(config: TrainConfig, path: str | Path) -> Path:
-    """The resolved config as YAML (loadable again with ``--config``)."""
-    path = Path(path)
+    """The resolved config as YAML (loadable again with ``--config``), written atomically."""
     data = config.to_dict()
     data.pop("resume", None)
     data.pop("init", None)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    text = yaml.safe_dump(data, sort_keys=False)
+    return atomic_write(path, lambda handle: handle.write(text), binary=False)
