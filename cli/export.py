@@ -51,21 +51,26 @@ def _applies(fmt: str, option: str) -> bool:
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMAT_NAMES), help="Artifact format.")
 @click.option("--input-size", default="800x1333", show_default=True, callback=parse_hw_option, metavar="HxW",
               help="Static canvas; images are resized to fit it and padded (mask is an input).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Static batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
+              help="Static batch size.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Artifact path (default: CKPT_HxW.<suffix>).")
-@click.option("--opset", type=click.IntRange(min=1), help="ONNX opset (default 18; dynamo needs >= 18).")
+@click.option("--opset", type=click.IntRange(min=7, max=30), help="ONNX opset (default 18; dynamo needs >= 18).")
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), help="ONNX exporter (default dynamo).")
 @click.option("--method", type=click.Choice(["script", "trace"]), help="TorchScript: script (default) or trace.")
 @click.option("--with-postprocess", is_flag=True, help="Embed post-processing: orig_sizes in; scores, labels, boxes out.")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with eager after export.")
 @click.option("--validate-images", type=click.Path(exists=True, file_okay=False),
               help="Folder of images for validation (default: the shapes val set).")
-@click.option("--nheads", type=click.IntRange(min=1), help="Attention heads (official checkpoints cannot carry it).")
+@click.option("--nheads", type=click.IntRange(min=1, max=1024),
+              help="Attention heads (official checkpoints cannot carry it; assumed 8, with a warning).")
 @click.option("--dilation", is_flag=True, help="Dilated last backbone stage (DC5 checkpoints).")
 def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: int, output: str | None,
            opset: int | None, exporter: str | None, method: str | None, with_postprocess: bool,
            no_validate: bool, validate_images: str | None, nheads: int | None, dilation: bool) -> None:
-    """Export a checkpoint with a static padded input and a live mask; validate it against eager."""
+    """Export a checkpoint with a static padded input and a live mask; validate it against eager.
+
+    The artifact is written next to --output under a temporary name, validated there and only then renamed
+    over --output: a failed export or validation, a full disk or Ctrl-C leaves a previous file untouched."""
     from exporters import export as export_model
     from exporters.formats import UnknownFormatError, get_format
 
@@ -107,6 +112,10 @@ def _run_export(export_model, model, fmt: str, path: Path, **kwargs: Any):
     except ValidationError as exc:
         click.echo(exc.report.table(), err=True)
         raise click.ClickException(str(exc)) from None
-    except (ValueError, RuntimeError, OSError) as exc:
+    except OSError as exc:
+        logger.debug("export failed", exc_info=True)
+        raise click.ClickException(f"{path}: export to {fmt} not written ({exc.strerror or _first_line(exc)}); "
+                                   "any previous file is untouched") from None
+    except (ValueError, RuntimeError) as exc:
         logger.debug("export failed", exc_info=True)
         raise click.ClickException(f"export to {fmt} failed: {_first_line(exc)}") from None

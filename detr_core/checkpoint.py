@@ -37,11 +37,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same one-line error
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({load_failure(exc)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: not a DETR checkpoint (expected a dict with a 'model' state dict)")
     return ckpt
+
+
+def load_failure(exc: BaseException) -> str:
+    """One plain line for why ``torch.load(weights_only=True)`` failed: for a refused pickle, the object
+    it refused (``Unsupported global: GLOBAL posix.system``: code that would have run); else the first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.\s|$)", text, re.MULTILINE)
+    if refused:
+        return f"refused by the weights-only unpickler: {refused.group(1).strip()}"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> ModelConfig:
@@ -81,23 +90,55 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
 
     ``overrides`` change the config (e.g. ``nheads=8``, ``dilation=True`` for official files, which
     cannot carry them; ``num_classes=N`` / ``num_queries=N`` drop the class head / queries for
-    fine-tuning), or are builder options (``train_backbone``, ``attention_impl``).
+    fine-tuning), or are builder options (``train_backbone``, ``attention_impl``). An official checkpoint
+    loaded without ``nheads`` logs one WARNING (the default 8 is assumed) and the model records it in
+    ``model.assumed_config`` (``{"nheads": 8}``; empty when nothing was assumed), which export metadata keeps.
     """
     ckpt = read_checkpoint(path)
     state = _detection_state(ckpt["model"], path)
-    config = _stored_config(ckpt) or infer_config(state, source=str(path))
+    stored = _stored_config(ckpt, path)
+    config = stored or infer_config(state, source=str(path))
+    assumed = _assumed_heads(path, stored, config, overrides)
     build_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _BUILD_KEYS}
     wanted = config.replace(**overrides)
+    check_heads(wanted, source=str(path))
     state = _drop_resized_heads(state, config, wanted, path)
     model = build_model(wanted, **build_kwargs)
     load_state_dict_checked(model, state, source=str(path))
+    model.assumed_config = assumed
     return model.eval()
 
 
-def _stored_config(ckpt: dict[str, Any]) -> ModelConfig | None:
+def _assumed_heads(path: str | Path, stored: ModelConfig | None, config: ModelConfig,
+                   overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"nheads": N}`` and one WARNING when an official checkpoint's nheads is assumed; a WARNING
+    when an override contradicts a detrtool checkpoint's recorded nheads."""
+    given = overrides.get("nheads")
+    if stored is not None:
+        if given is not None and given != stored.nheads:
+            log.warning("%s: nheads %d overrides the %d the checkpoint records", path, given, stored.nheads)
+        return {}
+    if given is not None:
+        return {}
+    log.warning("%s: official checkpoint does not record nheads; assuming %d — pass --nheads if it was "
+                "trained with another value", path, config.nheads)
+    return {"nheads": config.nheads}
+
+
+def check_heads(config: ModelConfig, *, source: str) -> None:
+    """:class:`CheckpointError` unless ``nheads`` is positive and divides ``hidden_dim``."""
+    if config.nheads < 1 or config.hidden_dim % config.nheads:
+        raise CheckpointError(f"{source}: nheads {config.nheads} does not divide hidden_dim {config.hidden_dim}; "
+                              f"--nheads must be a divisor of {config.hidden_dim}")
+
+
+def _stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None:
     config = ckpt.get("config")
     if isinstance(config, dict) and isinstance(config.get("model"), dict):
-        return ModelConfig.from_dict(config["model"])
+        try:
+            return ModelConfig.from_dict(config["model"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable model config in the checkpoint ({exc})") from None
     return None
 
 

@@ -9,6 +9,7 @@ The public API::
     out = runtime(images, mask, orig_sizes)                   # {"pred_logits", "pred_boxes"} tensors
 """
 
+from exporters.artifact_file import ArtifactError, IntegrityError
 from exporters.export_api import ExportResult, export
 from exporters.formats import FORMATS, ExportFormat, format_for_path, get_format, read_metadata
 from exporters.metadata import ArtifactMetadata
@@ -17,10 +18,12 @@ from exporters.runtime import InputError, Runtime, load_runtime
 
 __all__ = [
     "FORMATS",
+    "ArtifactError",
     "ArtifactMetadata",
     "ExportFormat",
     "ExportResult",
     "InputError",
+    "IntegrityError",
     "Runtime",
     "export",
     "format_for_path",

@@ -17,18 +17,20 @@ from torch import Tensor
 @dataclass
 class Backend:
     """A loaded artifact: ``run`` computes, ``native`` is the format's own object (ScriptModule,
-    ``onnxruntime.InferenceSession``, ``ExportedProgram`` module), ``device`` where inputs must live."""
+    ``onnxruntime.InferenceSession``, ``ExportedProgram`` module), ``device`` where inputs must live,
+    ``metadata`` the detrtool metadata read from the very bytes that were loaded (None when absent)."""
 
     run: Callable[[Sequence[Tensor]], Sequence[Tensor]]
     native: Any
     device: str = "cpu"
+    metadata: Any = None
 
 
-def module_backend(module: Callable[..., Sequence[Tensor]], *, device: str = "cpu") -> Backend:
+def module_backend(module: Callable[..., Sequence[Tensor]], *, device: str = "cpu", metadata: Any = None) -> Backend:
     """A backend for a callable torch module (TorchScript, torch.export): runs under inference mode."""
 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
         with torch.inference_mode():
             return list(module(*inputs))
 
-    return Backend(run=run, native=module, device=device)
+    return Backend(run=run, native=module, device=device, metadata=metadata)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detr_core.atomic import atomic_output
 from exporters.formats import get_format
 from exporters.metadata import ArtifactMetadata, build_metadata
 from exporters.wrapper import io_names, wrap
@@ -68,7 +69,9 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
     ``size``/``max_size``: the resize rule recorded for runtimes (default: the canvas's shorter and
     longer side). ``format_options``: the format's options (see ``exporters.formats``), e.g.
     ``exporter="legacy", opset=17`` for ONNX or ``method="trace"`` for TorchScript.
-    Raises ``exporters.validate.ValidationError`` (artifact kept) when validation fails.
+    The artifact is written to a temp file next to ``path``, validated there and only then renamed over
+    ``path``: a failed export, a failed validation (``exporters.validate.ValidationError``), a full disk
+    (``OSError``) or Ctrl-C leaves any previous file at ``path`` byte-identical and no temp file behind.
     """
     fmt = get_format(format)
     options = fmt.resolve_options(format_options)
@@ -84,13 +87,33 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
     examples = example_inputs(batch_size=batch_size, input_size=input_size,
                               with_postprocess=with_postprocess, device=device)
     start = time.perf_counter()
-    fmt.exporter(wrapper, examples, path, metadata=metadata, **options)
+    data = fmt.exporter(wrapper, examples, metadata=metadata, **options)
     seconds = time.perf_counter() - start
-    logger.info("exported %s to %s in %.1f s", fmt.name, path, seconds)
     report = None
-    if validate:
-        from exporters.validate import validate_artifact
-
-        report = validate_artifact(model, path, images=validate_images, threshold=validate_threshold,
-                                   tolerance=tolerance, device=str(device), raise_on_failure=True)
+    with atomic_output(path, suffix=path.suffix) as tmp:
+        write_new_file(tmp, data, final=path)
+        metadata = fmt.read_metadata(tmp)
+        if validate:
+            report = _validate(model, tmp, path, images=validate_images, threshold=validate_threshold,
+                               tolerance=tolerance, device=str(device))
+    logger.info("exported %s to %s in %.1f s", fmt.name, path, seconds)
     return ExportResult(path=path, format=fmt.name, metadata=metadata, validation=report, export_seconds=seconds)
+
+
+def write_new_file(tmp: Path, data: bytes, *, final: Path) -> None:
+    """``data`` into the fresh temp file ``tmp``; an ``OSError`` (disk full, read-only folder) names ``final``."""
+    try:
+        tmp.write_bytes(data)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from None
+
+
+def _validate(model: nn.Module, tmp: Path, path: Path, **kwargs: Any):
+    """Validate the temp file; a failure names ``path`` (left untouched) instead of the temp file."""
+    from exporters.validate import ValidationError, validate_artifact
+
+    try:
+        return validate_artifact(model, tmp, raise_on_failure=True, **kwargs)
+    except ValidationError as exc:
+        exc.report.path = path
+        raise ValidationError(exc.report, note="not written, any previous file is untouched") from None

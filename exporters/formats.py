@@ -37,8 +37,11 @@ class FormatOption:
 class ExportFormat:
     """One row of the table.
 
-    ``exporter(wrapper, example_inputs, path, *, metadata, **options)`` writes the artifact;
-    ``loader(path, *, device, **runtime_options) -> Backend``; ``read_metadata(path) -> ArtifactMetadata``.
+    ``exporter(wrapper, example_inputs, *, metadata, **options) -> bytes`` serialises the artifact in memory
+    (metadata and content hash included; :func:`exporters.export` writes it atomically);
+    ``loader(path, *, device, **runtime_options) -> Backend`` reads the file once, checks it (content hash;
+    ``.pt2``: the safety gate) and loads those bytes, raising a one-line ``ArtifactError`` otherwise;
+    ``read_metadata(path) -> ArtifactMetadata`` reads the metadata without deserialising the model.
     """
 
     name: str
@@ -91,7 +94,7 @@ FORMATS: dict[str, ExportFormat] = {
     ),
     "torch-export": ExportFormat(
         name="torch-export", suffix=".pt2", suffixes=(".pt2",),
-        description="torch.export ExportedProgram (.pt2), loaded with torch.export.load",
+        description="torch.export ExportedProgram (.pt2), checked for code, loaded with torch.export.load",
         options=(FormatOption("strict", False, (False, True), "torch.export strict mode"),),
         exporter=torch_export.export_program, loader=torch_export.load_program,
         read_metadata=torch_export.read_program_metadata,

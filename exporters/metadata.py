@@ -25,6 +25,7 @@ MASK_CONVENTION = "mask: bool [B, H, W], True on padding; images in the top-left
 RESIZE_RULE = ("eval rule: shorter side `size`, longer side <= `max_size`, then scaled down (aspect kept, "
                "never cropped) to fit the canvas; antialiased bilinear on uint8 RGB, /255, ImageNet mean/std")
 SCHEMA_VERSION = 1
+HASH_FIELD = "content_sha256"
 
 
 class MetadataError(ValueError):
@@ -40,7 +41,12 @@ def detrtool_version() -> str:
 
 @dataclass(frozen=True)
 class ArtifactMetadata:
-    """What an exported artifact is and how to feed it (``input_size`` is the canvas (H, W))."""
+    """What an exported artifact is and how to feed it (``input_size`` is the canvas (H, W)).
+
+    ``assumed``: architecture values the checkpoint could not tell and that were assumed at export
+    (e.g. ``{"nheads": 8}`` for an official checkpoint exported without ``--nheads``).
+    ``content_sha256``: the hash of the artifact without its metadata (see
+    :mod:`exporters.artifact_file`), verified on every load."""
 
     format: str
     input_size: tuple[int, int]
@@ -60,6 +66,8 @@ class ArtifactMetadata:
     format_options: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    assumed: dict[str, Any] = field(default_factory=dict)
+    content_sha256: str = ""
     detrtool_version: str = field(default_factory=detrtool_version)
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
@@ -70,6 +78,8 @@ class ArtifactMetadata:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactMetadata:
+        if not isinstance(data, dict):
+            raise MetadataError(f"artifact metadata is a {type(data).__name__}, not a mapping")
         known = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and
                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -116,5 +126,6 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
         class_names=tuple(getattr(config, "class_names", ()) or ()), with_postprocess=with_postprocess,
         input_names=tuple(input_names), output_names=tuple(output_names),
         format_options=dict(format_options or {}), model_config=model_config, extra=dict(extra or {}),
+        assumed=dict(getattr(model, "assumed_config", None) or {}),
     )
 

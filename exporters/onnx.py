@@ -8,7 +8,10 @@ At opset 17 the dynamo exporter writes a model that ONNX Runtime refuses, hence 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -17,10 +20,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import external_data_helper
 from torch import Tensor, nn
 
+from detr_core.atomic import atomic_write_bytes
+from exporters.artifact_file import ArtifactError, check_digest, first_line, read_artifact
 from exporters.backend import Backend
-from exporters.metadata import ArtifactMetadata, MetadataError
+from exporters.metadata import HASH_FIELD, PROP_PREFIX, ArtifactMetadata, MetadataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +48,46 @@ def check_exporter_options(*, exporter: str, opset: int, **_: object) -> None:
                          f"{MIN_OPSET[exporter]}{'; at 17 ONNX Runtime refuses its model' if exporter == 'dynamo' else ''})")
 
 
-def export_onnx(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], path: Path, *,
-                metadata: ArtifactMetadata, exporter: str = "dynamo", opset: int = DEFAULT_OPSET) -> None:
-    """Write ``wrapper`` with static shapes to ``path`` (one file), check it, add the metadata props."""
+def export_onnx(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metadata: ArtifactMetadata,
+                exporter: str = "dynamo", opset: int = DEFAULT_OPSET) -> bytes:
+    """``wrapper`` with static shapes as one self-contained ONNX model (in memory), checked, with the
+    metadata props and the content hash."""
     check_exporter_options(exporter=exporter, opset=opset)
     names = {"input_names": list(metadata.input_names), "output_names": list(metadata.output_names)}
     with _quiet():
         if exporter == "dynamo":
-            torch.onnx.export(wrapper, example_inputs, str(path), dynamo=True, opset_version=int(opset),
-                              external_data=False, verbose=False, **names)
+            model = torch.onnx.export(wrapper, example_inputs, dynamo=True, opset_version=int(opset),
+                                      verbose=False, **names).model_proto
         else:
-            torch.onnx.export(wrapper, example_inputs, str(path), dynamo=False, opset_version=int(opset),
+            buffer = io.BytesIO()
+            torch.onnx.export(wrapper, example_inputs, buffer, dynamo=False, opset_version=int(opset),
                               do_constant_folding=True, **names)
-    model = onnx.load(str(path))
+            model = onnx.load_model_from_string(buffer.getvalue())
     onnx.checker.check_model(model, full_check=True)
-    _set_props(model, metadata.to_props())
-    onnx.save(model, str(path))
+    stamped = dataclasses.replace(metadata, content_sha256=onnx_digest(model))
+    _set_props(model, stamped.to_props())
+    return model.SerializeToString()
+
+
+def onnx_digest(model: onnx.ModelProto) -> str:
+    """sha256 of ``model`` without its ``detrtool.*`` metadata props, serialised deterministically."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    kept = [p for p in bare.metadata_props if not p.key.startswith(PROP_PREFIX)]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+
+
+def restamp_onnx(path: Path) -> None:
+    """Record the content hash of an ONNX file that a tool changed after export (quantisation, fp16),
+    when it carries detrtool metadata; rewritten atomically."""
+    model = _parse(read_artifact(path), path)
+    props = {p.key: p.value for p in model.metadata_props}
+    if PROP_PREFIX + "format" not in props:
+        return
+    _set_props(model, {PROP_PREFIX + HASH_FIELD: json.dumps(onnx_digest(model))})
+    atomic_write_bytes(path, model.SerializeToString())
 
 
 @contextlib.contextmanager
@@ -81,13 +111,39 @@ def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
-def read_onnx_metadata(path: Path) -> ArtifactMetadata:
-    model = onnx.load(str(path), load_external_data=False)
+def _parse(data: bytes, path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not an ONNX model
+        raise ArtifactError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
+
+
+def _metadata(model: onnx.ModelProto, path: Path) -> ArtifactMetadata:
     props = {p.key: p.value for p in model.metadata_props}
     try:
         return ArtifactMetadata.from_props(props)
-    except MetadataError as exc:
-        raise MetadataError(f"{path}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise MetadataError(f"{path}: {first_line(exc)}") from None
+
+
+def read_onnx_metadata(path: Path) -> ArtifactMetadata:
+    return _metadata(_parse(read_artifact(path), path), path)
+
+
+def _check_self_contained(model: onnx.ModelProto, path: Path) -> None:
+    """detrtool writes one self-contained file: a tensor stored outside it (external data, which could
+    name any file on disk) is refused before ONNX Runtime is asked to read it."""
+    for tensor in external_data_helper._get_all_tensors(model):
+        if external_data_helper.uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ArtifactError(f"{path}: tensor {tensor.name!r} is stored outside the file ({location!r}); "
+                                "detrtool ONNX artifacts are self-contained, refusing to read it")
+
+
+def _verify(model: onnx.ModelProto, path: Path) -> None:
+    props = {p.key: p.value for p in model.metadata_props}
+    recorded = json.loads(props[PROP_PREFIX + HASH_FIELD]) if PROP_PREFIX + HASH_FIELD in props else None
+    check_digest(path, recorded=recorded, actual=onnx_digest(model))
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -106,12 +162,21 @@ def load_onnx(path: Path, *, device: str = "cpu", providers: Sequence[str] | Non
     """An ``onnxruntime.InferenceSession``; tensors go in and come out on the CPU (numpy in between)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), sess_options=session_options,
-                                   providers=list(providers or onnx_providers(device)))
+    data = read_artifact(path)
+    model = _parse(data, path)
+    _check_self_contained(model, path)
+    _verify(model, path)
+    metadata = _metadata(model, path) if PROP_PREFIX + "format" in {p.key for p in model.metadata_props} else None
+    del model
+    providers = list(providers or onnx_providers(device))
+    try:
+        session = ort.InferenceSession(data, sess_options=session_options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's Fail/InvalidGraph/...: one line
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load the model ({first_line(exc)})") from None
     input_names = [i.name for i in session.get_inputs()]
 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(input_names, inputs)}
         return [torch.from_numpy(np.asarray(out)) for out in session.run(None, feed)]
 
-    return Backend(run=run, native=session, device="cpu")
+    return Backend(run=run, native=session, device="cpu", metadata=metadata)

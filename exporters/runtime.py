@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from exporters.backend import Backend
 from exporters.formats import format_for_path, get_format
-from exporters.metadata import ArtifactMetadata
+from exporters.metadata import ArtifactMetadata, MetadataError
 from exporters.prepare import prepare_for
 
 _DTYPES = {"images": torch.float32, "mask": torch.bool, "orig_sizes": torch.int64}
@@ -93,14 +93,18 @@ def load_runtime(path: str | Path, *, format: str | None = None, device: str = "
                  **runtime_options: Any) -> Runtime:
     """Load an artifact (format from its suffix unless named) with its metadata.
 
-    ``runtime_options`` go to the format's loader (ONNX: ``providers``, ``session_options``)."""
+    ``runtime_options`` go to the format's loader (ONNX: ``providers``, ``session_options``). The file is
+    read once; its content hash is verified and a ``.pt2`` passes the safety gate before it is loaded.
+    Any unusable file (not found, damaged, modified, unsafe, not a detrtool artifact) raises one line:
+    ``FileNotFoundError``, :class:`~exporters.artifact_file.ArtifactError` or ``MetadataError``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such artifact file")
     fmt = get_format(format) if format else format_for_path(path)
-    metadata = fmt.read_metadata(path)
     backend = fmt.loader(path, device=device, **runtime_options)
-    return Runtime(backend, metadata, path=path)
+    if backend.metadata is None:
+        raise MetadataError(f"{path}: no detrtool metadata in the artifact (was it exported by detrtool?)")
+    return Runtime(backend, backend.metadata, path=path)
 
 
 def eager_runtime(wrapper: nn.Module, metadata: ArtifactMetadata, *, device: str = "cpu") -> Runtime:

@@ -1,8 +1,11 @@
 """TorchScript artifacts: ``torch.jit.script`` of the export wrapper (or ``trace``), metadata in
-``_extra_files``. Loaded with ``torch.jit.load``."""
+``_extra_files``. Serialised in memory (a full disk is then an ``OSError`` of the file write, not an
+abort inside PyTorch's C++ writer); loaded with ``torch.jit.load`` from the bytes whose content hash
+was verified."""
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -10,46 +13,50 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from exporters.archive import read_extra_file
+from exporters.archive import archive_metadata, stamped_archive, verified_archive
+from exporters.artifact_file import ArtifactError, first_line
 from exporters.backend import Backend, module_backend
-from exporters.metadata import EXTRA_FILE, ArtifactMetadata, MetadataError
+from exporters.metadata import ArtifactMetadata
 
 logger = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("script", "trace")
 
 
-def export_torchscript(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], path: Path, *,
-                       metadata: ArtifactMetadata, method: str = "script") -> None:
-    """Write ``wrapper`` as TorchScript to ``path``; ``example_inputs`` are used by ``trace`` only."""
+def export_torchscript(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metadata: ArtifactMetadata,
+                       method: str = "script") -> bytes:
+    """``wrapper`` as TorchScript bytes with ``metadata`` and its content hash; ``example_inputs`` are
+    used by ``trace`` only."""
     if method not in METHODS:
         raise ValueError(f"unknown TorchScript method {method!r}; choose from {', '.join(METHODS)}")
-    if method == "script":
-        module = torch.jit.script(wrapper)
-    else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.* is deprecated": we know
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        module = torch.jit.script(wrapper) if method == "script" else \
+            torch.jit.trace(wrapper, example_inputs, check_trace=False)
+
+    def save(extra_files: dict[str, str]) -> bytes:
+        buffer = io.BytesIO()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            module = torch.jit.trace(wrapper, example_inputs, check_trace=False)
-    torch.jit.save(module, str(path), _extra_files={EXTRA_FILE: metadata.to_json()})
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(module, buffer, _extra_files=extra_files)
+        return buffer.getvalue()
+
+    return stamped_archive(save, metadata)
 
 
 def load_torchscript(path: Path, *, device: str = "cpu", **_: object) -> Backend:
-    """``torch.jit.load`` onto ``device``; the backend runs under ``torch.inference_mode``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": we know
-        module = torch.jit.load(str(path), map_location=device).eval()
-    return module_backend(module, device=device)
+    """``torch.jit.load`` onto ``device`` of the verified bytes; runs under ``torch.inference_mode``."""
+    data, metadata = verified_archive(path, kind="TorchScript")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": we know
+            module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 - any failure of the TorchScript reader is one line
+        raise ArtifactError(f"{path}: cannot load the TorchScript module ({first_line(exc)})") from None
+    return module_backend(module, device=device, metadata=metadata)
 
 
 def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
-    """From the archive's extra file (no deserialisation); ``torch.jit.load`` as a fallback."""
-    text = read_extra_file(path, EXTRA_FILE)
-    if text is None:
-        extra = {EXTRA_FILE: ""}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        text = extra[EXTRA_FILE]
-    if not text:
-        raise MetadataError(f"{path}: no detrtool metadata in this TorchScript file")
-    return ArtifactMetadata.from_json(text)
+    """From the archive's extra file, without deserialising the module."""
+    return archive_metadata(path, kind="TorchScript")

@@ -74,10 +74,11 @@ class ValidationReport:
 class ValidationError(RuntimeError):
     """The artifact's outputs differ from eager beyond tolerance; ``report`` has the numbers."""
 
-    def __init__(self, report: ValidationReport) -> None:
+    def __init__(self, report: ValidationReport, *, note: str = "") -> None:
         failed = ", ".join(r.name for r in report.rows if not r.ok)
         super().__init__(f"{report.path}: {report.format} artifact differs from eager ({failed}); "
-                         f"max |Δ| {report.max_abs_diff:.2e}, tolerance {report.rows[0].tolerance:g}")
+                         f"max |Δ| {report.max_abs_diff:.2e}, tolerance {report.rows[0].tolerance:g}"
+                         f"{'; ' + note if note else ''}")
         self.report = report
 
 

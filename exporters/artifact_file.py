@@ -1,0 +1,107 @@
+"""An artifact's bytes, read once, and its content hash.
+
+Loaders read the whole file once (:func:`read_artifact`) and check, hash and deserialise those same
+bytes, so the file cannot change between the check and the load. The content hash (``content_sha256``
+in the metadata) covers the artifact without its own metadata:
+
+- zip archives (TorchScript ``.ts``, torch.export ``.pt2``): sha256 over every member's name and bytes
+  in name order, except ``extra/detrtool.json`` (the metadata) and ``.data/serialization_id`` (which
+  PyTorch derives from all members, the metadata included);
+- ONNX: sha256 of the model proto with the ``detrtool.*`` metadata props removed, serialised
+  deterministically.
+
+A mismatch at load time is one :class:`IntegrityError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+METADATA_MEMBER = "extra/detrtool.json"
+_UNHASHED = (METADATA_MEMBER, ".data/serialization_id")
+MISMATCH = "content hash mismatch: the file was modified or corrupted after export"
+
+
+class ArtifactError(ValueError):
+    """An artifact file that cannot be used; the message is one line naming the file."""
+
+
+class IntegrityError(ArtifactError):
+    """The artifact's content does not match the hash recorded at export."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its type name when empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_artifact(path: Path) -> bytes:
+    """The file's bytes; :class:`ArtifactError` when it cannot be read or is empty."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or first_line(exc)})") from None
+    if not data:
+        raise ArtifactError(f"{path}: the artifact file is empty")
+    return data
+
+
+def open_zip(data: bytes, path: Path) -> zipfile.ZipFile:
+    """The zip archive in ``data``; :class:`ArtifactError` when it is not one."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not a valid zip archive ({first_line(exc)})") from None
+
+
+def member_suffix(name: str) -> str:
+    """A member's name below the archive's root folder (``archive/extra/x`` -> ``extra/x``)."""
+    return name.split("/", 1)[1] if "/" in name else name
+
+
+def read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    """One member's bytes (CRC-checked); :class:`ArtifactError` naming it when damaged."""
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise ArtifactError(f"{path}: damaged archive member {name} ({first_line(exc)})") from None
+
+
+def archive_digest(archive: zipfile.ZipFile, path: Path) -> str:
+    """sha256 over the name and bytes of every member but the metadata, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(archive.namelist()):
+        if member_suffix(name) in _UNHASHED:
+            continue
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(read_member(archive, name, path)).digest())
+    return digest.hexdigest()
+
+
+def archive_metadata_text(archive: zipfile.ZipFile, path: Path) -> str | None:
+    """The text of the archive's ``extra/detrtool.json``; None when absent."""
+    names = [n for n in archive.namelist() if member_suffix(n) == METADATA_MEMBER and n.count("/") == 2]
+    if not names:
+        return None
+    try:
+        return read_member(archive, names[0], path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{path}: damaged metadata member {names[0]} (not UTF-8)") from None
+
+
+def check_digest(path: Path, *, recorded: str | None, actual: str) -> None:
+    """:class:`IntegrityError` when ``actual`` differs from the hash recorded at export; a warning when
+    the artifact records none (exported before detrtool recorded content hashes)."""
+    if not recorded:
+        logger.warning("%s: no content hash recorded (exported by an older detrtool); integrity not verified",
+                       path)
+        return
+    if recorded != actual:
+        raise IntegrityError(f"{path}: {MISMATCH}")
