@@ -9,6 +9,7 @@ Only ``layer2``–``layer4`` train. Parameter names match the official checkpoin
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,10 +95,15 @@ def read_backbone_state(path: str | Path) -> dict[str, Tensor]:
 
 
 def _why_unreadable(exc: Exception) -> str:
+    """A short reason: a refused global (a code payload, never run), a byte that is not a pickle, or torch's
+    first sentence."""
     text = " ".join(str(exc).split())
-    if "Weights only load failed" in text:
-        return "it holds pickled objects other than tensors; refused unrun by weights-only loading"
-    return f"{type(exc).__name__}: {text[:200]}"
+    refused = re.search(r"unsupported GLOBAL (\S+)", text)
+    if refused:
+        return f"it pickles {refused.group(1)}, which weights-only loading refuses without running it"
+    if "Unsupported operand" in text or "invalid load key" in text:
+        return "not a PyTorch file: its bytes are not a pickle"
+    return f"{type(exc).__name__}: {text.split('. ')[0][:200]}"
 
 
 def load_backbone_state(module: nn.Module, state: dict[str, Tensor], *, path: str | Path,

@@ -46,7 +46,8 @@ def _open_lock(out: Path) -> int:
         out.mkdir(parents=True, exist_ok=True)
         return os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise OutputDirError(f"--output-dir {out}: cannot write there ({exc.strerror or exc})") from None
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise OutputDirError(f"--output-dir {out}: cannot write there: {reason}") from None
 
 
 def _take_lock(fd: int, out: Path) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,8 +254,9 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     try:
         save_checkpoint(path, payload)
     except (OSError, RuntimeError) as exc:
-        raise TrainingError(f"{path}: cannot write the checkpoint ({_first_line(exc)}); the previous one is left "
-                            "untouched") from None
+        free = shutil.disk_usage(path.parent).free / 1e6
+        raise TrainingError(f"{path}: cannot write the checkpoint ({_first_line(exc)}; {free:.1f} MB free on that "
+                            "disk); the previous one is left untouched") from None
 
 
 def _first_line(exc: BaseException) -> str:
