@@ -4,7 +4,9 @@ An artifact lives in ``ROOT/<key>/model<suffix>`` where ``key`` digests the mode
 configuration, the format, its options, the canvas and the batch size; ``export.json`` beside it keeps
 the export time, so a cached artifact still reports how long it took to make. Derived artifacts
 (quantised or fp16 ONNX) are cached the same way, keyed by their source and their own options.
-Files are written into a temporary folder and renamed, so a crash never leaves a half artifact.
+Files are written into a temporary folder and renamed, so a crash never leaves a half artifact; each file
+in it is itself written atomically (:mod:`detr_core.atomic`). A cached artifact is not trusted blindly:
+the format loaders verify its content hash, and a ``.pt2`` passes the safety gate, on every load.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from detr_core.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +103,17 @@ class ArtifactCache:
         """``ROOT/key/filename``, made by ``make(path)`` unless it is already there."""
         folder = self.root / key
         path = folder / filename
-        if path.exists() and (folder / _RECORD).exists():
-            seconds = json.loads((folder / _RECORD).read_text()).get("seconds", 0.0)
+        seconds = _recorded_seconds(folder) if path.exists() else None
+        if seconds is not None:
             logger.info("using cached %s", path)
-            return Artifact(path, float(seconds))
+            return Artifact(path, seconds)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
             start = time.perf_counter()
             make(tmp / filename)
             seconds = time.perf_counter() - start
-            (tmp / _RECORD).write_text(json.dumps({"seconds": seconds, "file": filename}))
+            atomic_write_text(tmp / _RECORD, json.dumps({"seconds": seconds, "file": filename}))
             if folder.exists():
                 shutil.rmtree(folder)
             os.rename(tmp, folder)
@@ -117,3 +121,11 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("made %s in %.1f s", path, seconds)
         return Artifact(path, seconds)
+
+
+def _recorded_seconds(folder: Path) -> float | None:
+    """The export time ``export.json`` records; None (make the artifact anew) when absent or unreadable."""
+    try:
+        return float(json.loads((folder / _RECORD).read_text()).get("seconds", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None

@@ -4,6 +4,9 @@
   ranges calibrated (MinMax) on prepared training images (the same ``prepare`` as every row);
 - ``int8_dynamic``: only the MatMul weights quantised, activations quantised on the fly;
 - ``fp16``: weights and compute in float16, inputs and outputs kept float32.
+
+Each derived model keeps the source's detrtool metadata with its own content hash recorded anew
+(:func:`exporters.onnx.restamp_onnx`), so loading it verifies it like any exported artifact.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from torch import Tensor
+
+from exporters.onnx import restamp_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,7 @@ def int8_static(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         op_types_to_quantize=list(STATIC_OPS), calibrate_method=CalibrationMethod.MinMax)
+    restamp_onnx(out)
 
 
 def int8_dynamic(source: Path, out: Path) -> None:
@@ -88,6 +94,7 @@ def int8_dynamic(source: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         prepared = _preprocess(source, Path(tmp) / "pre.onnx")
         quantize_dynamic(str(prepared), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    restamp_onnx(out)
 
 
 def fp16(source: Path, out: Path) -> None:
@@ -96,3 +103,4 @@ def fp16(source: Path, out: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     onnx.save(model, str(out))
+    restamp_onnx(out)
