@@ -1,7 +1,12 @@
-"""``detrtool data``: make the synthetic shapes, convert VOC to COCO JSON, check a dataset."""
+"""``detrtool data``: make the synthetic shapes, convert VOC to COCO JSON, check a dataset.
+
+Every file written goes through ``detr_core.atomic.atomic_write``; a folder or file that cannot be written
+(read-only, full disk) is one ``Error:`` line naming it, and leaves any previous file as it was.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +25,7 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (COCO layout).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--train-count", type=click.IntRange(min=0), default=4000, show_default=True)
 @click.option("--val-count", type=click.IntRange(min=0), default=500, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=16), default=128, show_default=True)
@@ -36,7 +41,10 @@ def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: in
                               classes=names, max_objects=max_objects)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    root = generate_shapes(out, params, progress=sys.stderr.isatty())
+    try:
+        root = generate_shapes(out, params, progress=sys.stderr.isatty())
+    except OSError as exc:
+        raise click.ClickException(_write_error(exc, out)) from None
     click.echo(f"wrote {train_count} train + {val_count} val images ({len(names)} classes, ids 0..{len(names) - 1}) "
                f"to {root}")
 
@@ -49,14 +57,31 @@ def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: in
 @click.option("--category-offset", type=click.Choice(["0", "1"]), default="0", show_default=True,
               help="0: category ids 0..19; 1: ids 1..20.")
 @click.option("--remove-difficult", is_flag=True, help="Leave out objects flagged difficult.")
-def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: str, remove_difficult: bool) -> None:
-    """Convert a VOCdevkit split to COCO JSON (boxes: x = xmin - 1, w = xmax - xmin + 1)."""
+@click.option("--allow-outside-images", is_flag=True,
+              help="Accept a <filename> that is absolute or climbs out of JPEGImages with '..' (refused by default).")
+def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: str, remove_difficult: bool,
+             allow_outside_images: bool) -> None:
+    """Convert a VOCdevkit split to COCO JSON (boxes: x = xmin - 1, w = xmax - xmin + 1).
+
+    Boxes get the fix-ups `data check` warns about: zero-size or negative ones (xmin > xmax) are dropped,
+    ones exceeding the image are clipped; each kind is one counted WARNING line and is recorded in the
+    JSON's info.detrtool_fixups."""
     try:
         coco = voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
-                           remove_difficult=remove_difficult)
+                           remove_difficult=remove_difficult, allow_outside_images=allow_outside_images)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}")
+    except OSError as exc:
+        raise click.ClickException(_write_error(exc, out)) from None
+    fixed = sum(coco["info"]["detrtool_fixups"].values())
+    click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}"
+               + (f" ({fixed} box fix-up(s), see the warnings)" if fixed else ""))
+
+
+def _write_error(exc: OSError, target: str) -> str:
+    """``cannot write PATH: reason`` (the file the system named, else the command's output)."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"cannot write {exc.filename or target}: {reason}"
 
 
 @data.command()
@@ -65,16 +90,20 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
 @click.option("--num-classes", type=click.IntRange(min=1), help="Also check category ids < num_classes.")
 @click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True,
               help="VOC year (VOCdevkit input).")
-def check(source: str, images: str | None, num_classes: int | None, year: str) -> None:
-    """Check ANN.json --images DIR, or a VOC_ROOT; print the report; exit 1 when errors are found."""
+@click.option("--allow-outside-images", is_flag=True,
+              help="A file_name that is absolute or climbs out of the images folder is a warning, not an error.")
+def check(source: str, images: str | None, num_classes: int | None, year: str, allow_outside_images: bool) -> None:
+    """Check ANN.json --images DIR, or a VOC_ROOT; print the report; exit 1 when errors are found
+    (the last line, 'Error: ...', counts them and repeats the first)."""
     path = Path(source)
     progress = sys.stderr.isatty()
     if path.is_dir():
-        report = check_voc(path, year=year, progress=progress)
+        report = check_voc(path, year=year, progress=progress, allow_outside_images=allow_outside_images)
     else:
         if images is None:
             raise click.UsageError("checking a COCO JSON needs --images DIR")
-        report = check_coco(path, images, num_classes, progress=progress)
+        report = check_coco(path, images, num_classes, progress=progress, allow_outside_images=allow_outside_images)
     click.echo(report.format())
     if not report.ok:
-        sys.exit(1)
+        first = report.errors[0].removeprefix(f"{source}: ")
+        raise click.ClickException(f"{source}: the check found {len(report.errors)} error(s) (first: {first})")

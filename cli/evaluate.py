@@ -8,7 +8,7 @@ import click
 
 from cli.options import dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
-from detr_core.data.coco import DatasetError
+from detr_core.data.coco import DatasetError, dataset_error_line
 
 
 def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
@@ -21,20 +21,23 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
               help="Checkpoint to evaluate (detrtool or official facebookresearch/detr).")
 @dataset_options
 @click.option("--output-dir", type=click.Path(file_okay=False), default="eval", show_default=True)
-@click.option("--batch-size", type=int, default=2, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,
               help="Images are padded to the largest of their batch (use --pad-to for batch-independent results).")
-@click.option("--num-workers", type=int, default=0, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
 @click.option("--evaluator", type=click.Choice(["faster", "pycocotools"]), default="faster", show_default=True)
 @click.option("--transforms", type=click.Choice(["detr", "shapes"]), help="Default: the checkpoint's run, else by dataset.")
-@click.option("--image-size", type=int, help="Base size of the shapes transforms.")
-@click.option("--eval-size", type=int, help="Shorter side for evaluation (reference: 800).")
-@click.option("--nheads", type=int, help="Official checkpoints cannot carry it (default 8).")
+@click.option("--image-size", type=click.IntRange(min=16), help="Base size of the shapes transforms (>= 16).")
+@click.option("--eval-size", type=click.IntRange(min=16), help="Shorter side for evaluation (reference: 800; >= 16).")
+@click.option("--nheads", type=click.IntRange(min=1), help="Official checkpoints cannot carry it (default 8).")
 @click.option("--dilation/--no-dilation", default=None, help="Official DC5 checkpoints: --dilation.")
 @click.option("--progress/--no-progress", default=True)
 def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
-    """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json."""
+    """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json.
+
+    The output folder is proven writable before the evaluation starts; both files are written atomically
+    and together (a failure leaves the previous pair as it was)."""
     from detr_core.training.eval_run import EvalConfig, evaluate_checkpoint, format_losses
 
     source, pad_to = pop_dataset_options(kwargs)
@@ -42,7 +45,9 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
                         **kwargs)
     try:
         result = evaluate_checkpoint(config)
-    except (CheckpointError, DatasetError, ValueError) as exc:
+    except DatasetError as exc:
+        raise click.ClickException(dataset_error_line(exc)) from None
+    except (CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"loss: {format_losses(result.metrics['loss'])}")
     click.echo(result.summary)

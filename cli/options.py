@@ -29,7 +29,7 @@ _PATH = click.Path(exists=True)
 
 def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--coco-path --train-images --train-ann --val-images --val-ann --voc-root --voc-year
-    --remove-difficult --pad-to``; ``pad_to`` arrives parsed as ``(H, W)`` or None."""
+    --remove-difficult --allow-outside-images --pad-to``; ``pad_to`` arrives parsed as ``(H, W)`` or None."""
     options = [
         click.option("--coco-path", type=_PATH, help="COCO layout: DIR/{train,val}2017 + DIR/annotations/."),
         click.option("--train-images", type=_PATH, help="Training images folder (overrides --coco-path)."),
@@ -39,6 +39,9 @@ def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--voc-root", type=_PATH, help="A VOCdevkit (or VOC2007/VOC2012) folder."),
         click.option("--voc-year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True),
         click.option("--remove-difficult", is_flag=True, help="VOC: drop objects flagged difficult."),
+        click.option("--allow-outside-images", is_flag=True,
+                     help="Read images whose file_name is absolute or climbs out of the images folder with '..' "
+                          "(refused by default)."),
         click.option("--pad-to", callback=parse_hw_option, metavar="HxW",
                      help="Pad every batch to this fixed canvas, e.g. 800x1333 (default: batch maximum)."),
     ]
@@ -55,7 +58,8 @@ def dataset_source_from_options(options: Mapping[str, Any]) -> DatasetSource:
     values = {k: options[k] for k in DatasetSource.field_names() if k in options and options[k] is not None}
     for key in ("voc_year",):
         values[key] = str(values.get(key, "2007"))
-    values["remove_difficult"] = bool(values.get("remove_difficult", False))
+    for flag in ("remove_difficult", "allow_outside_images"):
+        values[flag] = bool(values.get(flag, False))
     return DatasetSource(**values)
 
 

@@ -3,8 +3,11 @@
 Two kinds of problem, each one line naming the file / image id / annotation id:
 
 - **errors** — the loader would raise or training would be wrong: missing, corrupt or truncated image
-  files; unreadable JSON/XML; annotations pointing to missing images; category ids absent from
-  ``categories`` or ≥ ``num_classes``; malformed ``bbox``; image size differing from the JSON's.
+  files; images over ``PIL.Image.MAX_IMAGE_PIXELS`` (decompression bombs); unreadable JSON/XML; malformed
+  entries; duplicate image / annotation / category ids (both entries named); annotations pointing to
+  missing images; category ids absent from ``categories`` or ≥ ``num_classes``; malformed ``bbox``; image
+  size differing from the JSON's; a ``file_name`` leaving the images folder (absolute or ``..``; a
+  warning instead with ``allow_outside_images``); no images at all.
 - **warnings** — documented fix-ups the loader applies, also counted in ``fixups``: boxes with NaN/inf
   coordinates or zero/negative size are dropped, out-of-bounds boxes are clipped to the image, crowd
   annotations are left out of training targets, non-RGB images (grayscale, RGBA, palette, CMYK, 16-bit)
@@ -14,7 +17,6 @@ Two kinds of problem, each one line naming the file / image id / annotation id:
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,13 +25,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from detr_core.data.coco import DatasetError, load_rgb_image
+from detr_core.data.box_rules import FIX_CLIPPED, FIX_DEGENERATE, FIX_NONFINITE, inspect_xyxy
+from detr_core.data.coco import DatasetError, image_path, load_rgb_image, read_coco_json
+from detr_core.data.integrity import (
+    bbox_is_four_numbers,
+    duplicate_id_problems,
+    outside_reason,
+    shape_problems,
+)
 from detr_core.data.voc import VOC_CLASSES, VocRecord, parse_voc_xml, resolve_voc_dir
 
 _SIZE_BINS = (64, 128, 256, 512, 1024, 2048)
-FIX_NONFINITE = "box with NaN/inf coordinates dropped"
-FIX_DEGENERATE = "zero-size or negative box dropped"
-FIX_CLIPPED = "out-of-bounds box clipped to the image"
+__all__ = ["FIX_CLIPPED", "FIX_CROWD", "FIX_DEGENERATE", "FIX_EXIF", "FIX_NONFINITE", "FIX_OUTSIDE", "Report",
+           "check_coco", "check_voc", "validate_num_classes"]
+FIX_OUTSIDE = "file_name outside the images folder read (--allow-outside-images)"
 FIX_CROWD = "crowd annotation left out of training targets"
 FIX_EXIF = "EXIF orientation applied"
 
@@ -94,31 +103,18 @@ def _check_image_file(report: Report, path: Path, what: str, expected_hw: tuple[
 
 
 def _check_xyxy(report: Report, what: str, box: tuple[float, ...], hw: tuple[int, int] | None) -> bool:
-    """Record the fix-up a box needs; True when the box survives loading."""
-    x1, y1, x2, y2 = box
-    if not all(math.isfinite(v) for v in box):
-        report.warn(FIX_NONFINITE, f"{what}: box has NaN/inf coordinates")
-        return False
-    if x2 <= x1 or y2 <= y1:
-        report.warn(FIX_DEGENERATE, f"{what}: box has zero or negative size ({x2 - x1:g}x{y2 - y1:g})")
-        return False
-    if hw is not None and (x1 < 0 or y1 < 0 or x2 > hw[1] or y2 > hw[0]):
-        report.warn(FIX_CLIPPED, f"{what}: box x1,y1,x2,y2={[round(v, 2) for v in box]} exceeds the "
-                                 f"{hw[0]}x{hw[1]} image")
-        if min(x2, hw[1]) <= max(x1, 0) or min(y2, hw[0]) <= max(y1, 0):
-            report.warn(FIX_DEGENERATE, f"{what}: box lies entirely outside the image")
-            return False
-    return True
+    """Record the fix-ups :func:`inspect_xyxy` applies to a box; True when the box survives loading."""
+    verdict = inspect_xyxy(box, hw)  # type: ignore[arg-type]
+    for fixup, detail in verdict.fixups:
+        report.warn(fixup, f"{what}: {detail}")
+    return verdict.box is not None
 
 
 def _coco_bbox(ann: dict[str, Any]) -> tuple[float, float, float, float] | None:
     bbox = ann.get("bbox")
-    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+    if not bbox_is_four_numbers(bbox):
         return None
-    try:
-        x, y, w, h = (float("nan") if v is None else float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return None
+    x, y, w, h = (float("nan") if v is None else float(v) for v in bbox)
     return x, y, x + w, y + h
 
 
@@ -153,44 +149,62 @@ def _check_coco_annotation(report: Report, ann: dict[str, Any], sizes: dict[int,
 
 
 def _load_json(report: Report, ann_path: Path) -> dict[str, Any] | None:
+    """The file's dict when it has COCO's shape (errors recorded otherwise); duplicate ids are recorded too."""
     try:
-        data = json.loads(ann_path.read_text())
-    except FileNotFoundError:
-        report.errors.append(f"{ann_path}: annotation file is missing")
+        data = read_coco_json(ann_path)
+    except DatasetError as exc:
+        report.errors.append(str(exc))
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        report.errors.append(f"{ann_path}: annotation file is not readable JSON ({exc})")
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        report.errors.append(f"{ann_path}: not a COCO annotation file (no 'images' list)")
-        return None
-    return data
+    problems = shape_problems(data)
+    report.errors += [f"{ann_path}: {p}" for p in problems + (duplicate_id_problems(data) if not problems else [])]
+    if not data["images"]:
+        report.errors.append(f"{ann_path}: no images (the 'images' list is empty)")
+    return None if problems else data
 
 
-def _check_coco_images(report: Report, images: list[dict], images_dir: Path, progress: bool) -> dict[int, Any]:
+def _size_in_json(info: dict[str, Any]) -> tuple[int, int]:
+    h, w = info.get("height"), info.get("width")
+    return (h if isinstance(h, int) else 0), (w if isinstance(w, int) else 0)
+
+
+def _image_file(report: Report, info: dict[str, Any], images_dir: Path, where: str,
+                allow_outside: bool) -> Path | None:
+    """The image's path, or None (error recorded) when its ``file_name`` leaves the folder unasked."""
+    try:
+        path = image_path(images_dir, info["file_name"], where=where, allow_outside=allow_outside)
+    except DatasetError as exc:
+        report.errors.append(str(exc))
+        return None
+    if reason := outside_reason(info["file_name"], images_dir):
+        report.warn(FIX_OUTSIDE, f"{where}: file_name {info['file_name']!r} {reason}")
+    return path
+
+
+def _check_coco_images(report: Report, ann_path: Path, images: list[dict], images_dir: Path, *, progress: bool,
+                       allow_outside: bool) -> dict[int, Any]:
     sizes: dict[int, Any] = {}
     for info in tqdm(images, desc="check images", disable=not progress, leave=False):
-        what = f"image {info.get('id', '?')}"
-        if "file_name" not in info or "id" not in info:
-            report.errors.append(f"{what}: entry has no 'id' or 'file_name'")
-            continue
-        expected = (int(info.get("height", 0) or 0), int(info.get("width", 0) or 0))
-        sizes[info["id"]] = _check_image_file(report, images_dir / info["file_name"], what, expected)
+        path = _image_file(report, info, images_dir, f"{ann_path}: image {info['id']}", allow_outside)
+        what = f"image {info['id']}"
+        sizes[info["id"]] = path and _check_image_file(report, path, what, _size_in_json(info))
     return sizes
 
 
 def check_coco(ann_path: str | Path, images_dir: str | Path, num_classes: int | None = None, *,
-               progress: bool = False) -> Report:
-    """Check a COCO-format annotation file and its images (every image is decoded, as training would)."""
+               progress: bool = False, allow_outside_images: bool = False) -> Report:
+    """Check a COCO-format annotation file and its images (every image is decoded, as training would).
+
+    ``allow_outside_images``: a ``file_name`` leaving ``images_dir`` is a warning, not an error."""
     ann_path, images_dir = Path(ann_path), Path(images_dir)
     report = Report(source=f"{ann_path} (images in {images_dir})")
     data = _load_json(report, ann_path)
     if data is None:
         return report
-    categories = {c["id"]: str(c.get("name", c["id"])) for c in data.get("categories", []) if "id" in c}
+    categories = {c["id"]: str(c.get("name", c["id"])) for c in data["categories"]}
     report.num_images = len(data["images"])
-    sizes = _check_coco_images(report, data["images"], images_dir, progress)
-    anns = data.get("annotations", [])
+    sizes = _check_coco_images(report, ann_path, data["images"], images_dir, progress=progress,
+                               allow_outside=allow_outside_images)
+    anns = data["annotations"]
     report.num_annotations = len(anns)
     for ann in tqdm(anns, desc="check annotations", disable=not progress, leave=False):
         _check_coco_annotation(report, ann, sizes, categories, num_classes)
@@ -221,8 +235,10 @@ def _check_voc_record(report: Report, record: VocRecord, hw: tuple[int, int] | N
 
 
 def check_voc(root: str | Path, *, year: str = "2007", splits: Iterable[str] | None = None,
-              progress: bool = False) -> Report:
-    """Check a VOCdevkit: split files, every annotation XML, every image (decoded) and every box."""
+              progress: bool = False, allow_outside_images: bool = False) -> Report:
+    """Check a VOCdevkit: split files, every annotation XML, every image (decoded) and every box.
+
+    ``allow_outside_images``: a ``<filename>`` leaving ``JPEGImages`` is a warning, not an error."""
     try:
         voc_dir = resolve_voc_dir(root, year)
     except DatasetError as exc:
@@ -236,8 +252,12 @@ def check_voc(root: str | Path, *, year: str = "2007", splits: Iterable[str] | N
             report.errors.append(str(exc))
             continue
         report.num_images += 1
-        hw = _check_image_file(report, voc_dir / "JPEGImages" / record.filename, f"{xml.name}", record.size)
+        path = _image_file(report, {"file_name": record.filename}, voc_dir / "JPEGImages", str(xml),
+                           allow_outside_images)
+        hw = path and _check_image_file(report, path, f"{xml.name}", record.size)
         _check_voc_record(report, record, hw, xml)
+    if not report.num_images and not report.errors:
+        report.errors.append(f"{voc_dir}: no images (no annotation XML listed in ImageSets/Main or Annotations)")
     return report
 
 

@@ -18,6 +18,9 @@ import contextlib
 import io
 import json
 import logging
+import math
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as F
 
 from detr_core.data.image_cache import ImageCache
+from detr_core.data.integrity import duplicate_id_problems, outside_reason, reference_problems, shape_problems
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +70,31 @@ def _to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
     return img.convert("RGB")
 
 
+def _open_checked(path: Path) -> PIL.Image.Image:
+    """``PIL.Image.open`` refusing images over :data:`MAX_IMAGE_PIXELS` (PIL's own bomb check, its warning
+    turned into an error) before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            return PIL.Image.open(path)
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise DatasetError(f"{path}: image refused as a possible decompression bomb: {count}, over the limit of "
+                           f"{PIL.Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS)") from None
+
+
 def load_rgb_image(path: str | Path) -> LoadedImage:
     """Open ``path`` fully (truncation is detected), apply EXIF orientation, convert to RGB.
 
-    Raises :class:`DatasetError` for a missing, corrupt or truncated file.
+    Raises :class:`DatasetError` for a missing, corrupt or truncated file, and for an image of more than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default, about 9459x9459; a decompression bomb),
+    refused from its header before decoding.
     """
     path = Path(path)
     fixups: list[str] = []
     try:
-        with PIL.Image.open(path) as img:
+        with _open_checked(path) as img:
             img.load()
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
             if orientation not in (None, 1):
@@ -89,6 +109,8 @@ def load_rgb_image(path: str | Path) -> LoadedImage:
     except PIL.UnidentifiedImageError:
         raise DatasetError(f"{path}: not a readable image (corrupt or unknown format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
         raise DatasetError(f"{path}: image file is corrupt or truncated ({exc})") from None
 
 
@@ -97,9 +119,8 @@ def load_rgb_tensor(path: str | Path) -> Tensor:
     return F.pil_to_tensor(load_rgb_image(path).image)
 
 
-def load_coco_json(ann_path: str | Path) -> COCO:
-    """Load a COCO annotation file with pycocotools (quietly); :class:`DatasetError` if unreadable."""
-    ann_path = Path(ann_path)
+def read_coco_json(ann_path: Path) -> dict[str, Any]:
+    """The JSON dict of a COCO annotation file; :class:`DatasetError` when missing, unreadable or not COCO."""
     try:
         data = json.loads(ann_path.read_text())
     except FileNotFoundError:
@@ -108,13 +129,67 @@ def load_coco_json(ann_path: str | Path) -> COCO:
         raise DatasetError(f"{ann_path}: annotation file is not readable JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{ann_path}: not a COCO annotation file (no 'images' list)")
+    return data
+
+
+def _refuse_problems(ann_path: Path, problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s): run 'detrtool data check')" if len(problems) > 1 else ""
+        raise DatasetError(f"{ann_path}: {problems[0]}{more}")
+
+
+def _warn_degenerate_boxes(ann_path: Path, annotations: list[dict[str, Any]]) -> None:
+    """The loader drops boxes with NaN/inf coordinates or no area; say how many, once per file."""
+    bad = [a for a in annotations if not a.get("iscrowd", 0) and not _usable_xywh(a["bbox"])]
+    if bad:
+        logger.warning("%s: %d annotation(s) have a box with NaN/inf coordinates or zero/negative size "
+                       "(first: annotation %s, bbox %s); dropped from training targets", ann_path, len(bad),
+                       bad[0]["id"], bad[0]["bbox"])
+
+
+def _usable_xywh(bbox: list[Any]) -> bool:
+    values = [float("nan") if v is None else float(v) for v in bbox]
+    return all(math.isfinite(v) for v in values) and values[2] > 0 and values[3] > 0
+
+
+def load_coco_json(ann_path: str | Path) -> COCO:
+    """Load a COCO annotation file with pycocotools (quietly), after the whole-file rules of
+    :mod:`detr_core.data.integrity`: :class:`DatasetError` (one line naming the file and the first
+    problem, with a count of the others) for an unreadable file, a malformed entry, a duplicate
+    image / annotation / category id, an annotation pointing at a missing image or category, a bbox that
+    is not four numbers. Boxes the loader drops (NaN/inf, zero or negative size) are a counted warning."""
+    ann_path = Path(ann_path)
+    data = read_coco_json(ann_path)
     data.setdefault("annotations", [])
     data.setdefault("categories", [])
+    _refuse_problems(ann_path, shape_problems(data))
+    _refuse_problems(ann_path, duplicate_id_problems(data) + reference_problems(data))
+    _warn_degenerate_boxes(ann_path, data["annotations"])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def dataset_error_line(exc: BaseException) -> str:
+    """The one-line message of a :class:`DatasetError`, also when a DataLoader worker re-raised it (torch
+    then prepends "Caught ... in DataLoader worker" and the worker's traceback to the message)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.removeprefix(f"{type(exc).__module__}.{type(exc).__qualname__}: ")
+
+
+def image_path(images_dir: Path, file_name: str, *, where: str, allow_outside: bool) -> Path:
+    """``images_dir / file_name``; a ``file_name`` leaving the folder (absolute, or ``..`` out of it) is a
+    :class:`DatasetError` naming ``where`` (file and image) unless ``allow_outside``."""
+    reason = outside_reason(file_name, images_dir)
+    if reason and not allow_outside:
+        raise DatasetError(f"{where}: file_name {file_name!r} {reason}, outside the images folder {images_dir}; "
+                           "refused (pass --allow-outside-images to read it)")
+    return images_dir / file_name
 
 
 def class_names_from_categories(categories: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -182,18 +257,33 @@ class CocoDetection(torch.utils.data.Dataset):
     ``image_id`` int64 scalar, ``area`` float32 [N] (annotation area, original pixels), ``iscrowd`` int64
     [N], ``orig_size`` int64 [2] (h, w) and ``size`` int64 [2] (h, w after transforms).
     ``cache_images`` keeps decoded images in memory (:mod:`detr_core.data.image_cache`).
+    The file passes :func:`load_coco_json`'s rules; a ``file_name`` leaving ``images_dir`` (absolute or
+    ``..``) is refused unless ``allow_outside_images`` (then a counted warning).
     """
 
     def __init__(self, images_dir: str | Path, ann_file: str | Path, *, transforms: Transforms | None = None,
-                 drop_crowd: bool = True, cache_images: bool = False) -> None:
+                 drop_crowd: bool = True, cache_images: bool = False, allow_outside_images: bool = False) -> None:
         self.images_dir = Path(images_dir)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
         self.drop_crowd = drop_crowd
         self.coco = load_coco_json(self.ann_file)
+        self.paths = self._image_paths(allow_outside_images)
         self.ids: list[int] = sorted(self.coco.imgs)
         self.num_classes, self.class_names = class_names_from_categories(self.coco.dataset["categories"])
         self.images = ImageCache(load_rgb_tensor, enabled=cache_images)
+
+    def _image_paths(self, allow_outside: bool) -> dict[int, Path]:
+        """Image id -> path, every ``file_name`` checked by :func:`image_path` up front."""
+        paths = {image_id: image_path(self.images_dir, info["file_name"], allow_outside=allow_outside,
+                                      where=f"{self.ann_file}: image {image_id}")
+                 for image_id, info in self.coco.imgs.items()}
+        outside = [i for i, info in self.coco.imgs.items() if outside_reason(info["file_name"], self.images_dir)]
+        if outside:
+            logger.warning("%s: %d file_name(s) lie outside the images folder %s (first: image %s, %r); read "
+                           "because --allow-outside-images was given", self.ann_file, len(outside), self.images_dir,
+                           outside[0], self.coco.imgs[outside[0]]["file_name"])
+        return paths
 
     @property
     def category_ids(self) -> list[int]:
@@ -204,16 +294,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _bbox(self, ann: dict[str, Any]) -> list[float]:
-        """``[x, y, w, h]`` floats (JSON null -> NaN, dropped later); DatasetError when malformed."""
-        bbox = ann.get("bbox")
-        try:
-            if len(bbox) != 4:  # type: ignore[arg-type]
-                raise TypeError
-            return [float("nan") if v is None else float(v) for v in bbox]  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise DatasetError(f"{self.ann_file}: annotation {ann.get('id', '?')}: bbox {bbox!r} is not four "
-                               "numbers [x, y, w, h]") from None
+    @staticmethod
+    def _bbox(ann: dict[str, Any]) -> list[float]:
+        """``[x, y, w, h]`` floats (JSON null -> NaN, dropped later); :func:`load_coco_json` checked the shape."""
+        return [float("nan") if v is None else float(v) for v in ann["bbox"]]
 
     def _raw_target(self, image_id: int, h: int, w: int) -> dict[str, Any]:
         anns = self.coco.imgToAnns.get(image_id, [])
@@ -233,9 +317,6 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         image_id = self.ids[index]
-        info = self.coco.imgs[image_id]
-        if "file_name" not in info:
-            raise DatasetError(f"{self.ann_file}: image {image_id} has no file_name")
-        image = self.images.load(self.images_dir / info["file_name"])
+        image = self.images.load(self.paths[image_id])
         h, w = int(image.shape[-2]), int(image.shape[-1])
         return finalize_sample(image, self._raw_target(image_id, h, w), self.transforms)

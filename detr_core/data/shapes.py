@@ -13,6 +13,8 @@ Conventions:
   at least half of each one stays visible.
 - deterministic: each image uses its own ``numpy`` generator seeded by ``(seed, split, index)`` and PNGs
   are written with fixed parameters and no metadata, so the same parameters give byte-identical files.
+- every file is written atomically (``detr_core.atomic.atomic_write``): a full disk or a kill leaves the
+  previous file or the new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import numpy as np
 import PIL.Image
 from PIL import ImageDraw
 from tqdm import tqdm
+
+from detr_core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +203,16 @@ def _write_split(out: Path, p: ShapesParams, split: str, *, progress: bool) -> i
         pixels, objects = render_image(rng, p)
         image_id = index + 1
         name = f"{image_id:012d}.png"
-        PIL.Image.fromarray(pixels, mode="RGB").save(image_dir / name, format="PNG", compress_level=_PNG_LEVEL)
+        _write_png(image_dir / name, pixels)
         images.append({"id": image_id, "file_name": name, "height": p.image_size, "width": p.image_size})
         anns.extend(_annotations(objects, image_id, len(anns) + 1))
     _write_json(out / "annotations" / f"instances_{split}2017.json", p, images, anns)
     return len(images)
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    image = PIL.Image.fromarray(pixels, mode="RGB")
+    atomic_write(path, lambda handle: image.save(handle, format="PNG", compress_level=_PNG_LEVEL))
 
 
 def _write_json(path: Path, p: ShapesParams, images: list, anns: list) -> None:
@@ -215,8 +224,7 @@ def _write_json(path: Path, p: ShapesParams, images: list, anns: list) -> None:
         "annotations": anns,
         "categories": [{"id": i, "name": n, "supercategory": "shape"} for i, n in enumerate(p.classes)],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, separators=(",", ":")))
+    atomic_write(path, lambda handle: handle.write(json.dumps(data, separators=(",", ":"))), binary=False)
 
 
 def _params_dict(p: ShapesParams) -> dict[str, Any]:
@@ -261,7 +269,7 @@ def ensure_default_shapes(*, progress: bool = True, **params: Any) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-shapes-", dir=root.parent))
     try:
         generate_shapes(tmp, p, progress=progress)
-        (tmp / _DONE_MARKER).write_text(json.dumps(_params_dict(p)))
+        atomic_write(tmp / _DONE_MARKER, lambda handle: json.dump(_params_dict(p), handle), binary=False)
         if root.exists() and not (root / _DONE_MARKER).exists():
             shutil.rmtree(root)  # a half-written folder from an older crashed run
         os.rename(tmp, root)

@@ -26,7 +26,11 @@ Split = Literal["train", "val"]
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Where the data lives; all ``None`` means "the synthetic shapes default"."""
+    """Where the data lives; all ``None`` means "the synthetic shapes default".
+
+    ``allow_outside_images``: read an image whose ``file_name`` (COCO) or ``<filename>`` (VOC) leaves its
+    images folder (an absolute path, or ``..`` out of it); refused by default.
+    """
 
     coco_path: str | None = None
     train_images: str | None = None
@@ -36,6 +40,7 @@ class DatasetSource:
     voc_root: str | None = None
     voc_year: str = "2007"
     remove_difficult: bool = False
+    allow_outside_images: bool = False
 
     @property
     def is_default(self) -> bool:
@@ -90,14 +95,15 @@ def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | 
     if source.voc_root is not None:
         ds = VocDetection(source.voc_root, year=source.voc_year, split=voc_split_name(source, split),
                           transforms=transforms, remove_difficult=source.remove_difficult,
-                          cache_images=cache_images)
+                          cache_images=cache_images, allow_outside_images=source.allow_outside_images)
         return BuiltDataset(ds, ds.num_classes, ds.class_names)
     if source.is_default:
         root = ensure_default_shapes(progress=progress, **(shapes_params or {}))
         source = DatasetSource(coco_path=str(root))
         logger.info("no dataset given: using the synthetic shapes at %s", root)
     images, ann = coco_split_paths(source, split)
-    ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images)
+    ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images,
+                       allow_outside_images=source.allow_outside_images)
     return BuiltDataset(ds, ds.num_classes, ds.class_names)
 
 

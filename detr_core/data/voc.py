@@ -26,7 +26,9 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_tensor
+from detr_core.atomic import atomic_write
+from detr_core.data.box_rules import inspect_xyxy
+from detr_core.data.coco import DatasetError, Transforms, finalize_sample, image_path, load_rgb_tensor
 from detr_core.data.image_cache import ImageCache
 
 logger = logging.getLogger(__name__)
@@ -132,8 +134,9 @@ class VocDetection(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, *, year: str = "2007", split: str = "train",
                  transforms: Transforms | None = None, remove_difficult: bool = False,
-                 category_id_offset: int = 0, cache_images: bool = False) -> None:
+                 category_id_offset: int = 0, cache_images: bool = False, allow_outside_images: bool = False) -> None:
         self.voc_dir = resolve_voc_dir(root, year)
+        self.allow_outside_images = allow_outside_images
         self.images = ImageCache(load_rgb_tensor, enabled=cache_images)
         self.split = split
         self.stems = read_split(self.voc_dir, split)
@@ -168,40 +171,77 @@ class VocDetection(torch.utils.data.Dataset):
         stem = self.stems[index]
         xml_path = self.voc_dir / "Annotations" / f"{stem}.xml"
         record = parse_voc_xml(xml_path)
-        image = self.images.load(self.voc_dir / "JPEGImages" / record.filename)
+        image = self.images.load(image_path(self.voc_dir / "JPEGImages", record.filename, where=str(xml_path),
+                                            allow_outside=self.allow_outside_images))
         h, w = int(image.shape[-2]), int(image.shape[-1])
         return finalize_sample(image, self._target(record, index, h, w, xml_path), self.transforms)
 
 
+def _coco_annotation(obj: VocObject, record: VocRecord, what: str, fixups: FixupLog) -> dict[str, Any] | None:
+    """``obj``'s COCO fields (``bbox``, ``area``) after the loader's box rule; None when dropped. Each
+    fix-up is counted in ``fixups`` under ``what`` (the XML file and object)."""
+    xmin, ymin, xmax, ymax = obj.box
+    verdict = inspect_xyxy((xmin - 1, ymin - 1, xmax, ymax), record.size)
+    for fixup, detail in verdict.fixups:
+        fixups.add(fixup, f"{what}: {detail}")
+    if verdict.box is None:
+        return None
+    x1, y1, x2, y2 = verdict.box
+    return {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+
+
+class FixupLog:
+    """Fix-ups applied while converting: a count per kind and the first instance of each."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.first: dict[str, str] = {}
+
+    def add(self, fixup: str, detail: str) -> None:
+        self.counts[fixup] = self.counts.get(fixup, 0) + 1
+        self.first.setdefault(fixup, detail)
+
+    def log(self, what: str) -> None:
+        for fixup, count in self.counts.items():
+            logger.warning("%s: %d %s (first: %s)", what, count, fixup, self.first[fixup])
+
+
 def voc_to_coco(root: str | Path, split: str, out: str | Path | None = None, *, year: str = "2007",
-                category_id_offset: int = 0, remove_difficult: bool = False) -> dict[str, Any]:
-    """Convert a VOC split to a standard COCO dict (written to ``out`` when given).
+                category_id_offset: int = 0, remove_difficult: bool = False,
+                allow_outside_images: bool = False) -> dict[str, Any]:
+    """Convert a VOC split to a standard COCO dict (written to ``out`` when given, atomically).
 
     Category ids are ``index + category_id_offset`` (0 → 0..19, 1 → 1..20), names included; boxes follow
     the module's 1-based → 0-based convention; each annotation also carries ``difficult`` (0/1).
+    Boxes get the loader's fix-ups (:mod:`detr_core.data.box_rules`, the same ``data check`` warns
+    about): zero-size, negative (``xmin > xmax``) and NaN boxes are dropped, boxes exceeding the XML's
+    ``<size>`` are clipped; each kind is logged as one counted WARNING naming the first XML file and
+    object, and recorded in ``info["detrtool_fixups"]``. A ``<filename>`` leaving ``JPEGImages``
+    is a :class:`DatasetError` unless ``allow_outside_images``.
     """
     if category_id_offset not in (0, 1):
         raise ValueError(f"category_id_offset must be 0 or 1, got {category_id_offset}")
     voc_dir = resolve_voc_dir(root, year)
-    images, anns = [], []
+    images, anns, fixups = [], [], FixupLog()
     for index, stem in enumerate(read_split(voc_dir, split)):
         xml_path = voc_dir / "Annotations" / f"{stem}.xml"
         record = parse_voc_xml(xml_path)
+        image_path(voc_dir / "JPEGImages", record.filename, where=str(xml_path), allow_outside=allow_outside_images)
         image_id = voc_image_id(stem, index)
         images.append({"id": image_id, "file_name": record.filename,
                        "height": record.size[0], "width": record.size[1]})
-        for obj in record.objects:
-            if remove_difficult and obj.difficult:
-                continue
-            x, y, w, h = obj.coco_xywh()
-            anns.append({"id": len(anns) + 1, "image_id": image_id,
-                         "category_id": _label(obj.name, xml_path, category_id_offset),
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "difficult": int(obj.difficult)})
+        for k, obj in enumerate(record.objects):
+            label = _label(obj.name, xml_path, category_id_offset)
+            box = None if remove_difficult and obj.difficult else \
+                _coco_annotation(obj, record, f"{xml_path.name} object {k} ({obj.name})", fixups)
+            if box is not None:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": label, **box, "iscrowd": 0,
+                             "difficult": int(obj.difficult)})
+    fixups.log(f"voc2coco {voc_dir} {split}")
     cats = [{"id": i + category_id_offset, "name": n, "supercategory": "voc"} for i, n in enumerate(VOC_CLASSES)]
-    coco = {"info": {"description": f"VOC{year} {split} converted by detrtool"}, "licenses": [],
-            "images": images, "annotations": anns, "categories": cats}
+    coco = {"info": {"description": f"VOC{year} {split} converted by detrtool", "detrtool_fixups": fixups.counts},
+            "licenses": [], "images": images, "annotations": anns, "categories": cats}
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(coco))
+        atomic_write(out, lambda handle: json.dump(coco, handle), binary=False)
         logger.info("voc2coco: %d images, %d boxes -> %s", len(images), len(anns), out)
     return coco

@@ -20,7 +20,7 @@ def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
         return coco
     if source.voc_root is not None:
         data = voc_to_coco(source.voc_root, voc_split_name(source, "val"), year=source.voc_year,
-                           remove_difficult=source.remove_difficult)
+                           remove_difficult=source.remove_difficult, allow_outside_images=source.allow_outside_images)
         gt = COCO()
         gt.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):

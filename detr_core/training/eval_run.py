@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from detr_core.atomic import atomic_write
 from detr_core.checkpoint import load_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
+from detr_core.data.coco import DatasetError
 from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
 from detr_core.evaluation.ground_truth import coco_ground_truth
@@ -67,15 +72,70 @@ def _loader(config: EvalConfig, run: dict[str, Any]) -> tuple[Any, DataLoader]:
     built = build_dataset(config.data, "val", transforms, shapes_params={"image_size": image_size},
                           progress=config.progress)
     if len(built.dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("the evaluation set is empty")
+        where = getattr(built.dataset, "ann_file", None) or getattr(built.dataset, "voc_dir", "the val split")
+        raise DatasetError(f"{where}: the evaluation set is empty (no images)")
     loader = DataLoader(built.dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=make_collate(config.pad_to))
     return built.dataset, loader
 
 
+def eval_device(name: str) -> torch.device:
+    """``torch.device(name)``, refused (``ValueError``, one line naming ``--device``) when it is not a device
+    name or its backend is not available on this machine (e.g. ``cuda`` without a GPU)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: not a device name ({str(exc).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch.cuda.is_available() "
+                         "is False); use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def _output_error(path: Path, exc: OSError) -> ValueError:
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return ValueError(f"--output-dir {path}: cannot write there ({reason}); previous outputs left as they were")
+
+
+def writable_output_dir(path: str | Path) -> Path:
+    """Create ``path`` and prove a file can be written in it (a probe file, removed) before any work;
+    ``ValueError`` naming ``--output-dir`` (read-only, full, not a folder) otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".detrtool-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+    return path
+
+
+def write_eval_outputs(out: Path, detections: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``detections.json`` and ``metrics.json`` as a pair: the detections' temp file is written and
+    synced, then metrics.json is replaced atomically, then detections.json; a failure before that last
+    rename (full disk, read-only) leaves both previous files untouched (``ValueError`` naming the folder)."""
+    def write_detections(handle: Any) -> None:
+        json.dump(detections, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+        write_json_atomic(out / "metrics.json", metrics)
+
+    try:
+        return atomic_write(out / "detections.json", write_detections, binary=False), out / "metrics.json"
+    except OSError as exc:
+        raise _output_error(out, exc) from None
+
+
 def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
-    """Evaluate ``config.checkpoint``; writes metrics.json and detections.json into ``output_dir``."""
-    device = torch.device(config.device)
+    """Evaluate ``config.checkpoint``; writes metrics.json and detections.json into ``output_dir``
+    (:func:`write_eval_outputs`). The device and the output folder are checked before any work."""
+    device = eval_device(config.device)
+    out = writable_output_dir(config.output_dir)
     run, loss_config = _stored_run(config.checkpoint)
     model = load_checkpoint(config.checkpoint, **config.model_overrides).to(device)
     dataset, loader = _loader(config, run)
@@ -85,11 +145,9 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
     evaluator = CocoEvaluator(coco_ground_truth(dataset, config.data), backend=config.evaluator)
     stats, coco = evaluate(model, criterion, loader, device=device, weight_dict=criterion.weight_dict,
                            evaluator=evaluator, precision=Precision(device, config.amp), progress=config.progress)
-    out = Path(config.output_dir)
-    detections = evaluator.write_detections(out / "detections.json")
     metrics = {"checkpoint": str(config.checkpoint), "evaluator": config.evaluator, "num_images": len(dataset),
                "loss": stats, "coco_eval_bbox": coco}
-    metrics_path = write_json_atomic(out / "metrics.json", metrics)
+    detections, metrics_path = write_eval_outputs(out, evaluator.results(), metrics)
     return EvalResult(metrics, evaluator.summary(), metrics_path, detections)
 
 

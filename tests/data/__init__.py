@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,18 @@ def write_voc(root: Path, samples: dict[str, tuple] | None = None, *, year: str 
     (main / "val.txt").write_text("\n".join(stems[2:]) + "\n")
     (main / "trainval.txt").write_text("\n".join(stems) + "\n")
     return root / "VOCdevkit"
+
+
+def write_png_bomb(path: Path, *, width: int = 20000, height: int = 20000) -> Path:
+    """A valid 1-bit black PNG of ``width`` x ``height`` (20000x20000 = 400 M pixels) that is tiny on disk
+    (~50 KB): a decompression bomb. Written by hand (PIL would need the full image in memory)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0 + packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
