@@ -4,7 +4,8 @@ The lock is ``fcntl.flock`` on ``OUTPUT_DIR/.detrtool-train.lock``, held for the
 process. The OS releases it when the process ends, however it ends (``kill -9`` included), so a dead run
 never leaves a stale lock. The file holds the holder's pid, written in place (not through an atomic
 rename, which would put a new, unlocked file at the path); it is the one file training does not write
-through :mod:`detr_core.atomic`.
+through :mod:`detr_core.atomic`. It stays in the folder after the run: unlinking it would let a run that
+opened the old file and one that creates a new one both hold "the" lock.
 """
 
 from __future__ import annotations

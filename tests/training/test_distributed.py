@@ -153,5 +153,5 @@ def test_short_ddp_run_has_one_writer(tmp_path):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0]
     assert len(records[0]["test_coco_eval_bbox"]) == 12
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "checkpoint_0000.pth", "config.yaml",
-                                                     "log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".detrtool-train.lock", "checkpoint.pth", "checkpoint_0000.pth",
+                                                     "config.yaml", "log.jsonl"]  # the lock file stays (see output_dir)
