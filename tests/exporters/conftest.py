@@ -84,3 +84,45 @@ def runtimes(artifacts):
         return cache[key]
 
     return get
+
+
+SMALL_CONFIG = {"backbone": "small_cnn", "hidden_dim": 32, "nheads": 2, "enc_layers": 1, "dec_layers": 1,
+                "dim_feedforward": 64, "num_queries": 5, "num_classes": 3}
+SMALL_CANVAS = (64, 96)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A detrtool checkpoint of a small DETR (small CNN backbone, ~1.3 M parameters): fast to export."""
+    import torch
+
+    from detr_core import ModelConfig, build_model, save_checkpoint
+    from detr_core.checkpoint import model_payload
+
+    config = ModelConfig(**SMALL_CONFIG)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("small") / "small.pth"
+    return save_checkpoint(path, model_payload(build_model(config), config))
+
+
+@pytest.fixture(scope="session")
+def small_artifacts(small_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The small checkpoint exported once per format (ONNX: legacy exporter), keyed by suffix; tests copy
+    them before changing anything."""
+    model = load_checkpoint(small_checkpoint)
+    folder = tmp_path_factory.mktemp("small_artifacts")
+    made = {}
+    for fmt, suffix, options in (("onnx", ".onnx", {"exporter": "legacy", "opset": 17}), ("torchscript", ".ts", {}),
+                                 ("torch-export", ".pt2", {})):
+        made[suffix] = export(model, fmt, folder / f"small{suffix}", input_size=SMALL_CANVAS, validate=False,
+                              **options).path
+    return made
+
+
+@pytest.fixture(scope="session")
+def small_images(tmp_path_factory) -> Path:
+    """A folder of two small PNG images."""
+    folder = tmp_path_factory.mktemp("small_images")
+    for i, size in enumerate(((48, 64), (60, 40))):
+        PIL.Image.new("RGB", size[::-1], (40 * i, 120, 200)).save(folder / f"img{i}.png")
+    return folder

@@ -103,3 +103,59 @@ def flip_middle(path: Path, size: int = 4096) -> Path:
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
     return path
+
+
+def rewrite_zip(source: Path, target: Path, edit: Callable[[dict[str, bytes]], None]) -> Path:
+    """Copy a zip archive (TorchScript) with ``edit(members)`` applied (full member names), then record
+    the new content hash as an attacker would (the hash detects damage, it is not a signature)."""
+    files = members(source)
+    edit(files)
+    _write_zip(target, files)
+    return restamp_zip(target)
+
+
+def restamp_zip(path: Path) -> Path:
+    """Rewrite the archive's metadata with the content hash of what it now holds."""
+    from exporters.artifact_file import archive_digest
+
+    files = members(path)
+    with zipfile.ZipFile(path) as archive:
+        digest = archive_digest(archive, path)
+    name = next(n for n in files if member_suffix(n) == "extra/detrtool.json")
+    meta = json.loads(files[name])
+    meta["content_sha256"] = digest
+    files[name] = json.dumps(meta).encode()
+    _write_zip(path, files)
+    return path
+
+
+def _write_zip(path: Path, files: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
+def pickle_global(marker: Path) -> bytes:
+    """A plain pickle (protocol 2, as TorchScript's data.pkl) whose GLOBAL/REDUCE would run the payload."""
+    import pickle
+
+    return pickle.dumps(Payload(marker), protocol=2)
+
+
+def with_external_data(source: Path, target: Path, location: str) -> Path:
+    """Copy an ONNX artifact with its largest initializer moved to external data at ``location`` (any
+    path string: ``../x``, absolute, a symlink's name) and the content hash restamped."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    from exporters.onnx import restamp_onnx
+
+    model = onnx.load(str(source))
+    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    size = len(tensor.raw_data)
+    set_external_data(tensor, location=location, offset=0, length=size)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    target.write_bytes(model.SerializeToString())
+    restamp_onnx(target)
+    return target
