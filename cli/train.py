@@ -24,7 +24,7 @@ from detr_core.config import load_yaml
 from detr_core.data.coco import DatasetError
 from detr_core.training.engine import NonFiniteLossError
 from detr_core.training.output_dir import OutputDirError
-from detr_core.training.train_config import OPTION_RANGES, TrainConfig, resolve_train_config
+from detr_core.training.train_config import OPTION_CHOICES, OPTION_RANGES, TrainConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _model_options(func: Any) -> Any:
     options = [
         click.option("--backbone", help="resnet18/34/50/101 or small_cnn (the CPU default)."),
         click.option("--dilation/--no-dilation", default=None, help="Dilated last stage (DC5)."),
-        click.option("--position-embedding", type=click.Choice(["sine", "learned"])),
+        click.option("--position-embedding", type=click.Choice(OPTION_CHOICES["position_embedding"])),
         _num("enc_layers", int), _num("dec_layers", int),
         _num("dim_feedforward", int), _num("hidden_dim", int),
         _num("nheads", int), _num("num_queries", int),
@@ -90,11 +90,11 @@ def _run_options(func: Any) -> Any:
                      help="Keep decoded images in memory (about H*W*3 bytes each; pays with --num-workers 0)."),
         _num("lr", float), _num("lr_backbone", float, help="0 freezes the backbone."),
         _num("weight_decay", float), _num("lr_drop", int),
-        click.option("--lr-schedule", type=click.Choice(["step", "cosine"])),
+        click.option("--lr-schedule", type=click.Choice(OPTION_CHOICES["lr_schedule"])),
         _num("warmup_steps", int),
         _num("clip_max_norm", float, help="Gradient clipping (0 = off)."),
         click.option("--device", help="cpu or cuda."),
-        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), help="Mixed precision (CUDA)."),
+        click.option("--amp", type=click.Choice(OPTION_CHOICES["amp"]), help="Mixed precision (CUDA)."),
         click.option("--resume", type=_FILE, help="Continue a detrtool run, or start from an official checkpoint."),
         click.option("--init", type=_FILE, help="Start from these weights (heads of another size dropped)."),
         click.option("--frozen-weights", type=_FILE, help="Load a detector and train only its heads."),
@@ -105,11 +105,11 @@ def _run_options(func: Any) -> Any:
         _num("pretrain_lr", float, help="AdamW lr of the backbone pre-training."),
         _num("save_every", int, help="Also keep checkpoint_NNNN.pth every N epochs (0 = never)."),
         _num("eval_every", int, help="Evaluate every N epochs (and after the last)."),
-        click.option("--transforms", type=click.Choice(["auto", "detr", "shapes"])),
+        click.option("--transforms", type=click.Choice(OPTION_CHOICES["transforms"])),
         _num("image_size", int, help="Base size of the shapes transforms."),
         click.option("--vertical-flip/--no-vertical-flip", default=None,
                      help="Also flip training images upside down (data with no up and down; the shapes default)."),
-        click.option("--evaluator", type=click.Choice(["faster", "pycocotools"])),
+        click.option("--evaluator", type=click.Choice(OPTION_CHOICES["evaluator"])),
         click.option("--progress/--no-progress", default=None),
         click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Processes (torchrun shortcut)."),

@@ -139,6 +139,13 @@ OPTION_RANGES: dict[str, Range] = {
 }
 
 
+#: The allowed values of the string settings that have a fixed set (YAML and stored configs; click Choices).
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": ("step", "cosine"), "transforms": ("auto", "detr", "shapes"), "amp": ("none", "bf16", "fp16"),
+    "evaluator": ("faster", "pycocotools"), "position_embedding": ("sine", "learned"),
+}
+
+
 def _field_types() -> dict[str, Any]:
     hints: dict[str, Any] = {}
     for cls in (DatasetSource, LossConfig, ModelConfig, TrainConfig):
@@ -181,6 +188,8 @@ def setting_problem(key: str, value: Any) -> str | None:
     limits = OPTION_RANGES.get(key)
     if limits is not None and value not in limits:
         return f"= {value!r} is out of range: must be {limits.describe()}"
+    if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+        return f"must be one of {', '.join(OPTION_CHOICES[key])}, got {value!r}"
     return None
 
 
@@ -312,10 +321,6 @@ def check_train_config(config: TrainConfig) -> None:
     loss = config.loss
     if loss.set_cost_class == loss.set_cost_bbox == loss.set_cost_giou == 0:
         problems.append("set_cost_class, set_cost_bbox and set_cost_giou are all 0: the matcher needs one")
-    if config.lr_schedule not in ("step", "cosine"):
-        problems.append(f"lr_schedule must be step or cosine, got {config.lr_schedule!r}")
-    if config.transforms not in ("auto", "detr", "shapes"):
-        problems.append(f"transforms must be auto, detr or shapes, got {config.transforms!r}")
     if config.model.hidden_dim % config.model.nheads:
         problems.append(f"hidden_dim {config.model.hidden_dim} is not divisible by nheads {config.model.nheads}")
     if config.resume and config.init:
@@ -327,7 +332,7 @@ def check_train_config(config: TrainConfig) -> None:
 def _numeric_values(config: TrainConfig) -> dict[str, Any]:
     sections = config.to_dict()
     flat = {**sections.pop("model"), **sections.pop("loss"), **sections}
-    return {k: v for k, v in flat.items() if k in OPTION_RANGES}
+    return {k: v for k, v in flat.items() if k in OPTION_RANGES or k in OPTION_CHOICES}
 
 
 def save_config_yaml(config: TrainConfig, path: str | Path) -> Path:

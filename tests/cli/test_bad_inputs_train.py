@@ -84,6 +84,8 @@ YAML_CASES = [
     ("inf dropout", "model:\n  dropout: .inf\n", ["dropout", "must be a number"]),
     ("a string for a flag", "cache_images: maybe\n", ["cache_images", "true or false"]),
     ("section not a mapping", "model: 5\n", ["model", "mapping"]),
+    ("unknown schedule", "lr_schedule: linear\n", ["lr_schedule", "step, cosine", "'linear'"]),
+    ("a number for a path", "data:\n  coco_path: 5\n", ["coco_path", "must be a string"]),
     ("unknown key", "epochz: 3\n", ["unknown setting 'epochz'"]),
     ("not a mapping", "- 1\n- 2\n", ["must hold a mapping"]),
     ("broken YAML", "epochs: [1\n", ["cannot read YAML"]),
