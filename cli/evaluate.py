@@ -8,7 +8,7 @@ import click
 
 from cli.options import dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
-from detr_core.data.coco import DatasetError, dataset_error_line
+from detr_core.data.coco import DatasetError
 
 
 def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
@@ -45,9 +45,7 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
                         **kwargs)
     try:
         result = evaluate_checkpoint(config)
-    except DatasetError as exc:
-        raise click.ClickException(dataset_error_line(exc)) from None
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"loss: {format_losses(result.metrics['loss'])}")
     click.echo(result.summary)

@@ -47,7 +47,18 @@ _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 class DatasetError(ValueError):
-    """A dataset file is missing, unreadable or inconsistent; the message names the file and the problem."""
+    """A dataset file is missing, unreadable or inconsistent; the message names the file and the problem.
+
+    The message stays one line when a DataLoader worker raised it: torch re-raises ``DatasetError(text)``
+    in the main process with "Caught DatasetError in DataLoader worker ..." and the worker's traceback as
+    ``text``; only the original message (its last line) is kept.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        if "Original Traceback" in message:
+            last = [line for line in message.splitlines() if line.strip()][-1]
+            message = last.split("DatasetError: ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass
@@ -170,16 +181,6 @@ def load_coco_json(ann_path: str | Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
-
-
-def dataset_error_line(exc: BaseException) -> str:
-    """The one-line message of a :class:`DatasetError`, also when a DataLoader worker re-raised it (torch
-    then prepends "Caught ... in DataLoader worker" and the worker's traceback to the message)."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    return last.removeprefix(f"{type(exc).__module__}.{type(exc).__qualname__}: ")
 
 
 def image_path(images_dir: Path, file_name: str, *, where: str, allow_outside: bool) -> Path:

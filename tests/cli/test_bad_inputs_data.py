@@ -333,3 +333,36 @@ def test_predict_skips_and_lists_a_decompression_bomb(coco_root, tmp_path, tiny_
                               "--nheads", "4"], names=["1 input(s) skipped", str(bomb), "decompression bomb"])
     assert (out / "good.png").is_file() and not (out / "bomb.png").exists()
     assert f"  {bomb}: image refused as a possible decompression bomb" in result.output
+
+
+def _train_args(ann: Path, images: Path, out: Path, *extra: Any) -> list[Any]:
+    return ["train", "--train-images", images, "--train-ann", ann, "--val-images", images, "--val-ann", ann,
+            "--output-dir", out, "--epochs", "1", "--backbone", "small_cnn", "--hidden-dim", "32", "--nheads", "2",
+            "--enc-layers", "1", "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "5",
+            "--transforms", "shapes", "--image-size", "64", "--batch-size", "2", "--no-progress", *extra]
+
+
+def test_train_refuses_a_duplicate_image_id(dataset, tmp_path):
+    images, data = dataset
+    data["images"][4]["id"] = 2
+    ann = _write(tmp_path, data)
+    check_bad_input(_train_args(ann, images, tmp_path / "run"), names=[str(ann), "duplicate image id 2", "'0005.png'"],
+                    protect=[ann])
+
+
+def test_train_names_a_missing_image_from_a_loader_worker(dataset, tmp_path):
+    images, data = dataset
+    (images / "0001.png").unlink()
+    result = check_bad_input(_train_args(_write(tmp_path, data), images, tmp_path / "run", "--num-workers", "1"),
+                             names=["0001.png", "image file is missing"])
+    assert "DataLoader worker" not in result.output
+
+
+def test_eval_nheads_that_does_not_divide_the_width(dataset, tmp_path, previous, tiny_checkpoint_path):
+    args = _eval_args(_write(tmp_path, dataset[1]), dataset[0], previous, tiny_checkpoint_path, "--nheads", "5")
+    check_bad_input(args, names=[str(tiny_checkpoint_path), "nheads 5", "--nheads"], protect=[previous])
+
+
+def test_eval_device_that_is_not_a_device(dataset, tmp_path, previous, tiny_checkpoint_path):
+    args = _eval_args(_write(tmp_path, dataset[1]), dataset[0], previous, tiny_checkpoint_path, "--device", "gpu0")
+    check_bad_input(args, names=["--device gpu0", "not a device name"], protect=[previous])

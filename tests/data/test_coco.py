@@ -128,3 +128,41 @@ def test_nan_box_dropped(tmp_path):
             {"id": 2, "image_id": 9, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0}]
     ds = CocoDetection(*write_coco(tmp_path, IMAGES[1:], anns))
     assert len(ds[0][1]["boxes"]) == 1
+
+
+def test_dropped_boxes_are_one_counted_warning(coco, caplog):
+    CocoDetection(*coco)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "1 annotation(s) have a box with NaN/inf coordinates or zero/negative size" in warned[0]
+    assert "first: annotation 3" in warned[0]  # the zero-width one; the crowd box (id 2) is not counted
+
+
+def test_outside_images_refused_unless_allowed(tmp_path, caplog):
+    images_dir, ann = write_coco(tmp_path, [{**IMAGES[1], "file_name": "../outside.png"}], [])
+    write_image(tmp_path / "outside.png", 30, 30, value=200)
+    with pytest.raises(DatasetError, match=r"ann\.json: image 9: file_name '\.\./outside\.png' climbs out"):
+        CocoDetection(images_dir, ann)
+    ds = CocoDetection(images_dir, ann, allow_outside_images=True)
+    assert ds[0][0].shape == (3, 30, 30) and "1 file_name(s) lie outside the images folder" in caplog.text
+
+
+def test_build_dataset_refuses_duplicate_ids_for_every_caller(tmp_path):
+    """train, eval and bench's data all come through build_dataset -> CocoDetection -> load_coco_json."""
+    from detr_core.data import DatasetSource, build_dataset
+
+    images_dir, ann = write_coco(tmp_path, [IMAGES[0], {**IMAGES[1], "id": 7}], [])
+    source = DatasetSource(train_images=str(images_dir), train_ann=str(ann), val_images=str(images_dir),
+                           val_ann=str(ann))
+    for split in ("train", "val"):
+        with pytest.raises(DatasetError, match=r"duplicate image id 7: images\[0\] \(file_name 'a\.png'\) and "
+                                               r"images\[1\] \(file_name 'b\.png'\)"):
+            build_dataset(source, split)
+
+
+def test_worker_reraise_keeps_one_line(tmp_path):
+    images_dir, ann = write_coco(tmp_path, IMAGES[1:], [])
+    (images_dir / "b.png").unlink()
+    loader = torch.utils.data.DataLoader(CocoDetection(images_dir, ann), num_workers=1, collate_fn=list)
+    with pytest.raises(DatasetError) as caught:
+        next(iter(loader))
+    assert str(caught.value) == f"{images_dir / 'b.png'}: image file is missing"
