@@ -3,7 +3,9 @@
 Folders are listed (not recursively) for files with an image suffix; files named explicitly are always
 tried, whatever their suffix. Reading goes through ``detr_core.data.coco.load_rgb_image`` (the dataset
 reader: EXIF orientation applied; grayscale, RGBA, palette, CMYK and 16-bit converted to 8-bit RGB;
-truncation detected), so a bad file becomes a :class:`Failure`, never an exception for the whole batch.
+truncation detected; images over ``PIL.Image.MAX_IMAGE_PIXELS`` = 89,478,485 pixels refused from their
+header as decompression bombs, before decoding), so a bad file becomes a :class:`Failure` — skipped and
+listed by ``detrtool predict`` — never an exception for the whole batch.
 """
 
 from __future__ import annotations
