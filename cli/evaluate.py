@@ -17,8 +17,9 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 
 
 @click.command("eval")
-@click.option("--resume", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint to evaluate (detrtool or official facebookresearch/detr).")
+@click.option("--resume", "checkpoint", required=True, type=click.Path(exists=True),
+              help="Checkpoint to evaluate (detrtool, official facebookresearch/detr, or a Hugging Face DETR "
+                   "folder / .safetensors).")
 @dataset_options
 @click.option("--output-dir", type=click.Path(file_okay=False), default="eval", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,

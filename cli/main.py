@@ -69,6 +69,7 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     """Each command lives in its own module; this is the CLI's table of contents."""
     from cli.bench import bench
+    from cli.convert import convert
     from cli.data import data
     from cli.demo import demo
     from cli.evaluate import evaluate
@@ -77,7 +78,7 @@ def _register() -> None:
     from cli.predict import predict
     from cli.train import train
 
-    for command in (data, train, evaluate, plot, export, bench, demo, predict):
+    for command in (data, train, evaluate, plot, export, bench, demo, predict, convert):
         cli.add_command(command)
 
 

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGES_OR_DIRS...")
-@click.option("--resume", "checkpoint", type=click.Path(exists=True, dir_okay=False), help="A checkpoint (detrtool or official).")
+@click.option("--resume", "checkpoint", type=click.Path(exists=True),
+              help="A checkpoint (detrtool, official, or a Hugging Face DETR folder / .safetensors).")
 @click.option("--model", "artifact", type=click.Path(exists=True, dir_okay=False), help="An exported artifact (.onnx, .ts, .pt2).")
 @click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
               help="Runtime. With --resume: eager (default) or export to this format first and run that. "

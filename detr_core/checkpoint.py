@@ -30,8 +30,13 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint dict with ``weights_only=True``; one clear error for anything else."""
+    """Read a checkpoint dict with ``weights_only=True``; one clear error for anything else. A folder (Hugging
+    Face DETR) or a ``.safetensors`` file is read by :func:`detr_core.hf.read_hf_checkpoint`."""
     path = Path(path)
+    from detr_core.hf import is_hf_source, read_hf_checkpoint
+
+    if is_hf_source(path):
+        return read_hf_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

@@ -1,0 +1,79 @@
+"""``detrtool convert``: any checkpoint ``load_checkpoint`` reads -> a Hugging Face folder, an official
+file or weights-only safetensors. Tensors are copied bit for bit; every file is written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from detr_core.checkpoint import CheckpointError
+
+TARGETS = ("hf", "official", "safetensors")
+
+
+def check_output(output: Path, target: str) -> None:
+    """A :class:`click.BadParameter` when ``output`` already exists as the other kind (a file for a folder
+    target, a folder for a file target), or cannot be a safetensors output; checked before any work."""
+    from detr_core.hf import check_safetensors_target
+
+    if target == "hf" and output.exists() and not output.is_dir():
+        raise click.BadParameter(f"{output} exists and is not a folder (--to hf writes a model folder)",
+                                 param_hint="--output")
+    if target != "hf" and output.is_dir():
+        raise click.BadParameter(f"{output} is a folder (--to {target} writes one file)", param_hint="--output")
+    if target == "safetensors":
+        try:
+            check_safetensors_target(output)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--output") from None
+
+
+def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
+    values = {"nheads": nheads, "dilation": dilation}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str:
+    """Write ``model`` (a loaded DETR with its ``config``) as ``target``; returns what was written."""
+    from detr_core import hf
+
+    state, config = model.state_dict(), model.config
+    if target == "hf":
+        hf.write_hf_folder(output, state, config, backbone_kind=hf_backbone)
+        return f"{output}/ (config.json + model.safetensors, {hf_backbone} backbone)"
+    if target == "safetensors":
+        _, beside = hf.write_safetensors(output, state, config)
+        return f"{output} and {beside}"
+    hf.write_official(output, state)
+    return (f"{output} (official layout; it cannot carry nheads={config.nheads}"
+            f"{', dilation' if config.dilation else ''} or class names: pass --nheads when loading it)")
+
+
+@click.command("convert")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--to", "target", type=click.Choice(TARGETS), required=True,
+              help="hf: a DetrForObjectDetection folder; official: {'model': state_dict} (facebookresearch/detr); "
+                   "safetensors: weights-only .safetensors with the detrtool config.json beside it.")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Folder (hf) or file to write.")
+@click.option("--hf-backbone", type=click.Choice(["timm", "transformers"]),
+              help="--to hf: timm's ResNet (as the Hub's facebook/detr-*) or transformers' ResNetBackbone. "
+                   "Default: the source's, else timm.")
+@click.option("--nheads", type=click.IntRange(min=1), help="Official sources cannot carry it (default 8).")
+@click.option("--dilation/--no-dilation", default=None, help="Official DC5 sources: --dilation.")
+def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nheads: int | None,
+            dilation: bool | None) -> None:
+    """Convert SOURCE (a detrtool or official checkpoint, a Hugging Face DETR folder or a .safetensors) to
+    another layout. Round trips are exact: the tensors written are the source's, bit for bit."""
+    from detr_core.checkpoint import load_checkpoint, read_checkpoint
+
+    check_output(output, target)
+    try:
+        model = load_checkpoint(source, **_overrides(nheads, dilation))
+        if target == "hf" and hf_backbone is None:
+            hf_backbone = read_checkpoint(source).get("hf_backbone", "timm")
+        written = write_target(model, target, output, hf_backbone or "timm")
+    except (CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {written}")

@@ -1,0 +1,215 @@
+"""Read Hugging Face DETR folders and ``.safetensors`` files; write HF folders, official files, safetensors.
+
+Read (:func:`read_hf_checkpoint`, what ``read_checkpoint`` dispatches to for a folder or a ``.safetensors``):
+
+- a folder with ``config.json`` and ``model.safetensors`` (or ``model.safetensors.index.json`` shards, or
+  ``pytorch_model.bin``, read with ``torch.load(weights_only=True)``);
+- a ``.safetensors`` file, with the ``config.json`` beside it when there is one (an HF config, or the detrtool
+  config :func:`write_safetensors` writes); without one, its architecture is inferred like an official file's.
+
+Safetensors are read by the safetensors library: no pickle at all. The result is a checkpoint dict in the
+official layout — ``{"model": state_dict, "config": {"model": ModelConfig dict}, "hf_backbone": kind}``
+(``config`` absent when nothing describes the model) — so ``load_checkpoint`` builds and checks it as usual.
+Every file is written through :func:`detr_core.atomic.atomic_write`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detr_core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from detr_core.checkpoint import CheckpointError, load_failure
+from detr_core.config import ModelConfig, to_dict
+from detr_core.hf.config import hf_to_model_config, model_config_to_hf
+from detr_core.hf.keys import hf_backbone_kind, hf_to_official, normalize_hf_keys, official_to_hf
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+SAFETENSORS, SHARD_INDEX, PYTORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+DETRTOOL_FORMAT = "detrtool"  #: ``config.json`` ``format`` of a detrtool safetensors config
+_HF_PREFIXES = ("model.", "class_labels_classifier.", "bbox_predictor.", "detr.")
+
+
+def is_hf_source(path: str | Path) -> bool:
+    """True for what :func:`read_hf_checkpoint` reads: a folder, or a ``.safetensors`` file name."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".safetensors"
+
+
+def read_hf_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict (official layout, see the module docstring) from an HF folder or a .safetensors."""
+    path = Path(path)
+    if path.is_dir():
+        weights = folder_weights(path)
+        return assemble(read_weights(weights), read_config(path / CONFIG), source=str(weights))
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    beside = path.parent / CONFIG
+    config = read_config(beside) if beside.is_file() else None
+    return assemble(read_safetensors(path), config, source=str(path))
+
+
+def folder_weights(folder: Path) -> Path:
+    """The weights file of an HF model folder; one line when it has no config.json or no weights."""
+    if not (folder / CONFIG).is_file():
+        raise CheckpointError(f"{folder}: a folder without {CONFIG}: not a Hugging Face model folder")
+    for name in (SAFETENSORS, SHARD_INDEX, PYTORCH_BIN):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: Hugging Face folder without weights (no {SAFETENSORS}, {SHARD_INDEX} or "
+                          f"{PYTORCH_BIN})")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` as a dict; one line naming the file when it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a model config (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """A state dict from ``.safetensors``, a shard index or ``pytorch_model.bin`` (weights-only)."""
+    if path.name.endswith(".index.json"):
+        return _read_shards(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same one-line error
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({load_failure(exc)})") from None
+    return _tensors_only(state, path)
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file; one line naming the file when it is not one."""
+    from safetensors.torch import load
+
+    try:
+        return load(path.read_bytes())
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a malformed header or body: one line for all
+        raise CheckpointError(f"{path}: not a readable safetensors file ({load_failure(exc)})") from None
+
+
+def _read_shards(index: Path) -> dict[str, Tensor]:
+    weight_map = read_config(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no weight_map in the shard index")
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        state.update(read_safetensors(index.parent / str(shard)))
+    return state
+
+
+def _tensors_only(state: Any, path: Path) -> dict[str, Tensor]:
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict (expected a dict of tensors, got {type(state).__name__})")
+    return state
+
+
+def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source: str) -> dict[str, Any]:
+    """The checkpoint dict for ``state`` (HF or official layout) and its config.json (HF, detrtool or none)."""
+    if config is not None and config.get("format") == DETRTOOL_FORMAT:
+        return {"model": state, "config": {"model": _detrtool_config(config, source)}}
+    if config is not None and "model_type" not in config:
+        raise CheckpointError(f"{source}: the {CONFIG} beside it is neither a Hugging Face config (no model_type) "
+                              f"nor a detrtool one")
+    model_config = hf_to_model_config(config, source=source) if config is not None else None
+    if not is_hf_layout(state):
+        ckpt: dict[str, Any] = {"model": state}
+    else:
+        hf_state = normalize_hf_keys(_detection_part(state, source))
+        ckpt = {"model": hf_to_official(hf_state, source=source), "hf_backbone": hf_backbone_kind(hf_state)}
+    if model_config is not None:
+        ckpt["config"] = {"model": to_dict(model_config)}
+    return ckpt
+
+
+def is_hf_layout(state: dict[str, Tensor]) -> bool:
+    return any(k.startswith(_HF_PREFIXES) for k in state)
+
+
+def _detrtool_config(config: dict[str, Any], source: str) -> dict[str, Any]:
+    model = config.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{source}: the detrtool {CONFIG} beside it has no 'model' config")
+    return model
+
+
+def _detection_part(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """``DetrForSegmentation``: its detector (``detr.``), dropping the mask head with one log line."""
+    if not any(k.startswith("detr.") for k in state):
+        return state
+    dropped = sum(1 for k in state if not k.startswith("detr."))
+    log.info("%s: DetrForSegmentation; loading its detector, dropping %d mask-head tensors", source, dropped)
+    return {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
+
+
+def safetensors_bytes(state: dict[str, Tensor]) -> bytes:
+    """``state`` serialised by the safetensors library (contiguous copies; ``format: pt`` as transformers wants)."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+
+
+def write_hf_folder(folder: str | Path, state: dict[str, Tensor], config: ModelConfig, *,
+                    backbone_kind: str = "timm") -> Path:
+    """An HF model folder (``model.safetensors``, then ``config.json``) for an official-layout ``state``."""
+    folder = Path(folder)
+    hf_config = model_config_to_hf(config, backbone_kind=backbone_kind)
+    data = safetensors_bytes(official_to_hf(state, backbone_kind=backbone_kind))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / SAFETENSORS, data)
+    atomic_write_text(folder / CONFIG, json.dumps(hf_config, indent=2) + "\n")
+    return folder
+
+
+def write_official(path: str | Path, state: dict[str, Tensor]) -> Path:
+    """``{"model": state}``: the file the reference's ``main.py --resume`` loads."""
+    payload = {"model": {k: v.detach().clone() for k, v in state.items()}}
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def write_safetensors(path: str | Path, state: dict[str, Tensor], config: ModelConfig) -> tuple[Path, Path]:
+    """Official-layout weights in ``path`` and the detrtool config in ``config.json`` beside it."""
+    path = Path(path)
+    beside = check_safetensors_target(path)
+    text = json.dumps({"format": DETRTOOL_FORMAT, "model": to_dict(config)}, indent=2) + "\n"
+    atomic_write_bytes(path, safetensors_bytes(state))
+    atomic_write_text(beside, text)
+    return path, beside
+
+
+def check_safetensors_target(path: str | Path) -> Path:
+    """The ``config.json`` that :func:`write_safetensors` will write beside ``path``; :class:`ValueError` when
+    ``path`` is not a ``.safetensors`` name or that config.json is another tool's (an HF folder's)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: a safetensors output must end in .safetensors")
+    beside = path.parent / CONFIG
+    if beside.is_file() and _config_format(beside) != DETRTOOL_FORMAT:
+        raise ValueError(f"{beside} exists and is not a detrtool config; it would be overwritten by the config "
+                         f"of {path.name} (choose another folder)")
+    return beside
+
+
+def _config_format(path: Path) -> Any:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data.get("format") if isinstance(data, dict) else None
