@@ -23,7 +23,7 @@ from detr_core.checkpoint import CheckpointError
 from detr_core.config import load_yaml
 from detr_core.data.coco import DatasetError
 from detr_core.training.engine import NonFiniteLossError
-from detr_core.training.output_dir import OutputDirError
+from detr_core.training.output_dir import OutputDirError, locked_output_dir
 from detr_core.training.train_config import OPTION_CHOICES, OPTION_RANGES, TrainConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ def build_config(kwargs: dict[str, Any]) -> TrainConfig:
 def launch_torchrun(config: TrainConfig, nproc: int) -> int:
     """Run ``config`` under torchrun with ``nproc`` processes; returns its exit code."""
     folder = Path(config.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    with locked_output_dir(folder):  # refuse here, in one line, a folder another run holds (rank 0 locks it again)
+        pass
     fd, path = tempfile.mkstemp(prefix=".launch-", suffix=".yaml", dir=folder)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(config.to_dict(), handle, sort_keys=False)

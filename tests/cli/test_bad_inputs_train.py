@@ -175,13 +175,14 @@ time.sleep(120)
 """
 
 
-def test_locked_output_dir_refuses_naming_folder_and_pid(shapes_root, previous):
+@pytest.mark.parametrize("nproc", ["1", "2"])
+def test_locked_output_dir_refuses_naming_folder_and_pid(shapes_root, previous, nproc):
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(previous / ".detrtool-train.lock")],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        check_bad_input(_train(shapes_root, previous), names=[str(previous), f"pid {holder.pid}", "in use"],
-                        protect=_kept(previous))
+        check_bad_input(_train(shapes_root, previous, "--nproc", nproc),
+                        names=[str(previous), f"pid {holder.pid}", "in use"], protect=_kept(previous))
     finally:
         holder.kill()
         holder.wait()
