@@ -32,26 +32,27 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _entry_problem(kind: str, index: int, entry: Any) -> str | None:
+def _entry_problem(kind: str, index: int, entry: Any, need_file_name: bool) -> str | None:
     if not isinstance(entry, dict):
         return f"{kind}[{index}] is not an object ({type(entry).__name__})"
     for key in _INT_KEYS[kind]:
         if not _is_int(entry.get(key)):
             return f"{kind}[{index}]: {key!r} is {entry.get(key)!r}, not an integer"
-    if kind == "images" and not isinstance(entry.get("file_name"), str):
+    if kind == "images" and need_file_name and not isinstance(entry.get("file_name"), str):
         return f"{kind}[{index}] (id {entry['id']}): 'file_name' is {entry.get('file_name')!r}, not a string"
     return None
 
 
-def shape_problems(data: dict[str, Any]) -> list[str]:
-    """Problems that stop any reader (see the module docstring); [] when the file has COCO's shape."""
+def shape_problems(data: dict[str, Any], *, need_file_name: bool = True) -> list[str]:
+    """Problems that stop any reader (see the module docstring); [] when the file has COCO's shape.
+    ``need_file_name=False``: ground truth for scoring only, where images need no file."""
     problems = []
     for kind in _LISTS:
         entries = data.get(kind, [])
         if not isinstance(entries, list):
             problems.append(f"{kind!r} is not a list ({type(entries).__name__})")
             continue
-        problems += [p for i, e in enumerate(entries) if (p := _entry_problem(kind, i, e))]
+        problems += [p for i, e in enumerate(entries) if (p := _entry_problem(kind, i, e, need_file_name))]
     return problems
 
 

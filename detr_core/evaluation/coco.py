@@ -13,6 +13,10 @@ Data contracts
 * ``evaluate()``: the 12 standard COCO numbers under ``STAT_NAMES`` plus ``stats`` (list of 12 floats).
   -1 means "no ground truth in that bucket", as in pycocotools.
 
+The ground truth must pass the dataset loader's whole-file rules (``detr_core.data.integrity``: no
+duplicate image / annotation / category ids, no annotation pointing at a missing image or category, every
+bbox four numbers); a ``ValueError`` names the first problem otherwise.
+
 Evaluated images are the processed ones (the reference sets ``params.imgIds`` the same way), or every
 ground-truth image when nothing was processed. Image ids absent from the ground truth are an error.
 Category ids absent from the ground truth are kept in ``results()`` (the reference writes them too) but
@@ -32,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from detr_core.atomic import atomic_write
+from detr_core.data.integrity import duplicate_id_problems, reference_problems, shape_problems
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,18 @@ def load_gt_dataset(coco_gt: Any) -> dict[str, Any]:
         if key not in dataset:
             raise ValueError(f"ground truth has no {key!r} list")
     dataset.setdefault("annotations", [])
+    _refuse_inconsistent(dataset, str(coco_gt) if isinstance(coco_gt, (str, os.PathLike)) else "ground truth")
     return dataset
+
+
+def _refuse_inconsistent(dataset: dict[str, Any], name: str) -> None:
+    """The loader's whole-file rules (:mod:`detr_core.data.integrity`): duplicate ids, annotations pointing
+    at missing images or categories and malformed entries would be scored silently wrong."""
+    problems = shape_problems(dataset, need_file_name=False)
+    problems = problems or duplicate_id_problems(dataset) + reference_problems(dataset)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{name}: {problems[0]}{more}")
 
 
 def format_summary(stats: list[float]) -> str:

@@ -258,3 +258,21 @@ def test_synchronize_is_noop_without_process_group(dataset):
     before = evaluator.results()
     evaluator.synchronize_between_processes()
     assert evaluator.results() == before
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda gt: gt["images"][1].update(id=gt["images"][0]["id"]), "duplicate image id"),
+    (lambda gt: gt["annotations"][1].update(id=gt["annotations"][0]["id"]), "duplicate annotation id"),
+    (lambda gt: gt["annotations"][0].update(image_id=10**6), r"reference image ids not in images\[\]"),
+    (lambda gt: gt["annotations"][0].update(category_id=10**6), r"reference category ids not in categories\[\]"),
+])
+def test_inconsistent_ground_truth_is_refused(dataset, tmp_path, spoil, message):
+    """The loader's whole-file rules hold for the evaluator too, whatever it is given (a path or a dict)."""
+    gt = json.loads(json.dumps(dataset[1]))
+    spoil(gt)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    with pytest.raises(ValueError, match=f"gt.json: .*{message}"):
+        CocoEvaluator(str(path))
+    with pytest.raises(ValueError, match=f"ground truth: .*{message}"):
+        CocoEvaluator(gt)
