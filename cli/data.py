@@ -58,7 +58,7 @@ def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: in
               help="0: category ids 0..19; 1: ids 1..20.")
 @click.option("--remove-difficult", is_flag=True, help="Leave out objects flagged difficult.")
 @click.option("--allow-outside-images", is_flag=True,
-              help="Accept a <filename> that is absolute or climbs out of JPEGImages with '..' (refused by default).")
+              help="Accept a <filename> leaving JPEGImages (absolute elsewhere, or '..' out of it; refused by default).")
 def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: str, remove_difficult: bool,
              allow_outside_images: bool) -> None:
     """Convert a VOCdevkit split to COCO JSON (boxes: x = xmin - 1, w = xmax - xmin + 1).
@@ -91,7 +91,7 @@ def _write_error(exc: OSError, target: str) -> str:
 @click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True,
               help="VOC year (VOCdevkit input).")
 @click.option("--allow-outside-images", is_flag=True,
-              help="A file_name that is absolute or climbs out of the images folder is a warning, not an error.")
+              help="A file_name leaving the images folder (absolute elsewhere, or '..') is a warning, not an error.")
 def check(source: str, images: str | None, num_classes: int | None, year: str, allow_outside_images: bool) -> None:
     """Check ANN.json --images DIR, or a VOC_ROOT; print the report; exit 1 when errors are found
     (the last line, 'Error: ...', counts them and repeats the first)."""

@@ -40,8 +40,8 @@ def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--voc-year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True),
         click.option("--remove-difficult", is_flag=True, help="VOC: drop objects flagged difficult."),
         click.option("--allow-outside-images", is_flag=True,
-                     help="Read images whose file_name is absolute or climbs out of the images folder with '..' "
-                          "(refused by default)."),
+                     help="Read images whose file_name leaves the images folder (an absolute path elsewhere, "
+                          "or '..' out of it); refused by default."),
         click.option("--pad-to", callback=parse_hw_option, metavar="HxW",
                      help="Pad every batch to this fixed canvas, e.g. 800x1333 (default: batch maximum)."),
     ]
