@@ -1,0 +1,97 @@
+"""Helpers of the HF tests: Hugging Face DETR models built offline from small configs with random weights
+(transformers is a test dependency only), a padded batch whose mask reaches the feature map, and output
+comparisons.
+
+Random weights are scaled so every part of the model matters: a ResNet initialised the transformers way
+gives near-zero features, and a DETR fed those gives the same outputs with or without its mask, which
+would let a wrong mapping pass (the parity test also checks that dropping the mask changes the outputs).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # never download: backbones are built from local configs
+
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig  # noqa: E402
+
+LABELS = ("cat", "dog", "bird")
+_RESNET = {"resnet18": ("basic", [2, 2, 2, 2], [64, 128, 256, 512]),
+           "resnet50": ("bottleneck", [3, 4, 6, 3], [256, 512, 1024, 2048])}
+
+
+def hf_config(*, backbone: str = "resnet18", timm: bool = True, dilation: bool = False, position: str = "sine",
+              layers: int = 2, d_model: int = 64, queries: int = 7, labels: tuple[str, ...] = LABELS) -> DetrConfig:
+    """A small ``DetrConfig``: 4 heads (not the default 8, so it must come from config.json), no download."""
+    sizes = dict(d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_ffn_dim=96,
+                 decoder_ffn_dim=96, encoder_attention_heads=4, decoder_attention_heads=4, num_queries=queries,
+                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                 position_embedding_type=position, use_pretrained_backbone=False)
+    if timm:
+        return DetrConfig(use_timm_backbone=True, backbone=backbone, dilation=dilation, **sizes)
+    layer_type, depths, widths = _RESNET[backbone]
+    resnet = ResNetConfig(layer_type=layer_type, depths=depths, hidden_sizes=widths, embedding_size=64,
+                          out_features=["stage4"])
+    return DetrConfig(use_timm_backbone=False, backbone_config=resnet, **sizes)
+
+
+def hf_detr(config: DetrConfig, *, seed: int = 0) -> DetrForObjectDetection:
+    """``DetrForObjectDetection(config)`` in eval mode with weights and frozen-BN statistics drawn at a scale
+    that keeps activations O(1) through the whole network."""
+    torch.manual_seed(seed)
+    model = DetrForObjectDetection(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            _draw(name, param)
+        for name, buffer in model.named_buffers():
+            _draw(name, buffer)
+    return model
+
+
+def _draw(name: str, tensor: torch.Tensor) -> None:
+    if not tensor.is_floating_point():
+        return
+    if tensor.dim() > 1:
+        tensor.normal_(0, tensor[0].numel() ** -0.5)
+    elif name.endswith("running_var"):
+        tensor.uniform_(0.5, 2.0)
+    elif name.endswith("weight"):  # 1-D weights are LayerNorm / frozen BatchNorm scales
+        tensor.uniform_(0.5, 1.5)
+    else:
+        tensor.normal_(0, 0.1)
+
+
+def padded_batch(size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two images padded into one canvas: a 128x64 one and a 64x96 one (mask True on padding, pixels 0)."""
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, size, size, dtype=torch.bool)
+    mask[0, :, size // 2:] = True
+    mask[1, size // 2:, :] = True
+    mask[1, :, size * 3 // 4:] = True
+    images[mask[:, None].expand_as(images)] = 0
+    return images, mask
+
+
+def hf_outputs(model: DetrForObjectDetection, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """transformers' logits and boxes on the batch (``pixel_mask`` is 1 on real pixels: ``~mask``)."""
+    with torch.no_grad():
+        out = model(pixel_values=images, pixel_mask=(~mask).long())
+    return {"pred_logits": out.logits, "pred_boxes": out.pred_boxes}
+
+
+def detr_outputs(model: torch.nn.Module, images: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        out = model(images, mask)
+    return {"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}
+
+
+def max_delta(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in ("pred_logits", "pred_boxes"))
+
+
+def save_hf(model: DetrForObjectDetection, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    return folder
