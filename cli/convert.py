@@ -73,7 +73,10 @@ def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nh
         model = load_checkpoint(source, **_overrides(nheads, dilation))
         if target == "hf" and hf_backbone is None:
             hf_backbone = read_checkpoint(source).get("hf_backbone", "timm")
-        written = write_target(model, target, output, hf_backbone or "timm")
     except (CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        written = write_target(model, target, output, hf_backbone or "timm")
+    except (CheckpointError, ValueError) as exc:
+        raise click.ClickException(f"{source}: cannot convert --to {target}: {exc}") from None
     click.echo(f"wrote {written}")

@@ -48,12 +48,13 @@ def read_hf_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         weights = folder_weights(path)
-        return assemble(read_weights(weights), read_config(path / CONFIG), source=str(weights))
+        config = read_config(path / CONFIG)
+        return assemble(read_weights(weights), config, source=str(weights), config_source=str(path / CONFIG))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     beside = path.parent / CONFIG
     config = read_config(beside) if beside.is_file() else None
-    return assemble(read_safetensors(path), config, source=str(path))
+    return assemble(read_safetensors(path), config, source=str(path), config_source=str(beside))
 
 
 def folder_weights(folder: Path) -> Path:
@@ -121,14 +122,15 @@ def _tensors_only(state: Any, path: Path) -> dict[str, Tensor]:
     return state
 
 
-def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source: str) -> dict[str, Any]:
-    """The checkpoint dict for ``state`` (HF or official layout) and its config.json (HF, detrtool or none)."""
+def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source: str,
+             config_source: str = CONFIG) -> dict[str, Any]:
+    """The checkpoint dict for ``state`` (HF or official layout, read from ``source``) and its config.json
+    (HF, detrtool or none, read from ``config_source``); errors name the file at fault."""
     if config is not None and config.get("format") == DETRTOOL_FORMAT:
-        return {"model": state, "config": {"model": _detrtool_config(config, source)}}
+        return {"model": state, "config": {"model": _detrtool_config(config, config_source)}}
     if config is not None and "model_type" not in config:
-        raise CheckpointError(f"{source}: the {CONFIG} beside it is neither a Hugging Face config (no model_type) "
-                              f"nor a detrtool one")
-    model_config = hf_to_model_config(config, source=source) if config is not None else None
+        raise CheckpointError(f"{config_source}: neither a Hugging Face config (no model_type) nor a detrtool one")
+    model_config = hf_to_model_config(config, source=config_source) if config is not None else None
     if not is_hf_layout(state):
         ckpt: dict[str, Any] = {"model": state}
     else:
@@ -146,7 +148,7 @@ def is_hf_layout(state: dict[str, Tensor]) -> bool:
 def _detrtool_config(config: dict[str, Any], source: str) -> dict[str, Any]:
     model = config.get("model")
     if not isinstance(model, dict):
-        raise CheckpointError(f"{source}: the detrtool {CONFIG} beside it has no 'model' config")
+        raise CheckpointError(f"{source}: a detrtool config without a 'model' mapping")
     return model
 
 
