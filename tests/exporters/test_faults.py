@@ -92,3 +92,25 @@ def test_full_disk_fails_in_one_line_and_keeps_the_previous_file(small_checkpoin
                         names=[str(output), "No space left on device", "untouched"], protect=[output])
         assert output.read_bytes() == b"previous artifact"
         assert not _temp_files(output)
+
+
+@pytest.mark.parametrize("fault", ["validation fails", "Ctrl-C during validation"])
+def test_refused_export_leaves_the_previous_file(small_checkpoint, small_images, tmp_path, monkeypatch, fault):
+    from detr_core import load_checkpoint
+    from exporters import export
+    from exporters.validate import ValidationError
+
+    output = tmp_path / "model.onnx"
+    output.write_bytes(b"previous artifact")
+    kwargs = {"input_size": (64, 96), "exporter": "legacy", "opset": 17, "validate_images": small_images}
+    if fault == "validation fails":
+        with pytest.raises(ValidationError, match="model.onnx: onnx artifact differs from eager .*not written"):
+            export(load_checkpoint(small_checkpoint), "onnx", output, tolerance=-1.0, **kwargs)
+    else:
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("exporters.validate.validate_artifact", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            export(load_checkpoint(small_checkpoint), "onnx", output, **kwargs)
+    assert output.read_bytes() == b"previous artifact" and not _temp_files(output)
