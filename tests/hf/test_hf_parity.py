@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import DetrForObjectDetection
 
 from detr_core.checkpoint import load_checkpoint
 from detr_core.hf.files import read_hf_checkpoint
@@ -42,6 +43,8 @@ def test_outputs_equal_transformers(name, tmp_path):
     expected = hf_outputs(hf, images, mask)
     model = load_checkpoint(folder)
     assert max_delta(detr_outputs(model, images, mask), expected) <= TOLERANCE
+    eager = DetrForObjectDetection.from_pretrained(folder, attn_implementation="eager").eval()  # not SDPA
+    assert max_delta(detr_outputs(model, images, mask), hf_outputs(eager, images, mask)) <= TOLERANCE
     assert max_delta(detr_outputs(model, images, None), expected) > 1e-2  # the padding mask is live here
     config = model.config
     assert (config.backbone, config.dilation, config.position_embedding) == (
