@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detr_core.errors import typed_line
+
 logger = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
@@ -144,7 +146,7 @@ def _time_once(item: Timed) -> None:
     try:
         item.times_ms.append(time_calls(item.call, runs=1, device=item.device)[0])
     except Exception as exc:  # noqa: BLE001 - a runtime failing at timing is reported on its row
-        item.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        item.error = typed_line(exc)
 
 
 def measure_interleaved(items: dict[str, Timed], *, warmup: int = 5, runs: int = 30) -> dict[str, LatencyStats]:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from torch import Tensor
 
+from detr_core.errors import first_line
 from exporters.onnx import restamp_onnx
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _preprocess(source: Path, out: Path) -> Path:
         quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
         return out
     except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation only
-        logger.warning("quantisation pre-processing skipped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        logger.warning("quantisation pre-processing skipped: %s", first_line(exc))
         return source
 
 

@@ -40,6 +40,7 @@ from bench.latency import (
 )
 from bench.results import BenchReport, BenchResult
 from bench.runtimes import BuildContext, LoadedRuntime, RowSpec, eager_runtime, select_rows
+from detr_core.errors import typed_line
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,6 @@ def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: st
             "runs": config.runs, "interleaved": config.interleave, "parameters": sum(p.numel() for p in model.parameters()),
             "cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def _fill_accuracy(result: BenchResult, runtime: LoadedRuntime, evalset: EvalSet, ref: Reference,
@@ -144,7 +140,7 @@ def score_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, r
 
 
 def _record_failure(result: BenchResult, exc: BaseException) -> None:
-    result.ok, result.error = False, _first_line(exc)
+    result.ok, result.error = False, typed_line(exc)
     logger.warning("%s (%s) failed: %s", result.name, result.device, result.error)
     logger.debug("traceback", exc_info=True)
 

@@ -10,6 +10,7 @@ import click
 
 from cli.options import dataset_options, parse_hw_option, pop_dataset_options
 from cli.outputs import writable_dir
+from detr_core.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,6 @@ def bench(resume: str | None, model_name: str | None, nheads: int | None, **opts
     try:
         report, written = run_from_options(model, f"detrtool bench: {title}", opts)
     except ValueError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(first_line(exc)) from None
     echo_report(report, written)
     exit_on_failures(report)

@@ -39,6 +39,7 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
 
     The output folder is proven writable before the evaluation starts; both files are written atomically
     and together (a failure leaves the previous pair as it was)."""
+    from detr_core.training.engine import NonFiniteLossError
     from detr_core.training.eval_run import EvalConfig, evaluate_checkpoint, format_losses
 
     source, pad_to = pop_dataset_options(kwargs)
@@ -46,8 +47,8 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
                         **kwargs)
     try:
         result = evaluate_checkpoint(config)
-    except (CheckpointError, DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (CheckpointError, DatasetError, ValueError, NonFiniteLossError) as exc:
+        raise click.ClickException(f"{checkpoint}: {exc}" if isinstance(exc, NonFiniteLossError) else str(exc)) from None
     click.echo(f"loss: {format_losses(result.metrics['loss'])}")
     click.echo(result.summary)
     click.echo(f"wrote {result.metrics_path} and {result.detections_path}")

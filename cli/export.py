@@ -11,6 +11,7 @@ import click
 
 from cli.options import parse_hw_option
 from detr_core.checkpoint import CheckpointError, load_checkpoint
+from detr_core.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,6 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _format_options(fmt: str, opset: int | None, exporter: str | None, method: str | None) -> dict[str, Any]:
@@ -114,8 +111,8 @@ def _run_export(export_model, model, fmt: str, path: Path, **kwargs: Any):
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         logger.debug("export failed", exc_info=True)
-        raise click.ClickException(f"{path}: export to {fmt} not written ({exc.strerror or _first_line(exc)}); "
+        raise click.ClickException(f"{path}: export to {fmt} not written ({exc.strerror or first_line(exc)}); "
                                    "any previous file is untouched") from None
     except (ValueError, RuntimeError) as exc:
         logger.debug("export failed", exc_info=True)
-        raise click.ClickException(f"export to {fmt} failed: {_first_line(exc)}") from None
+        raise click.ClickException(f"export to {fmt} failed: {first_line(exc)}") from None

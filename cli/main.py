@@ -15,16 +15,12 @@ import traceback
 
 import click
 
+from detr_core.errors import first_line, typed_line
+
 logger = logging.getLogger(__name__)
 
 _PASS_THROUGH = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
                  SystemExit, KeyboardInterrupt, GeneratorExit)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of ``str(exc)`` (the exception's type name when it has no message)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def os_error_line(exc: OSError) -> str:
@@ -39,7 +35,7 @@ def error_line(exc: Exception) -> str:
     """One line for an exception no command turned into a ``ClickException`` itself."""
     if isinstance(exc, OSError):
         return os_error_line(exc)
-    return f"{type(exc).__name__}: {first_line(exc)}"
+    return typed_line(exc)
 
 
 class OneLineErrors(click.Group):

@@ -57,6 +57,21 @@ def atomic_output(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+def probe_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove 4 KiB can be written in it (a full disk refuses data, not an
+    empty file) with a probe file, removed again; ``OSError`` (read-only, full, not a folder) otherwise."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".detrtool-probe.", dir=folder)
+    try:
+        os.write(fd, b"\0" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return folder
+
+
 def remove_orphans(path: str | Path) -> list[Path]:
     """Remove the temp files of ``path`` left by processes that no longer run; returns them."""
     path = Path(path)

@@ -17,6 +17,7 @@ from torch import nn
 
 from detr_core.atomic import atomic_write
 from detr_core.config import ModelConfig
+from detr_core.errors import first_line
 from detr_core.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_failure(exc: BaseException) -> str:
     """One plain line for why ``torch.load(weights_only=True)`` failed: for a refused pickle, the object
     it refused (``Unsupported global: GLOBAL posix.system``: code that would have run); else the first line."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    refused = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.\s|$)", text, re.MULTILINE)
-    if refused:
-        return f"refused by the weights-only unpickler: {refused.group(1).strip()}"
-    return text.splitlines()[0] if text else type(exc).__name__
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        reason = first_line(ValueError(detail.split(" was not an allowed global")[0]))
+        return f"refused by the weights-only unpickler: {reason.rstrip('.')}"
+    line = first_line(exc)
+    return "neither a PyTorch zip archive nor a pickle" if line.isdigit() or line == "EOFError" else line
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> ModelConfig:

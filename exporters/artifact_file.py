@@ -21,6 +21,8 @@ import logging
 import zipfile
 from pathlib import Path
 
+from detr_core.errors import first_line  # noqa: F401  (re-exported to the format modules)
+
 logger = logging.getLogger(__name__)
 
 METADATA_MEMBER = "extra/detrtool.json"
@@ -34,12 +36,6 @@ class ArtifactError(ValueError):
 
 class IntegrityError(ArtifactError):
     """The artifact's content does not match the hash recorded at export."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (its type name when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_artifact(path: Path) -> bytes:

@@ -201,6 +201,11 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *,
         images, mask, targets = to_device(batch, device)
         with precision.autocast():
             outputs = _float_outputs(model(images, mask))
+        bad = non_finite_outputs(outputs)
+        if bad:  # scoring NaN scores would print a meaningless AP; the matcher cannot match them either
+            ids = [int(t["image_id"]) for t in targets]
+            raise NonFiniteLossError(f"the model's outputs hold NaN/inf ({', '.join(bad)}) on image id(s) {ids}: "
+                                     "the weights are broken (a diverged run?); nothing was scored")
         if criterion is not None:
             losses = criterion(outputs, targets)
             total = sum(losses[k] * w for k, w in (weight_dict or {}).items() if k in losses)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from detr_core.atomic import atomic_write
+from detr_core.atomic import atomic_write, probe_writable
 from detr_core.checkpoint import load_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.coco import DatasetError
 from detr_core.data.sources import DatasetSource, build_dataset
+from detr_core.errors import first_line
 from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
 from detr_core.evaluation.ground_truth import coco_ground_truth
 from detr_core.losses import build_criterion
@@ -85,7 +85,7 @@ def eval_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"--device {name}: not a device name ({str(exc).splitlines()[0]})") from None
+        raise ValueError(f"--device {name}: not a device name ({first_line(exc)})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine (torch.cuda.is_available() "
                          "is False); use --device cpu")
@@ -104,15 +104,10 @@ def _output_error(path: Path, exc: OSError) -> ValueError:
 def writable_output_dir(path: str | Path) -> Path:
     """Create ``path`` and prove a file can be written in it (a probe file, removed) before any work;
     ``ValueError`` naming ``--output-dir`` (read-only, full, not a folder) otherwise."""
-    path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".detrtool-probe.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        return probe_writable(path)
     except OSError as exc:
-        raise _output_error(path, exc) from None
-    return path
+        raise _output_error(Path(path), exc) from None
 
 
 def write_eval_outputs(out: Path, detections: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[Path, Path]:

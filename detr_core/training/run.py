@@ -30,6 +30,7 @@ from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.sources import DatasetSource, build_dataset
+from detr_core.errors import first_line
 from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
 from detr_core.losses import build_criterion
 from detr_core.presets import transforms_for
@@ -255,13 +256,8 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
         save_checkpoint(path, payload)
     except (OSError, RuntimeError) as exc:
         free = shutil.disk_usage(path.parent).free / 1e6
-        raise TrainingError(f"{path}: cannot write the checkpoint ({_first_line(exc)}; {free:.1f} MB free on that "
+        raise TrainingError(f"{path}: cannot write the checkpoint ({first_line(exc)}; {free:.1f} MB free on that "
                             "disk); the previous one is left untouched") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def append_log(out: Path, record: dict[str, Any]) -> None:
@@ -269,7 +265,7 @@ def append_log(out: Path, record: dict[str, Any]) -> None:
     try:
         append_record(out, record)
     except OSError as exc:
-        raise TrainingError(f"{out / 'log.jsonl'}: cannot append epoch {record.get('epoch')} ({_first_line(exc)}); "
+        raise TrainingError(f"{out / 'log.jsonl'}: cannot append epoch {record.get('epoch')} ({first_line(exc)}); "
                             "the checkpoint holds it and --resume restores it") from None
 
 
@@ -372,7 +368,7 @@ class EpochLoop:
             append_log(self.out, record)
             log.info("epoch %d: %s", epoch, _summary(record))
         if failure is not None:
-            raise TrainingError(f"epoch {epoch}: evaluation failed ({type(failure).__name__}: {_first_line(failure)}); "
+            raise TrainingError(f"epoch {epoch}: evaluation failed ({type(failure).__name__}: {first_line(failure)}); "
                                 f"the trained epoch is saved in {self.out / 'checkpoint.pth'} and logged")
 
     def evaluate_into(self, record: dict[str, Any]) -> Exception | None:

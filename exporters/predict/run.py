@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from detr_core.cross_attention import capture_cross_attention, crop_to_image
 from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from detr_core.errors import first_line
 from detr_core.postprocess import postprocess_tensors
 from exporters.image_inputs import Failure, InputImage, read_image
 from exporters.prepare import prepare
@@ -131,9 +132,8 @@ class Predictor:
         try:
             results = self.predict_images(batch)
         except (RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             logger.debug("batch failed", exc_info=True)
-            results = [Failure(image.path, f"inference failed ({first})") for image in batch]
+            results = [Failure(image.path, f"inference failed ({first_line(exc)})") for image in batch]
         yield from results
 
     def predict_images(self, images: Sequence[InputImage]) -> list[ImageDetections]:

@@ -366,3 +366,12 @@ def test_eval_nheads_that_does_not_divide_the_width(dataset, tmp_path, previous,
 def test_eval_device_that_is_not_a_device(dataset, tmp_path, previous, tiny_checkpoint_path):
     args = _eval_args(_write(tmp_path, dataset[1]), dataset[0], previous, tiny_checkpoint_path, "--device", "gpu0")
     check_bad_input(args, names=["--device gpu0", "not a device name"], protect=[previous])
+
+
+def test_eval_of_a_checkpoint_with_nan_weights(dataset, tmp_path, previous, tiny_checkpoint_path):
+    ckpt = torch.load(tiny_checkpoint_path, weights_only=True)
+    ckpt["model"]["class_embed.bias"] = torch.full_like(ckpt["model"]["class_embed.bias"], float("nan"))
+    broken = tmp_path / "diverged.pth"
+    torch.save(ckpt, broken)
+    args = _eval_args(_write(tmp_path, dataset[1]), dataset[0], previous, broken)
+    check_bad_input(args, names=["diverged.pth", "pred_logits", "NaN/inf", "nothing was scored"], protect=[previous])

@@ -1,0 +1,19 @@
+"""Error text for one-line messages: every layer that turns an exception into a line uses these."""
+
+from __future__ import annotations
+
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``str(exc)`` (colour codes removed); the exception's type name when
+    it has no message."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def typed_line(exc: BaseException) -> str:
+    """``<ExceptionType>: <first line>``, for failures nothing upstream foresaw (a bench row, the CLI)."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
