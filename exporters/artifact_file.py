@@ -8,17 +8,24 @@ in the metadata) covers the artifact without its own metadata:
   in name order, except ``extra/detrtool.json`` (the metadata) and ``.data/serialization_id`` (which
   PyTorch derives from all members, the metadata included);
 - ONNX: sha256 of the model proto with the ``detrtool.*`` metadata props removed, serialised
-  deterministically.
+  deterministically;
+- OpenVINO IR (two files, ``.xml`` + ``.bin``): sha256 of the ``.xml`` with its metadata entry blanked,
+  then of the ``.bin`` (:func:`exporters.openvino.ir_digest`). Such an artifact is serialised as a
+  :class:`MultiFileArtifact` and written as a pair by :func:`companion_files`.
 
 A mismatch at load time is one :class:`IntegrityError` line naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import os
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from detr_core.errors import first_line  # noqa: F401  (re-exported to the format modules)
@@ -101,3 +108,53 @@ def check_digest(path: Path, *, recorded: str | None, actual: str) -> None:
         return
     if recorded != actual:
         raise IntegrityError(f"{path}: {MISMATCH}")
+
+
+@dataclass(frozen=True)
+class MultiFileArtifact:
+    """An artifact of several files: ``main`` (the file named by the user) and ``companions``, keyed by
+    the suffix that replaces the main file's (OpenVINO: ``{".bin": weights}``)."""
+
+    main: bytes
+    companions: dict[str, bytes] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def companion_files(tmp: Path, final: Path, data: bytes | MultiFileArtifact) -> Iterator[bytes]:
+    """Write ``data``'s companions as fresh temp files beside ``tmp`` (``tmp.with_suffix(s)``, where a
+    loader given ``tmp`` looks for them) and yield the main file's bytes; on a normal exit each companion
+    is fsync'ed and renamed to ``final.with_suffix(s)``, on any exception removed (``final``'s companions
+    untouched). Plain bytes pass through. Use inside :func:`detr_core.atomic.atomic_output` so that the
+    main file is renamed last: a kill between the renames leaves a pair whose content hash disagrees."""
+    if not isinstance(data, MultiFileArtifact):
+        yield data
+        return
+    written: list[tuple[Path, Path]] = []
+    try:
+        for suffix, blob in data.companions.items():
+            written.append((tmp.with_suffix(suffix), final.with_suffix(suffix)))
+            _write_fresh(written[-1][0], blob, final=written[-1][1])
+        yield data.main
+        for temp, target in written:
+            os.replace(temp, target)
+    except BaseException:
+        for temp, _ in written:
+            temp.unlink(missing_ok=True)
+        raise
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The files of the artifact at ``path``: itself, and for an OpenVINO ``.xml`` its ``.bin``."""
+    path = Path(path)
+    return [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
+
+
+def _write_fresh(path: Path, blob: bytes, *, final: Path) -> None:
+    """``blob`` into the new file ``path``, fsync'ed; an ``OSError`` names ``final``."""
+    try:
+        with open(path, "xb") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from None

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.atomic import atomic_output
+from exporters.artifact_file import companion_files
 from exporters.formats import get_format
 from exporters.metadata import ArtifactMetadata, build_metadata
 from exporters.wrapper import io_names, wrap
@@ -90,8 +91,8 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
     data = fmt.exporter(wrapper, examples, metadata=metadata, **options)
     seconds = time.perf_counter() - start
     report = None
-    with atomic_output(path, suffix=path.suffix) as tmp:
-        write_new_file(tmp, data, final=path)
+    with atomic_output(path, suffix=path.suffix) as tmp, companion_files(tmp, path, data) as main:
+        write_new_file(tmp, main, final=path)
         metadata = fmt.read_metadata(tmp)
         if validate:
             report = _validate(model, tmp, path, images=validate_images, threshold=validate_threshold,

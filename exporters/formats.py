@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters import onnx as onnx_format
+from exporters import openvino as openvino_format
 from exporters import torch_export, torchscript
 from exporters.backend import Backend
 from exporters.metadata import ArtifactMetadata, MetadataError
@@ -98,6 +99,13 @@ FORMATS: dict[str, ExportFormat] = {
         options=(FormatOption("strict", False, (False, True), "torch.export strict mode"),),
         exporter=torch_export.export_program, loader=torch_export.load_program,
         read_metadata=torch_export.read_program_metadata,
+    ),
+    "openvino": ExportFormat(
+        name="openvino", suffix=".xml", suffixes=(".xml",),
+        description="OpenVINO IR (.xml + .bin beside it) converted from detrtool's ONNX, run with OpenVINO (CPU)",
+        options=(FormatOption("weights", "fp32", openvino_format.WEIGHTS, "weights stored as fp32 or fp16"),),
+        exporter=openvino_format.export_openvino, loader=openvino_format.load_openvino,
+        read_metadata=openvino_format.read_openvino_metadata,
     ),
 }
 
