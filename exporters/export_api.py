@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from detr_core.atomic import atomic_output
 from exporters.artifact_file import companion_files
 from exporters.formats import get_format
-from exporters.metadata import ArtifactMetadata, build_metadata
+from exporters.metadata import DYNAMIC_LIMITS, ArtifactMetadata, build_metadata
 from exporters.wrapper import io_names, wrap
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,13 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
            batch_size: int = 1, with_postprocess: bool = False, size: int | None = None,
            max_size: int | None = None, validate: bool = True, validate_images: str | Path | None = None,
            validate_threshold: float = 0.5, tolerance: float = 1e-4, extra_metadata: dict | None = None,
-           **format_options: Any) -> ExportResult:
+           dynamic: bool = False, **format_options: Any) -> ExportResult:
     """Export ``model`` (a ``DETR``; put in eval mode) to ``path`` with a static ``batch_size`` x canvas
     ``input_size`` (H, W) and a live mask; validate against eager unless ``validate=False``.
+
+    ``dynamic``: batch, height and width symbolic (ONNX, torch.export; TorchScript ``script`` is
+    shape-agnostic anyway, ``trace`` is refused); ``batch_size`` x ``input_size`` is then only the example
+    traced (recorded), and validation runs at batch 1 and 3 on that canvas and one of another aspect.
 
     ``size``/``max_size``: the resize rule recorded for runtimes (default: the canvas's shorter and
     longer side). ``format_options``: the format's options (see ``exporters.formats``), e.g.
@@ -78,11 +82,15 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
     options = fmt.resolve_options(format_options)
     path = output_path(path, fmt.suffixes)
     input_size = (int(input_size[0]), int(input_size[1]))
+    if dynamic:
+        check_dynamic(fmt.name, options, input_size=input_size, batch_size=batch_size)
+        batch_size = max(2, batch_size)  # torch.export specialises a dimension whose example is 1
     inputs_names, output_names = io_names(with_postprocess=with_postprocess)
     metadata = build_metadata(
         model, format=fmt.name, input_size=input_size, batch_size=batch_size,
         size=size or min(input_size), max_size=max_size or max(input_size), with_postprocess=with_postprocess,
-        input_names=inputs_names, output_names=output_names, format_options=options, extra=extra_metadata)
+        input_names=inputs_names, output_names=output_names, format_options=options, extra=extra_metadata,
+        dynamic=dynamic)
     wrapper = wrap(model, with_postprocess=with_postprocess)
     device = next(model.parameters()).device
     examples = example_inputs(batch_size=batch_size, input_size=input_size,
@@ -99,6 +107,18 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
                                tolerance=tolerance, device=str(device))
     logger.info("exported %s to %s in %.1f s", fmt.name, path, seconds)
     return ExportResult(path=path, format=fmt.name, metadata=metadata, validation=report, export_seconds=seconds)
+
+
+def check_dynamic(fmt: str, options: dict[str, Any], *, input_size: tuple[int, int], batch_size: int) -> None:
+    """``ValueError`` for a dynamic export that cannot be: a traced TorchScript (the trace bakes the example's
+    shapes into the graph) or an example outside the symbolic ranges."""
+    if fmt == "torchscript" and options.get("method") == "trace":
+        raise ValueError("--dynamic does not apply to a traced TorchScript (the trace fixes the example's "
+                         "shapes); use --method script, which takes any shape")
+    for name, value in (("batch", batch_size), ("height", input_size[0]), ("width", input_size[1])):
+        low, high = DYNAMIC_LIMITS[name]
+        if not low <= value <= high:
+            raise ValueError(f"--dynamic: the example {name} {value} is outside the symbolic range {low}..{high}")
 
 
 def write_new_file(tmp: Path, data: bytes, *, final: Path) -> None:

@@ -46,7 +46,9 @@ class ArtifactMetadata:
     ``assumed``: architecture values the checkpoint could not tell and that were assumed at export
     (e.g. ``{"nheads": 8}`` for an official checkpoint exported without ``--nheads``).
     ``content_sha256``: the hash of the artifact without its metadata (see
-    :mod:`exporters.artifact_file`), verified on every load."""
+    :mod:`exporters.artifact_file`), verified on every load.
+    ``dynamic``: batch, height and width are symbolic (``input_size``/``batch_size`` are then the example
+    used at export); ``dynamic_limits``: ``{"batch": [min, max], "height": [...], "width": [...]}``."""
 
     format: str
     input_size: tuple[int, int]
@@ -68,6 +70,8 @@ class ArtifactMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
     assumed: dict[str, Any] = field(default_factory=dict)
     content_sha256: str = ""
+    dynamic: bool = False
+    dynamic_limits: dict[str, list[int]] = field(default_factory=dict)
     detrtool_version: str = field(default_factory=detrtool_version)
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
@@ -114,7 +118,7 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
                    size: int, max_size: int | None, with_postprocess: bool,
                    input_names: tuple[str, ...], output_names: tuple[str, ...],
                    format_options: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None) -> ArtifactMetadata:
+                   extra: dict[str, Any] | None = None, dynamic: bool = False) -> ArtifactMetadata:
     """Metadata of ``model`` (a ``DETR`` with ``.config``) exported with these settings."""
     config = getattr(model, "config", None)
     model_config = dataclasses.asdict(config) if config is not None else {}
@@ -127,5 +131,15 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
         input_names=tuple(input_names), output_names=tuple(output_names),
         format_options=dict(format_options or {}), model_config=model_config, extra=dict(extra or {}),
         assumed=dict(getattr(model, "assumed_config", None) or {}),
+        dynamic=bool(dynamic), dynamic_limits=dynamic_limits() if dynamic else {},
     )
+
+
+#: Range of each symbolic dimension of a dynamic export: a side below 64 px leaves a ResNet (stride 32) a
+#: 1x1 feature map, which torch.export cannot keep symbolic.
+DYNAMIC_LIMITS: dict[str, tuple[int, int]] = {"batch": (1, 1024), "height": (64, 4096), "width": (64, 4096)}
+
+
+def dynamic_limits() -> dict[str, list[int]]:
+    return {name: list(bounds) for name, bounds in DYNAMIC_LIMITS.items()}
 

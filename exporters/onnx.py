@@ -27,6 +27,7 @@ from detr_core.atomic import atomic_write_bytes
 from exporters.artifact_file import ArtifactError, check_digest, first_line, read_artifact
 from exporters.backend import Backend
 from exporters.metadata import HASH_FIELD, PROP_PREFIX, ArtifactMetadata, MetadataError
+from exporters.wrapper import dynamic_axes, dynamic_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,20 @@ def check_exporter_options(*, exporter: str, opset: int, **_: object) -> None:
 
 def export_onnx(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metadata: ArtifactMetadata,
                 exporter: str = "dynamo", opset: int = DEFAULT_OPSET) -> bytes:
-    """``wrapper`` with static shapes as one self-contained ONNX model (in memory), checked, with the
-    metadata props and the content hash."""
+    """``wrapper`` as one self-contained ONNX model (in memory), checked, with the metadata props and the
+    content hash. Static shapes, or, with ``metadata.dynamic``, symbolic ``batch``, ``height`` and ``width``
+    (dynamo: ``dynamic_shapes`` with ``torch.export.Dim``; legacy: ``dynamic_axes``)."""
     check_exporter_options(exporter=exporter, opset=opset)
     names = {"input_names": list(metadata.input_names), "output_names": list(metadata.output_names)}
     with _quiet():
         if exporter == "dynamo":
+            if metadata.dynamic:
+                names["dynamic_shapes"] = dynamic_shapes(metadata.input_names, metadata.dynamic_limits)
             model = torch.onnx.export(wrapper, example_inputs, dynamo=True, opset_version=int(opset),
                                       verbose=False, **names).model_proto
         else:
+            if metadata.dynamic:
+                names["dynamic_axes"] = dynamic_axes(metadata.input_names, metadata.output_names)
             buffer = io.BytesIO()
             torch.onnx.export(wrapper, example_inputs, buffer, dynamo=False, opset_version=int(opset),
                               do_constant_folding=True, **names)

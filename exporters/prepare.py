@@ -60,11 +60,13 @@ def normalise(image: Tensor, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequ
 
 def prepare(images: Sequence[Any], *, canvas: tuple[int, int] | None = None, size: int = DEFAULT_SIZE,
             max_size: int | None = DEFAULT_MAX_SIZE, batch_size: int | None = None,
-            mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> tuple[Tensor, Tensor, Tensor]:
+            mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+            min_canvas: tuple[int, int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Images (PIL / numpy / uint8 tensors, RGB) -> ``images`` float32 [B, 3, H, W], ``mask`` bool
     [B, H, W] (True on padding) and ``orig_sizes`` int64 [B, 2] (h, w of each original image).
 
-    ``canvas`` (H, W): the static canvas every image is fitted into; None pads to the batch's largest.
+    ``canvas`` (H, W): the static canvas every image is fitted into; None pads to the batch's largest
+    (and at least to ``min_canvas`` when given: the smallest input a dynamic artifact takes).
     ``batch_size``: fill a static batch with black full-canvas images (mask False) after the real ones;
     their rows of the outputs are to be dropped (outputs do not depend on batch-mates).
     """
@@ -82,13 +84,27 @@ def prepare(images: Sequence[Any], *, canvas: tuple[int, int] | None = None, siz
         filler = torch.zeros(3, int(canvas[0]), int(canvas[1]))
         resized += [filler] * (batch_size - len(pixels))
         orig += [(int(canvas[0]), int(canvas[1]))] * (batch_size - len(pixels))
+    if canvas is None and min_canvas is not None:
+        canvas = (max(min_canvas[0], *(int(im.shape[1]) for im in resized)),
+                  max(min_canvas[1], *(int(im.shape[2]) for im in resized)))
     batch, mask = pad_images(resized, canvas)
     return batch, mask, torch.tensor(orig, dtype=torch.int64)
 
 
 def prepare_for(artifact: str | Path | ArtifactMetadata, images: Sequence[Any], *,
                 fill_batch: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`prepare` with the canvas, resize rule, mean/std (and static batch) of an artifact."""
+    """:func:`prepare` with the canvas, resize rule, mean/std (and static batch) of an artifact; a dynamic
+    artifact gets the images as they are (any count), padded to the largest of them (at least its
+    smallest height and width)."""
     meta = artifact if isinstance(artifact, ArtifactMetadata) else read_metadata(artifact)
+    if meta.dynamic:
+        return prepare(images, canvas=None, size=meta.size, max_size=meta.max_size, mean=meta.mean, std=meta.std,
+                       min_canvas=dynamic_min_canvas(meta))
     return prepare(images, canvas=tuple(meta.input_size), size=meta.size, max_size=meta.max_size,
                    batch_size=meta.batch_size if fill_batch else None, mean=meta.mean, std=meta.std)
+
+
+def dynamic_min_canvas(meta: ArtifactMetadata) -> tuple[int, int]:
+    """The smallest (H, W) a dynamic artifact takes (its symbolic ranges' minimum)."""
+    limits = meta.dynamic_limits
+    return int(limits.get("height", (1,))[0]), int(limits.get("width", (1,))[0])

@@ -11,8 +11,11 @@ archive layout falls back to the pre-2.8 reader.
 
 :func:`check_pt2` accepts only what detrtool itself writes: one root folder holding the known members;
 weight and constant payloads stored raw (a pickled one must load with PyTorch's weights-only unpickler);
-sample inputs that load with the weights-only unpickler; no guards, no symbolic shapes, and node targets
-that are ATen / prims operators or plain ``operator`` arithmetic. Anything else is refused in one
+sample inputs that load with the weights-only unpickler; guards, symbolic-shape expressions and ranges
+(dynamic exports) only when every string matches the strict grammar of :mod:`exporters.sym_grammar`
+(sympy constructors of integers and symbols; integer arithmetic over input sizes), parsed with
+:func:`ast.parse` before torch sees it; and node targets that are ATen / prims operators or plain
+``operator`` arithmetic. Anything else is refused in one
 :class:`UnsafeArtifactError` line naming the file and the member.
 """
 
@@ -29,6 +32,7 @@ import torch
 
 from detr_core.checkpoint import load_failure
 from exporters.artifact_file import ArtifactError, first_line, member_suffix, read_member
+from exporters.sym_grammar import GrammarError, check_guard, check_range, check_sym_expr
 
 ALLOWED_MEMBERS = re.compile(
     r"(version|byteorder|archive_format|archive_version|\.data/version|\.data/serialization_id"
@@ -108,19 +112,36 @@ def _check_weights_only(archive: zipfile.ZipFile, member: str, path: Path, *, op
 
 
 def _check_program(archive: zipfile.ZipFile, member: str, path: Path) -> None:
-    """No guards code, no symbolic shapes, only operator targets that cannot run file-supplied code."""
+    """Guards and symbolic shapes only in the strict grammar, only operator targets that cannot run
+    file-supplied code."""
     program = _json_member(archive, member, path)
     if not isinstance(program, dict):
         raise ArtifactError(f"{path}: damaged archive member {member} (not a JSON object)")
-    if program.get("guards_code"):
-        raise _refuse(path, member, "carries guards code (Python that torch.export would exec)")
-    if program.get("range_constraints"):
-        raise _refuse(path, member, "has symbolic shapes (expressions torch.export would eval)")
+    _check_symbolic(program, member, path)
     for key, value in _strings(program):
-        if key == "expr_str":
-            raise _refuse(path, member, f"has a symbolic expression {value[:40]!r}")
         if key in ("target", "as_operator") and not SAFE_TARGET.fullmatch(value):
             raise _refuse(path, member, f"calls {value[:60]!r}, not an ATen operator")
+
+
+def _check_symbolic(program: dict, member: str, path: Path) -> None:
+    """Guards, symbolic expressions and ranges of a dynamic program: each must match the strict grammar
+    of :mod:`exporters.sym_grammar` (torch would ``exec`` / ``sympify`` them)."""
+    guards = program.get("guards_code") or []
+    ranges = program.get("range_constraints") or {}
+    if not isinstance(guards, list) or not isinstance(ranges, dict):
+        raise _refuse(path, member, "has guards or ranges that are not a list / mapping")
+    checks = [(check_guard, "guards code", g) for g in guards]
+    checks += [(check_sym_expr, "symbolic expression", v) for k, v in _strings(program) if k == "expr_str"]
+    for check, what, text in checks:
+        try:
+            check(text)
+        except GrammarError as exc:
+            raise _refuse(path, member, f"has {what} {str(text)[:40]!r} that {exc}") from None
+    for name, bounds in ranges.items():
+        try:
+            check_range(name, bounds)
+        except GrammarError as exc:
+            raise _refuse(path, member, str(exc)) from None
 
 
 def _strings(node: Any, key: str = ""):

@@ -1,7 +1,8 @@
 """One callable interface over every artifact: ``runtime(images, mask[, orig_sizes]) -> dict``.
 
-Inputs are checked against the static shapes and dtypes in the artifact's metadata before the format's
-own runtime sees them, so a wrong input is one clear :class:`InputError` line, not a backend trace.
+Inputs are checked against the static shapes and dtypes in the artifact's metadata (a dynamic artifact:
+ranks, dtypes, one batch/height/width across inputs, the symbolic ranges) before the format's own
+runtime sees them, so a wrong input is one clear :class:`InputError` line, not a backend trace.
 Outputs come back as CPU tensors named as in the metadata (``pred_logits``, ``pred_boxes`` or
 ``scores``, ``labels``, ``boxes``).
 """
@@ -36,7 +37,10 @@ def expected_shapes(meta: ArtifactMetadata) -> dict[str, tuple[int, ...]]:
 
 
 def check_inputs(meta: ArtifactMetadata, inputs: dict[str, Tensor]) -> None:
-    """:class:`InputError` (one line) unless every input has its static shape and dtype."""
+    """:class:`InputError` (one line) unless every input has its static shape and dtype (a dynamic
+    artifact: its rank and dtype, one batch/height/width across inputs, within the symbolic ranges)."""
+    if meta.dynamic:
+        return check_dynamic_inputs(meta, inputs)
     for name, shape in expected_shapes(meta).items():
         tensor = inputs.get(name)
         if tensor is None:
@@ -46,6 +50,38 @@ def check_inputs(meta: ArtifactMetadata, inputs: dict[str, Tensor]) -> None:
                              f"{list(shape)}, got {str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)} "
                              f"(the {meta.format} artifact has a static batch {meta.batch_size} and canvas "
                              f"{meta.input_size[0]}x{meta.input_size[1]}; see exporters.prepare)")
+
+
+_DYNAMIC_DIMS = {"images": ("batch", 3, "height", "width"), "mask": ("batch", "height", "width"),
+                 "orig_sizes": ("batch", 2)}
+
+
+def check_dynamic_inputs(meta: ArtifactMetadata, inputs: dict[str, Tensor]) -> None:
+    """Rank, dtype and fixed dimensions of each input; batch, height and width equal across inputs and
+    within ``meta.dynamic_limits``."""
+    seen: dict[str, tuple[str, int]] = {}
+    for name in meta.input_names:
+        dims, tensor = _DYNAMIC_DIMS[name], inputs.get(name)
+        contract = f"{str(_DTYPES[name]).removeprefix('torch.')} [{', '.join(map(str, dims))}]"
+        if tensor is None:
+            raise InputError(f"{meta.format} artifact needs input {name!r} {contract}")
+        got = f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
+        if tensor.dim() != len(dims) or tensor.dtype != _DTYPES[name] or \
+                any(isinstance(d, int) and d != n for d, n in zip(dims, tensor.shape)):
+            raise InputError(f"input {name!r}: expected {contract}, got {got} (dynamic {meta.format} artifact)")
+        for dim, size in zip(dims, tensor.shape):
+            if isinstance(dim, str):
+                _check_dim(meta, name, dim, int(size), seen)
+
+
+def _check_dim(meta: ArtifactMetadata, name: str, dim: str, size: int, seen: dict[str, tuple[str, int]]) -> None:
+    first = seen.setdefault(dim, (name, size))
+    if first[1] != size:
+        raise InputError(f"input {name!r}: {dim} {size} disagrees with {first[0]!r} ({dim} {first[1]})")
+    low, high = meta.dynamic_limits.get(dim, (1, 1 << 31))
+    if not low <= size <= high:
+        raise InputError(f"input {name!r}: {dim} {size} is outside the range {low}..{high} of this dynamic "
+                         f"{meta.format} artifact (see exporters.prepare)")
 
 
 def _as_tensor(value: Any) -> Tensor | None:

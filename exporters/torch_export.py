@@ -1,5 +1,5 @@
 """torch.export artifacts: an ``ExportedProgram`` of the export wrapper saved as ``.pt2`` (static
-shapes), metadata in the archive's extra files. Loaded with ``torch.export.load``, but only after
+or dynamic shapes), metadata in the archive's extra files. Loaded with ``torch.export.load``, but only after
 :func:`exporters.pt2_safety.check_pt2` has passed the very bytes it loads (no code from the file runs)
 and the content hash recorded at export matches them."""
 
@@ -16,13 +16,16 @@ from exporters.artifact_file import ArtifactError, first_line
 from exporters.backend import Backend, module_backend
 from exporters.metadata import ArtifactMetadata
 from exporters.pt2_safety import check_pt2
+from exporters.wrapper import dynamic_shapes
 
 
 def export_program(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metadata: ArtifactMetadata,
                    strict: bool = False) -> bytes:
     """``torch.export.export(wrapper, example_inputs)`` serialised (in memory) with ``metadata`` and its
-    content hash."""
-    program = torch.export.export(wrapper, example_inputs, strict=strict)
+    content hash; with ``metadata.dynamic`` batch, height and width are ``torch.export.Dim`` s (the
+    program then holds symbolic expressions and guards, which the safety gate checks against its grammar)."""
+    shapes = dynamic_shapes(metadata.input_names, metadata.dynamic_limits) if metadata.dynamic else None
+    program = torch.export.export(wrapper, example_inputs, strict=strict, dynamic_shapes=shapes)
 
     def save(extra_files: dict[str, str]) -> bytes:
         buffer = io.BytesIO()

@@ -5,6 +5,10 @@ padded into the canvas with their masks, (c) batch-mate invariance: each real im
 artifact's batch equal eager's on that image alone (batch 1, same canvas), and, for batches > 1, the
 artifact's outputs follow a permutation of the batch. A row fails when an fp32 max |Δ| exceeds the
 tolerance (1e-4) or the detection sets above the score threshold differ.
+
+A dynamic artifact replaces (a) by rows at batch 1 and 3 on two canvases (its example canvas and one of
+another aspect) with padded masks, and a batch of 3 with an all-False mask; its real images go in
+batches of 3, each padded to the largest of its batch.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from exporters.wrapper import wrap
 logger = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor, Tensor]
+#: The batch sizes a dynamic artifact is validated at.
+DYNAMIC_BATCHES = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def _run_batches(runtime: Runtime, batches: list[tuple[Batch, int]]) -> dict[str
 
 
 def _real_batches(images: list[Tensor], runtime: Runtime) -> list[tuple[Batch, int]]:
-    size = runtime.metadata.batch_size
+    size = DYNAMIC_BATCHES[-1] if runtime.metadata.dynamic else runtime.metadata.batch_size
     chunks = [images[i:i + size] for i in range(0, len(images), size)]
     return [(prepare_for(runtime.metadata, chunk), len(chunk)) for chunk in chunks]
 
@@ -125,18 +131,47 @@ def run_checks(eager: Runtime, artifact: Runtime, images: list[Tensor], descript
     """Full canvas and real images; for batches > 1 also the two batch-mate checks."""
     meta = artifact.metadata
     kw = {"threshold": threshold, "tolerance": tolerance}
-    full = full_canvas_batch(batch_size=meta.batch_size, canvas=tuple(meta.input_size))
-    rows = [_row(f"full canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}",
-                 eager(*full), artifact(*full), full[2], **kw)]
+    if meta.dynamic:
+        rows = dynamic_rows(eager, artifact, **kw)
+    else:
+        full = full_canvas_batch(batch_size=meta.batch_size, canvas=tuple(meta.input_size))
+        rows = [_row(f"full canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}",
+                     eager(*full), artifact(*full), full[2], **kw)]
     batches = _real_batches(images, artifact)
     sizes = torch.cat([b[2][:n] for b, n in batches])
     real = _run_batches(artifact, batches)
     rows.append(_row(description, _run_batches(eager, batches), real, sizes, **kw))
-    if meta.batch_size > 1:  # at batch 1 the row above already compares with eager alone
+    if meta.dynamic or meta.batch_size > 1:  # at batch 1 the row above already compares with eager alone
         eager1 = eager_runtime(eager.backend.native, dataclasses.replace(meta, batch_size=1),
                                device=eager.backend.device)
         rows.append(_row("batch-mates: in batch vs eager alone", _alone(eager1, batches), real, sizes, **kw))
         rows.append(_row("batch-mates: permuted batch", real, _permuted(artifact, batches), sizes, **kw))
+    return rows
+
+
+def other_canvas(canvas: tuple[int, int]) -> tuple[int, int]:
+    """A canvas of another aspect for dynamic validation: ``canvas`` transposed, or 3/2 as wide if square."""
+    h, w = canvas
+    return (w, h) if h != w else (h, w * 3 // 2)
+
+
+def dynamic_rows(eager: Runtime, artifact: Runtime, *, threshold: float, tolerance: float) -> list[CheckRow]:
+    """A dynamic artifact at batch 1 and 3 on its example canvas and on :func:`other_canvas`, with padding in
+    the masks (each image a different size), and at batch 3 with an all-False mask."""
+    from exporters.export_api import example_inputs
+
+    canvas = tuple(artifact.metadata.input_size)
+    post = artifact.metadata.with_postprocess
+    rows = []
+    for hw in (canvas, other_canvas(canvas)):
+        for batch in DYNAMIC_BATCHES:
+            inputs = example_inputs(batch_size=batch, input_size=hw, with_postprocess=True, seed=batch)
+            feed = inputs if post else inputs[:2]
+            rows.append(_row(f"dynamic {hw[0]}x{hw[1]}, batch {batch}, padded masks", eager(*feed),
+                             artifact(*feed), inputs[2], threshold=threshold, tolerance=tolerance))
+    full = full_canvas_batch(batch_size=DYNAMIC_BATCHES[-1], canvas=other_canvas(canvas))
+    rows.append(_row(f"dynamic {full[0].shape[2]}x{full[0].shape[3]}, batch 3, mask all False", eager(*full),
+                     artifact(*full), full[2], threshold=threshold, tolerance=tolerance))
     return rows
 
 
