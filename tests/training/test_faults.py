@@ -97,8 +97,14 @@ def shapes_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(shapes_root, tmp_path_factory) -> Path:
-    """The uninterrupted run."""
-    return train(tiny_config(shapes_root, tmp_path_factory.mktemp("full") / "run", **SETTINGS))
+    """The uninterrupted run, on one thread like the killed children (module fixtures start before the
+    function-scoped ``one_thread``, and the float rounding of the sums depends on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(tiny_config(shapes_root, tmp_path_factory.mktemp("full") / "run", **SETTINGS))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _kill_at(phase: str, data: Path, out: Path) -> None:
