@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.options import dataset_options, pop_dataset_options
+from cli.options import ReferenceSpellings, dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
 from detr_core.data.coco import DatasetError
 
@@ -16,7 +16,7 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-@click.command("eval")
+@click.command("eval", cls=ReferenceSpellings)
 @click.option("--resume", "checkpoint", required=True, type=click.Path(exists=True),
               help="Checkpoint to evaluate (detrtool, official facebookresearch/detr, or a Hugging Face DETR "
                    "folder / .safetensors).")
@@ -33,9 +33,15 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 @click.option("--eval-size", type=click.IntRange(min=16), help="Shorter side for evaluation (reference: 800; >= 16).")
 @click.option("--nheads", type=click.IntRange(min=1), help="Official checkpoints cannot carry it (default 8).")
 @click.option("--dilation/--no-dilation", default=None, help="Official DC5 checkpoints: --dilation.")
+@click.option("--aux-loss/--no-aux-loss", default=True, show_default=True,
+              help="Count the auxiliary decoder layers in the loss statistics (the reference's --no_aux_loss: off).")
 @click.option("--progress/--no-progress", default=True)
 def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
     """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json.
+
+    The loss statistics are the reference's (main.py --eval): per-batch values averaged over batches.
+    The reference's option spellings work too (--coco_path, --batch_size, --no_aux_loss, ...), and so does
+    its whole command line with detrtool in place of `python main.py`.
 
     The output folder is proven writable before the evaluation starts; both files are written atomically
     and together (a failure leaves the previous pair as it was)."""
@@ -50,5 +56,8 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
     except (CheckpointError, DatasetError, ValueError, NonFiniteLossError) as exc:
         raise click.ClickException(f"{checkpoint}: {exc}" if isinstance(exc, NonFiniteLossError) else str(exc)) from None
     click.echo(f"loss: {format_losses(result.metrics['loss'])}")
+    click.echo(f"  (averaged per batch over {result.metrics['num_batches']} batch(es) of up to "
+               f"{result.metrics['batch_size']} image(s), as the reference's MetricLogger; auxiliary layers "
+               f"{'included' if result.metrics['aux_loss'] else 'left out'})")
     click.echo(result.summary)
     click.echo(f"wrote {result.metrics_path} and {result.detections_path}")

@@ -39,7 +39,14 @@ def error_line(exc: Exception) -> str:
 
 
 class OneLineErrors(click.Group):
-    """A group whose every failure is one ``Error:`` line (see the module docstring)."""
+    """A group whose every failure is one ``Error:`` line (see the module docstring). Given options and no
+    command (the reference's ``python main.py ...`` with ``detrtool`` in its place), it runs ``eval`` when
+    ``--eval`` is among them, else ``train`` (:func:`cli.options.reference_command_line`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from cli.options import reference_command_line
+
+        return super().parse_args(ctx, reference_command_line(args))
 
     def invoke(self, ctx: click.Context):
         try:

@@ -1,15 +1,20 @@
 """How a command names its data (:class:`DatasetSource`) and how that becomes a dataset.
 
-Precedence: ``voc_root`` → explicit ``{split}_images``/``{split}_ann`` → ``coco_path`` (reference layout
+Precedence: ``voc_root`` → ``yolo_root`` → explicit ``{split}_images``/``{split}_ann`` → ``coco_path`` (reference layout
 ``DIR/{split}2017`` + ``DIR/annotations/instances_{split}2017.json``) → the cached synthetic shapes when
 nothing is given. VOC splits: ``train`` reads ``trainval``; ``val`` reads ``test`` for VOC2007 when
-``ImageSets/Main/test.txt`` exists, else ``val``.
+``ImageSets/Main/test.txt`` exists, else ``val``. YOLO splits are ``data.yaml``'s ``train`` / ``val``.
+A ``coco_path`` that is a VOC folder (``Annotations/`` + ``ImageSets/Main/``, no COCO annotations) is read
+as ``voc_root`` and said so (:func:`recognise_voc`): the reference's ``--coco_path VOCdevkit/VOC2007``.
+
+``class_map`` (``coco-voc`` or a JSON file, :mod:`detr_core.data.class_map`) says which dataset category
+each model class is; it travels with the data and does not name any.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -18,6 +23,7 @@ from torch.utils.data import Dataset
 from detr_core.data.coco import CocoDetection, DatasetError, Transforms
 from detr_core.data.shapes import ShapesParams, ensure_default_shapes
 from detr_core.data.voc import VocDetection, resolve_voc_dir
+from detr_core.data.yolo import YoloDetection
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +35,8 @@ class DatasetSource:
     """Where the data lives; all ``None`` means "the synthetic shapes default".
 
     ``allow_outside_images``: read an image whose ``file_name`` (COCO) or ``<filename>`` (VOC) leaves its
-    images folder (an absolute path, or ``..`` out of it); refused by default.
+    images folder (an absolute path, or ``..`` out of it); refused by default. ``yolo_root``: a folder with a
+    ``data.yaml`` (:mod:`detr_core.data.yolo`). ``class_map``: model class -> dataset category.
     """
 
     coco_path: str | None = None
@@ -41,11 +48,13 @@ class DatasetSource:
     voc_year: str = "2007"
     remove_difficult: bool = False
     allow_outside_images: bool = False
+    yolo_root: str | None = None
+    class_map: str | None = None
 
     @property
     def is_default(self) -> bool:
         """True when no dataset is named (the shapes default is used)."""
-        names = ("coco_path", "train_images", "train_ann", "val_images", "val_ann", "voc_root")
+        names = ("coco_path", "train_images", "train_ann", "val_images", "val_ann", "voc_root", "yolo_root")
         return all(getattr(self, n) is None for n in names)
 
     @classmethod
@@ -97,6 +106,9 @@ def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | 
                           transforms=transforms, remove_difficult=source.remove_difficult,
                           cache_images=cache_images, allow_outside_images=source.allow_outside_images)
         return BuiltDataset(ds, ds.num_classes, ds.class_names)
+    if source.yolo_root is not None:
+        yolo = YoloDetection(source.yolo_root, split=split, transforms=transforms, cache_images=cache_images)
+        return BuiltDataset(yolo, yolo.num_classes, yolo.class_names)
     if source.is_default:
         root = ensure_default_shapes(progress=progress, **(shapes_params or {}))
         source = DatasetSource(coco_path=str(root))
@@ -105,6 +117,31 @@ def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | 
     ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images,
                        allow_outside_images=source.allow_outside_images)
     return BuiltDataset(ds, ds.num_classes, ds.class_names)
+
+
+def _voc_year_of(folder: Path) -> str | None:
+    """``"2007"``/``"2012"`` when ``folder`` is a VOC year folder (``Annotations/`` + ``ImageSets/Main/``)."""
+    if not ((folder / "Annotations").is_dir() and (folder / "ImageSets" / "Main").is_dir()):
+        return None
+    return "2012" if folder.name.endswith("2012") else "2007"
+
+
+def recognise_voc(source: DatasetSource) -> DatasetSource:
+    """``source`` with a ``coco_path`` that is a VOC folder (a VOCdevkit year folder, or a VOCdevkit holding
+    one) and holds no COCO annotations read as ``voc_root`` (logged); unchanged otherwise."""
+    if source.coco_path is None or source.voc_root is not None:
+        return source
+    root = Path(source.coco_path)
+    if (root / "annotations").is_dir():
+        return source
+    folder = next((f for f in (root, root / f"VOC{source.voc_year}", root / "VOC2007", root / "VOC2012")
+                   if _voc_year_of(f)), None)
+    if folder is None:
+        return source
+    year = _voc_year_of(folder)
+    logger.info("--coco-path %s is a Pascal VOC%s folder (Annotations/, ImageSets/Main/, no annotations/ "
+                "folder): read as --voc-root %s --voc-year %s", root, year, folder, year)
+    return replace(source, coco_path=None, voc_root=str(folder), voc_year=str(year))
 
 
 def default_shapes_params() -> ShapesParams:

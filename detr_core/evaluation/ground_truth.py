@@ -11,16 +11,22 @@ from torch.utils.data import Dataset
 
 from detr_core.data.sources import DatasetSource, voc_split_name
 from detr_core.data.voc import voc_to_coco
+from detr_core.data.yolo import yolo_to_coco
 
 
 def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
-    """``dataset.coco`` for COCO-format sets; VOC splits are converted (same ids and boxes as the dataset)."""
+    """``dataset.coco`` for COCO-format sets; VOC and YOLO splits are converted (same ids and boxes as the
+    dataset)."""
     coco = getattr(dataset, "coco", None)
     if coco is not None:
         return coco
+    data = None
     if source.voc_root is not None:
         data = voc_to_coco(source.voc_root, voc_split_name(source, "val"), year=source.voc_year,
                            remove_difficult=source.remove_difficult, allow_outside_images=source.allow_outside_images)
+    elif source.yolo_root is not None:
+        data = yolo_to_coco(source.yolo_root, getattr(dataset, "split", "val"))
+    if data is not None:
         gt = COCO()
         gt.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):

@@ -189,11 +189,26 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
     return stats
 
 
+def reference_stats(losses: dict[str, Tensor], weight_dict: dict[str, float]) -> dict[str, float]:
+    """One batch's statistics as the reference's ``evaluate`` logs them (facebookresearch/detr ``main.py
+    --eval``): every weighted loss scaled by its weight (``loss_ce``, ``loss_bbox``, ``loss_giou`` and, with
+    auxiliary losses, ``loss_ce_0`` ...), ``loss`` their sum, ``class_error``, and every criterion output
+    unscaled with the suffix ``_unscaled`` (``class_error_unscaled``, ``cardinality_error_unscaled``, ...)."""
+    scaled = {k: float(v) * weight_dict[k] for k, v in losses.items() if k in weight_dict}
+    stats = {**scaled, **{f"{k}_unscaled": float(v) for k, v in losses.items()}, "loss": sum(scaled.values())}
+    if "class_error" in losses:
+        stats["class_error"] = float(losses["class_error"])
+    return stats
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *, device: torch.device,
              weight_dict: dict[str, float] | None = None, evaluator: Any = None, precision: Precision | None = None,
              progress: bool = True) -> tuple[dict[str, float], dict[str, float] | None]:
-    """Loss statistics (when ``criterion``) and, with ``evaluator``, its COCO metrics (main process)."""
+    """Loss statistics (when ``criterion``) and, with ``evaluator``, its COCO metrics (main process).
+
+    The statistics are the reference's: :func:`reference_stats` of each batch, averaged over batches (its
+    ``MetricLogger`` global average: every batch counts once, whatever its size) and over processes."""
     precision = precision or Precision(device)
     model.eval()
     meter = Meter()
@@ -207,9 +222,7 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *,
             raise NonFiniteLossError(f"the model's outputs hold NaN/inf ({', '.join(bad)}) on image id(s) {ids}: "
                                      "the weights are broken (a diverged run?); nothing was scored")
         if criterion is not None:
-            losses = criterion(outputs, targets)
-            total = sum(losses[k] * w for k, w in (weight_dict or {}).items() if k in losses)
-            meter.update(_logged(losses, torch.as_tensor(total)), images.shape[0])
+            meter.update(reference_stats(criterion(outputs, targets), weight_dict or {}))
         if evaluator is not None:
             sizes = torch.stack([t["orig_size"] for t in targets])
             results = postprocess(outputs, sizes)

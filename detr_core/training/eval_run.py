@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from detr_core.atomic import atomic_write, probe_writable
@@ -18,9 +19,11 @@ from detr_core.checkpoint import load_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
+from detr_core.data.class_map import ResolvedClassMap, data_names_of, load_class_map, mismatch_warning
 from detr_core.data.coco import DatasetError
 from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.errors import first_line
+from detr_core.evaluation.class_mapped import ClassMappedEvaluator, map_targets
 from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
 from detr_core.evaluation.ground_truth import coco_ground_truth
 from detr_core.losses import build_criterion
@@ -46,6 +49,7 @@ class EvalConfig:
     eval_size: int | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. nheads=4 for official files
     progress: bool = True
+    aux_loss: bool = True  # False: the reference's --no_aux_loss (no auxiliary decoder layers in the loss)
 
 
 @dataclass
@@ -72,7 +76,8 @@ def _loader(config: EvalConfig, run: dict[str, Any]) -> tuple[Any, DataLoader]:
     built = build_dataset(config.data, "val", transforms, shapes_params={"image_size": image_size},
                           progress=config.progress)
     if len(built.dataset) == 0:  # type: ignore[arg-type]
-        where = getattr(built.dataset, "ann_file", None) or getattr(built.dataset, "voc_dir", "the val split")
+        where = next((getattr(built.dataset, a) for a in ("ann_file", "voc_dir", "images_dir")
+                      if getattr(built.dataset, a, None) is not None), "the val split")
         raise DatasetError(f"{where}: the evaluation set is empty (no images)")
     loader = DataLoader(built.dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=make_collate(config.pad_to))
@@ -132,20 +137,82 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
     device = eval_device(config.device)
     out = writable_output_dir(config.output_dir)
     run, loss_config = _stored_run(config.checkpoint)
-    model = load_checkpoint(config.checkpoint, **config.model_overrides).to(device)
-    dataset, loader = _loader(config, run)
-    validate_num_classes(dataset, model.num_classes)
-    criterion = build_criterion(loss_config, num_classes=model.num_classes, dec_layers=model.config.dec_layers,
-                                aux_loss=model.aux_loss).to(device)
-    evaluator = CocoEvaluator(coco_ground_truth(dataset, config.data), backend=config.evaluator)
+    overrides = {**config.model_overrides, **({} if config.aux_loss else {"aux_loss": False})}
+    model = load_checkpoint(config.checkpoint, **overrides).to(device)
+    return evaluate_model(model, config, run=run, loss_config=loss_config, device=device, out=out)
+
+
+def evaluate_model(model: nn.Module, config: EvalConfig, *, run: dict[str, Any] | None = None,
+                   loss_config: LossConfig | None = None, device: torch.device | None = None,
+                   out: Path | None = None) -> EvalResult:
+    """Evaluate a loaded ``model`` (a ``DETR``: ``num_classes``, ``aux_loss``, ``config``) as
+    :func:`evaluate_checkpoint` does: the guardrail or the class map, loss statistics, the 12 COCO numbers."""
+    device = device or eval_device(config.device)
+    out = out or writable_output_dir(config.output_dir)
+    model.aux_loss = bool(model.aux_loss and config.aux_loss)
+    dataset, loader = _loader(config, run or {})
+    class_map = _class_map(config, model, dataset)
+    if class_map is None:
+        validate_num_classes(dataset, model.num_classes)
+    criterion = build_criterion(loss_config or LossConfig(), num_classes=model.num_classes,
+                                dec_layers=model.config.dec_layers, aux_loss=model.aux_loss).to(device)
+    evaluator: Any = CocoEvaluator(coco_ground_truth(dataset, config.data), backend=config.evaluator)
+    if class_map is not None:
+        evaluator = ClassMappedEvaluator(evaluator, class_map)
+        loader = DataLoader(loader.dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                            collate_fn=MappedCollate(make_collate(config.pad_to), class_map.inverse()))
     stats, coco = evaluate(model, criterion, loader, device=device, weight_dict=criterion.weight_dict,
                            evaluator=evaluator, precision=Precision(device, config.amp), progress=config.progress)
+    if class_map is not None:
+        log.info("%s", evaluator.dropped_line())
     metrics = {"checkpoint": str(config.checkpoint), "evaluator": config.evaluator, "num_images": len(dataset),
-               "loss": stats, "coco_eval_bbox": coco}
+               "num_batches": len(loader), "batch_size": config.batch_size, "aux_loss": model.aux_loss,
+               "loss_averaging": LOSS_AVERAGING, "loss": stats, "coco_eval_bbox": coco,
+               "class_map": None if class_map is None else {"name": class_map.name, "dropped": evaluator.dropped,
+                                                            "kept": evaluator.kept}}
     detections, metrics_path = write_eval_outputs(out, evaluator.results(), metrics)
     return EvalResult(metrics, evaluator.summary(), metrics_path, detections)
 
 
+#: How ``metrics["loss"]`` is averaged (the reference's MetricLogger global average).
+LOSS_AVERAGING = "per batch (each batch counts once, as the reference's MetricLogger global average)"
+
+
+class MappedCollate:
+    """``collate`` then :func:`map_targets`: the loss compares model class ids with model class ids."""
+
+    def __init__(self, collate: Any, inverse: dict[int, int]):
+        self.collate, self.inverse = collate, inverse
+
+    def __call__(self, batch: list) -> tuple:
+        images, mask, targets = self.collate(batch)
+        return images, mask, map_targets(targets, self.inverse)
+
+
+def _class_map(config: EvalConfig, model: nn.Module, dataset: Any) -> ResolvedClassMap | None:
+    """The resolved ``--class-map``; without one, the guardrail: one WARNING when the checkpoint's class names
+    and the dataset's category names disagree on ids they share."""
+    model_names = tuple(getattr(model.config, "class_names", ()) or ())
+    data_names = data_names_of(getattr(dataset, "class_names", []))
+    if config.data.class_map is None:
+        warning = mismatch_warning(model_names, model.num_classes, data_names)
+        if warning:
+            log.warning("%s", warning)
+        return None
+    resolved = load_class_map(config.data.class_map, model_names=model_names, num_model_classes=model.num_classes,
+                              data_names=data_names)
+    log.info("class map %s: %d model classes scored as dataset categories", resolved.name, len(resolved.model_to_data))
+    return resolved
+
+
 def format_losses(stats: dict[str, float]) -> str:
+    """``key=value`` pairs, sorted, 4 decimals."""
     return "  ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items()))
+
+
+def reference_lines(stats: dict[str, float]) -> str:
+    """The statistics as the reference prints its ``Averaged stats`` (``key: global_avg``, its order:
+    ``class_error``, ``loss``, the scaled losses, then the ``_unscaled`` ones)."""
+    order = sorted(stats, key=lambda k: (k != "class_error", k != "loss", k.endswith("_unscaled"), k))
+    return "  ".join(f"{k}: {stats[k]:.4f}" for k in order)
 
