@@ -13,6 +13,9 @@ from tqdm import tqdm
 from cli.options import parse_hw_option
 from cli.outputs import writable_dir
 from detr_core.atomic import atomic_write
+from detr_core.data.class_map import load_class_map
+from detr_core.data.yolo import yolo_inputs
+from detr_core.evaluation.class_mapped import names_by_id, remap_found
 from exporters.image_inputs import Failure, collect_image_paths
 from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
 from exporters.predict.model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
@@ -43,9 +46,12 @@ logger = logging.getLogger(__name__)
                    "image; an export on the fly uses the checkpoint's eval size x max size).")
 @click.option("--nheads", type=click.IntRange(min=1), default=None,
               help="With an official --resume checkpoint: attention heads (a checkpoint cannot carry it).")
+@click.option("--class-map", metavar="coco-voc|FILE.json",
+              help="Label detections with the dataset's categories (model classes outside the map are dropped); "
+                   "a model without class names is taken as COCO's 91.")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | None, fmt: str | None, device: str,
             threshold: float, batch_size: int, output_dir: str, save_json: bool, show_attention: bool,
-            input_size: tuple[int, int] | None, nheads: int | None) -> None:
+            input_size: tuple[int, int] | None, nheads: int | None, class_map: str | None = None) -> None:
     """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores).
 
     Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
@@ -55,7 +61,8 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
     if not model.class_names:
         click.echo("predict: the model carries no class names; labels are class ids")
-    paths, failures = collect_image_paths(inputs)
+    mapping = _class_map(class_map, model)
+    paths, failures = collect_image_paths(yolo_inputs(inputs))
     if model.spec.batch is not None and model.spec.batch != batch_size:
         click.echo(f"predict: the artifact's batch size is {model.spec.batch}; --batch-size {batch_size} ignored")
         batch_size = model.spec.batch
@@ -64,20 +71,37 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     click.echo(f"predict: {len(paths)} image(s) with {model.description}, threshold {threshold}")
     names = OutputNames(Path(output_dir))
     found: list[ImageDetections] = []
+    class_names, unmapped = (model.class_names if mapping is None else names_by_id(mapping)), 0
     progress = tqdm(predictor.predict(paths), total=len(paths), unit="img", disable=len(paths) < 10, leave=False)
     for item in progress:
         if isinstance(item, Failure):
             failures.append(item)
             continue
+        if mapping is not None:
+            item, dropped = remap_found(item, mapping)
+            unmapped += dropped
         found.append(item)
-        png = _write_pictures(item, names, model.class_names)
-        tqdm.write(summary_line(item, model.class_names, png))  # stays above the progress bar
+        png = _write_pictures(item, names, class_names)
+        tqdm.write(summary_line(item, class_names, png))  # stays above the progress bar
+    if mapping is not None:
+        click.echo(f"class map {mapping.name}: {unmapped} detection(s) of model classes outside the map dropped")
     if save_json:
         names.root.mkdir(parents=True, exist_ok=True)
         json_path = names.root / "detections.json"
         atomic_write(json_path, lambda f: json.dump(coco_results(found), f), binary=False)
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
     _report_failures(failures)
+
+
+def _class_map(spec: str | None, model: PredictModel):
+    """``--class-map`` resolved against the model's names (none: COCO's 91); None without one."""
+    if spec is None:
+        return None
+    names = tuple(model.class_names)
+    try:
+        return load_class_map(spec, model_names=names, num_model_classes=len(names) or 91, data_names=None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size) -> PredictModel:

@@ -275,3 +275,16 @@ def yolo_to_coco(root: str | Path, split: str, out: str | Path | None = None) ->
         atomic_write(out, lambda handle: json.dump(coco, handle), binary=False)
         logger.info("yolo2coco: %d images, %d boxes -> %s", len(images), len(anns), out)
     return coco
+
+
+def yolo_inputs(inputs: tuple[str, ...] | list[str]) -> list[str]:
+    """Image inputs with each YOLO dataset folder (one holding ``data.yaml``) replaced by its ``val`` images
+    folder (its ``train`` one when it has no ``val``)."""
+    out = []
+    for item in inputs:
+        if not (Path(item) / "data.yaml").is_file():
+            out.append(item)
+            continue
+        layout = read_data_yaml(item)
+        out.append(str(layout.images_dir("val" if "val" in layout.splits else "train")))
+    return out

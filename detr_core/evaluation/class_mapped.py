@@ -9,6 +9,7 @@ labels become model ids, objects of unmapped categories leave the loss targets.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,3 +63,22 @@ def map_targets(targets: list[dict[str, Any]], inverse: Mapping[int, int]) -> li
         mapped["labels"] = model_ids[keep]
         out.append(mapped)
     return out
+
+
+def remap_found(item: Any, class_map: ResolvedClassMap) -> tuple[Any, int]:
+    """One image's predicted detections (a dataclass with ``scores``, ``labels``, ``boxes``, ``queries`` [N]
+    and ``attention`` [k <= N, H, W] or None, best first) with unmapped classes dropped and labels in dataset
+    ids; returns (the new item, how many were dropped)."""
+    keep, mapped = class_map.remap_labels(item.labels)
+    attention = item.attention
+    if attention is not None:
+        attention = attention[keep[: attention.shape[0]]]
+    new = dataclasses.replace(item, scores=item.scores[keep], labels=mapped[keep], boxes=item.boxes[keep],
+                              queries=item.queries[keep], attention=attention)
+    return new, int((~keep).sum())
+
+
+def names_by_id(class_map: ResolvedClassMap) -> tuple[str, ...]:
+    """The dataset's names indexed by category id (ids the map does not reach: their number)."""
+    size = max(class_map.data_names, default=-1) + 1
+    return tuple(class_map.data_names.get(i, str(i)) for i in range(size))
