@@ -44,6 +44,7 @@ class EvalSet:
     batch_size: int = 1
     size: int | None = None
     max_size: int | None = None
+    class_map: Any = None  # a ResolvedClassMap: predictions scored in the dataset's ids (unmapped dropped)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -95,7 +96,11 @@ def coco_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faste
     """The 12 COCO box numbers (0..1) of ``outputs`` over the eval set, every query scored."""
     from detr_core.evaluation.coco import STAT_NAMES, CocoEvaluator
 
-    evaluator = CocoEvaluator(evalset.coco_gt, backend=backend)
+    evaluator: Any = CocoEvaluator(evalset.coco_gt, backend=backend)
+    if evalset.class_map is not None:
+        from detr_core.evaluation.class_mapped import ClassMappedEvaluator
+
+        evaluator = ClassMappedEvaluator(evaluator, evalset.class_map)
     scores, labels, boxes = _detections(outputs, evalset.orig_sizes)
     evaluator.process({image_id: {"scores": scores[i], "labels": labels[i], "boxes": boxes[i]}
                        for i, image_id in enumerate(evalset.image_ids)})

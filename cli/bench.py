@@ -83,10 +83,12 @@ def run_from_options(model, title: str, opts: dict[str, Any]):
     from bench.report import write_report
     from bench.run import BenchConfig, run_bench
     from detr_core.data.shapes import cache_dir
+    from detr_core.evaluation.class_mapped import class_map_for
 
     source, pad_to = pop_dataset_options(opts)
     canvas = opts["input_size"] or pad_to or (SHAPES_CANVAS if source.is_default else DEFAULT_CANVAS)
     evalset = load_eval_set(source, canvas=canvas, batch_size=opts["batch_size"], max_images=opts["max_images"])
+    evalset.class_map = class_map_for(source.class_map, model, evalset.coco_gt)  # --class-map: scored in dataset ids
     config = BenchConfig(devices=_csv(opts["devices"]) or ("cpu",), formats=_csv(opts["formats"]),
                          threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
                          max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"],
