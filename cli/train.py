@@ -18,7 +18,7 @@ from typing import Any
 import click
 import yaml
 
-from cli.options import dataset_options, pop_dataset_options
+from cli.options import DATASET_OPTION_NAMES, ReferenceSpellings, dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
 from detr_core.config import load_yaml
 from detr_core.data.coco import DatasetError
@@ -113,6 +113,8 @@ def _run_options(func: Any) -> Any:
         click.option("--progress/--no-progress", default=None),
         click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Processes (torchrun shortcut)."),
+        click.option("--eval", "eval_only", is_flag=True,
+                     help="Evaluate --resume instead of training (the reference's --eval): runs `detrtool eval`."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -154,16 +156,47 @@ def _quiet_non_main_ranks() -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
-@click.command("train")
+#: train's options that ``train --eval`` hands to ``detrtool eval`` (train name -> eval name).
+EVAL_OPTIONS = {"resume": "checkpoint", "output_dir": "output_dir", "batch_size": "batch_size",
+                "num_workers": "num_workers", "device": "device", "amp": "amp", "evaluator": "evaluator",
+                "image_size": "image_size", "nheads": "nheads", "dilation": "dilation", "aux_loss": "aux_loss",
+                "progress": "progress"}
+
+
+def eval_instead(kwargs: dict[str, Any]) -> None:
+    """``train --eval``: ``detrtool eval`` on ``--resume`` with the dataset and the options both commands
+    know (as the reference's main.py --eval); training-only options have no effect (one line names them)."""
+    from cli.evaluate import evaluate
+
+    if not kwargs.get("resume"):
+        raise click.UsageError("--eval evaluates --resume CHECKPOINT: give it")
+    given = {EVAL_OPTIONS[k]: v for k, v in kwargs.items() if k in EVAL_OPTIONS and v is not None}
+    given.update({k: v for k, v in kwargs.items() if k in DATASET_OPTION_NAMES})
+    if kwargs.get("transforms") not in (None, "auto"):
+        given["transforms"] = kwargs["transforms"]
+    unused = sorted(k for k, v in kwargs.items() if v not in (None, False, 1) and k not in EVAL_OPTIONS
+                    and k not in DATASET_OPTION_NAMES and k not in ("transforms", "eval_only"))
+    if unused:
+        click.echo(f"train --eval: training options with no effect on an evaluation: {', '.join(unused)}", err=True)
+    click.get_current_context().invoke(evaluate, **given)
+
+
+@click.command("train", cls=ReferenceSpellings)
 @dataset_options
 @_model_options
 @_loss_options
 @_run_options
 def train(**kwargs: Any) -> None:
-    """Train DETR. With no dataset: the synthetic shapes and the small CPU configuration."""
+    """Train DETR. With no dataset: the synthetic shapes and the small CPU configuration.
+
+    The reference's option spellings work too (--coco_path, --batch_size, --lr_backbone, --no_aux_loss, ...);
+    --eval evaluates --resume instead, as the reference's main.py does. With --init and --class-map, the
+    class head keeps the rows of the mapped classes (and the no-object row) instead of being trained anew."""
     from detr_core.training.run import TrainingError
     from detr_core.training.run import train as run_training
 
+    if kwargs.pop("eval_only", False):
+        return eval_instead(kwargs)
     nproc = kwargs.get("nproc") or 1
     try:
         config = build_config(kwargs)

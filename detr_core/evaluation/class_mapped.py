@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detr_core.data.class_map import ResolvedClassMap
+from detr_core.data.class_map import ResolvedClassMap, load_class_map
 from detr_core.data.coco import PER_OBJECT_KEYS
 
 _PER_OBJECT = (*PER_OBJECT_KEYS, "boxes")
@@ -82,3 +82,13 @@ def names_by_id(class_map: ResolvedClassMap) -> tuple[str, ...]:
     """The dataset's names indexed by category id (ids the map does not reach: their number)."""
     size = max(class_map.data_names, default=-1) + 1
     return tuple(class_map.data_names.get(i, str(i)) for i in range(size))
+
+
+def class_map_for(spec: str | None, model: Any, coco_gt: Any) -> ResolvedClassMap | None:
+    """``spec`` resolved against a ``DETR``'s classes and a COCO ground truth's categories (None: no map)."""
+    if spec is None:
+        return None
+    dataset = coco_gt.dataset if hasattr(coco_gt, "dataset") else coco_gt
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in dataset["categories"]}
+    return load_class_map(spec, model_names=tuple(model.config.class_names or ()), num_model_classes=model.num_classes,
+                          data_names=names)

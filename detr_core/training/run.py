@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
+from detr_core.data.class_map import ClassMapError, data_names_of, load_class_map
 from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.errors import first_line
 from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
@@ -144,12 +145,18 @@ def check_data(config: TrainConfig, data: RunData, stride: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- model
-def load_initial_weights(model: nn.Module, path: str) -> None:
-    """Weights of a checkpoint (official or detrtool) for fine-tuning: heads of another size are dropped."""
-    state = read_checkpoint(path)["model"]
+def load_initial_weights(model: nn.Module, path: str, *, class_map: str | None = None,
+                         data_names: list[str] | None = None) -> None:
+    """Weights of a checkpoint (official or detrtool) for fine-tuning: heads of another size are dropped;
+    with ``class_map`` (resolved against the checkpoint's classes and ``data_names``, the dataset's names by
+    id) the class head keeps the rows of the mapped classes, moved to their dataset ids, and the no-object row."""
+    ckpt = read_checkpoint(path)
+    state = ckpt["model"]
     if any(k.startswith("detr.") for k in state):
         state = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
     own = model.state_dict()
+    if class_map is not None:
+        state = {**state, **mapped_class_head(state, own, _stored_names(ckpt), class_map, data_names or [], path)}
     dropped = [k for k in ("class_embed.weight", "class_embed.bias", "query_embed.weight")
                if k in state and k in own and state[k].shape != own[k].shape]
     if dropped:
@@ -160,6 +167,32 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
     load_state_dict_checked(model, state, source=str(path))
 
 
+def _stored_names(ckpt: dict[str, Any]) -> tuple[str, ...]:
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    return tuple(model.get("class_names") or ())
+
+
+def mapped_class_head(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], names: tuple[str, ...],
+                      class_map: str, data_names: list[str], path: str) -> dict[str, torch.Tensor]:
+    """``class_embed.weight`` [C+1, D] / ``.bias`` [C+1] of the new head: row ``d`` of every mapped pair
+    (checkpoint class ``m`` -> dataset id ``d``) is the checkpoint's row ``m``, the last (no-object) row is the
+    checkpoint's last; other rows keep their fresh initialisation."""
+    weight, bias = state["class_embed.weight"], state["class_embed.bias"]
+    resolved = load_class_map(class_map, model_names=names, num_model_classes=weight.shape[0] - 1,
+                              data_names=data_names_of(data_names))
+    new_weight, new_bias = own["class_embed.weight"].clone(), own["class_embed.bias"].clone()
+    if weight.shape[1:] != new_weight.shape[1:]:
+        raise TrainingError(f"{path}: class head width {list(weight.shape)} does not fit the model's "
+                            f"{list(new_weight.shape)}")
+    for model_id, data_id in resolved.model_to_data.items():
+        new_weight[data_id], new_bias[data_id] = weight[model_id], bias[model_id]
+    new_weight[-1], new_bias[-1] = weight[-1], bias[-1]
+    log.info("%s: class map %s keeps %d class-head rows (and the no-object row) for num_classes=%d", path,
+             resolved.name, len(resolved.model_to_data), new_weight.shape[0] - 1)
+    return {"class_embed.weight": new_weight, "class_embed.bias": new_bias}
+
+
 def freeze_all_but_heads(model: nn.Module, frozen_weights: str) -> None:
     """``--frozen-weights``: load a trained detector and train only its heads."""
     load_initial_weights(model, frozen_weights)
@@ -168,11 +201,16 @@ def freeze_all_but_heads(model: nn.Module, frozen_weights: str) -> None:
     log.info("%s: weights loaded and frozen except class_embed / bbox_embed", frozen_weights)
 
 
-def build_run_model(config: TrainConfig, device: torch.device) -> nn.Module:
+def build_run_model(config: TrainConfig, device: torch.device, data_names: list[str] | None = None) -> nn.Module:
+    """The run's model; ``--init`` weights loaded (through the data's ``class_map`` when one is given,
+    resolved against ``data_names``, the training set's names by id)."""
     model = build_model(config.model, train_backbone=config.lr_backbone > 0,
                         backbone_weights=config.backbone_weights, attention_impl=config.attention_impl)
     if config.init:
-        load_initial_weights(model, config.init)
+        try:
+            load_initial_weights(model, config.init, class_map=config.data.class_map, data_names=data_names)
+        except ClassMapError as exc:
+            raise TrainingError(str(exc)) from None
     if config.frozen_weights:
         freeze_all_but_heads(model, config.frozen_weights)
     return model.to(device)
@@ -284,7 +322,7 @@ def _setup(config: TrainConfig, info: distributed.DistInfo) -> tuple[TrainConfig
     seed_everything(config.seed + info.rank)
     data = build_data(config, info)
     config = resolve_num_classes(config, data)
-    model = build_run_model(config, device)
+    model = build_run_model(config, device, data.class_names)
     check_data(config, data, model.backbone.stride)
     optimizer = build_optimizer(model, lr=config.lr, lr_backbone=config.lr_backbone, weight_decay=config.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=config.lr_schedule, steps_per_epoch=len(data.train_loader),

@@ -296,6 +296,9 @@ def resolve_train_config(cli: dict[str, Any], yaml_settings: dict[str, Any] | No
             ckpt_layer = checkpoint_layer(str(run[key]))
             if key == "init":  # --init takes the weights' architecture, never their run settings
                 ckpt_layer = {"model": ckpt_layer["model"], "loss": {}, "data": {}, "run": {}}
+                if data.get("class_map"):  # the classes are the dataset's; mapped head rows are kept
+                    ckpt_layer["model"] = {k: v for k, v in ckpt_layer["model"].items()
+                                           if k not in ("num_classes", "class_names")}
             ckpt_layer["run"].pop("resume", None)
             ckpt_layer["run"].pop("init", None)
             layers.append(ckpt_layer)
