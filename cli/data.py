@@ -1,4 +1,4 @@
-"""``detrtool data``: make the synthetic shapes, convert VOC to COCO JSON, check a dataset.
+"""``detrtool data``: make the synthetic shapes, convert VOC or YOLO to COCO JSON, check a dataset.
 
 Every file written goes through ``detr_core.atomic.atomic_write``; a folder or file that cannot be written
 (read-only, full disk) is one ``Error:`` line naming it, and leaves any previous file as it was.
@@ -12,15 +12,16 @@ from pathlib import Path
 
 import click
 
-from detr_core.data.check import check_coco, check_voc
+from detr_core.data.check import check_coco, check_voc, check_yolo
 from detr_core.data.coco import DatasetError
 from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
 from detr_core.data.voc import voc_to_coco
+from detr_core.data.yolo import yolo_to_coco
 
 
 @click.group()
 def data() -> None:
-    """Datasets: generate the synthetic shapes, convert VOC, check a dataset."""
+    """Datasets: generate the synthetic shapes, convert VOC or YOLO, check a dataset."""
 
 
 @data.command()
@@ -78,6 +79,28 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
                + (f" ({fixed} box fix-up(s), see the warnings)" if fixed else ""))
 
 
+@data.command()
+@click.argument("yolo_root", type=click.Path(exists=True))
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="COCO JSON to write.")
+def yolo2coco(yolo_root: str, split: str, out: str) -> None:
+    """Convert a YOLO split (YOLO_ROOT/data.yaml) to COCO JSON: category ids = class ids, boxes in pixels
+    (x = (cx - w/2) * W ...), file_name relative to the split's images folder.
+
+    Boxes get the fix-ups `data check` warns about (outside the image: clipped; zero-size: dropped), each
+    kind one counted WARNING line, recorded in the JSON's info.detrtool_fixups; a malformed label line or
+    a class outside data.yaml's names is one Error line naming the file and line."""
+    try:
+        coco = yolo_to_coco(yolo_root, split, out)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(_write_error(exc, out)) from None
+    fixed = sum(coco["info"]["detrtool_fixups"].values())
+    click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}"
+               + (f" ({fixed} fix-up(s), see the warnings)" if fixed else ""))
+
+
 def _write_error(exc: OSError, target: str) -> str:
     """``cannot write PATH: reason`` (the file the system named, else the command's output)."""
     reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
@@ -93,11 +116,13 @@ def _write_error(exc: OSError, target: str) -> str:
 @click.option("--allow-outside-images", is_flag=True,
               help="A file_name leaving the images folder (absolute elsewhere, or '..') is a warning, not an error.")
 def check(source: str, images: str | None, num_classes: int | None, year: str, allow_outside_images: bool) -> None:
-    """Check ANN.json --images DIR, or a VOC_ROOT; print the report; exit 1 when errors are found
-    (the last line, 'Error: ...', counts them and repeats the first)."""
+    """Check ANN.json --images DIR, a VOC_ROOT or a YOLO folder (data.yaml); print the report; exit 1 when
+    errors are found (the last line, 'Error: ...', counts them and repeats the first)."""
     path = Path(source)
     progress = sys.stderr.isatty()
-    if path.is_dir():
+    if (path / "data.yaml").is_file() or path.suffix in (".yaml", ".yml"):
+        report = check_yolo(path, progress=progress)
+    elif path.is_dir():
         report = check_voc(path, year=year, progress=progress, allow_outside_images=allow_outside_images)
     else:
         if images is None:

@@ -12,6 +12,11 @@ Two kinds of problem, each one line naming the file / image id / annotation id:
   coordinates or zero/negative size are dropped, out-of-bounds boxes are clipped to the image, crowd
   annotations are left out of training targets, non-RGB images (grayscale, RGBA, palette, CMYK, 16-bit)
   are converted to RGB, EXIF orientation is applied.
+
+YOLO sets (:func:`check_yolo`, rules of :mod:`detr_core.data.yolo`): each malformed label line and each
+class id outside ``names`` is an error; a missing or empty label file (an image with no objects), a
+label file without an image and each box fix-up (coordinates outside [0, 1] clipped, zero-size dropped)
+are counted warnings.
 """
 
 from __future__ import annotations
@@ -34,13 +39,22 @@ from detr_core.data.integrity import (
     shape_problems,
 )
 from detr_core.data.voc import VOC_CLASSES, VocRecord, parse_voc_xml, resolve_voc_dir
+from detr_core.data.yolo import (
+    YoloImage,
+    label_path_of,
+    list_images,
+    parse_label_line,
+    read_data_yaml,
+    read_labels,
+)
 
 _SIZE_BINS = (64, 128, 256, 512, 1024, 2048)
 __all__ = ["FIX_CLIPPED", "FIX_CROWD", "FIX_DEGENERATE", "FIX_EXIF", "FIX_NONFINITE", "FIX_OUTSIDE", "Report",
-           "check_coco", "check_voc", "validate_num_classes"]
+           "check_coco", "check_voc", "check_yolo", "validate_num_classes"]
 FIX_OUTSIDE = "file_name outside the images folder read (--allow-outside-images)"
 FIX_CROWD = "crowd annotation left out of training targets"
 FIX_EXIF = "EXIF orientation applied"
+FIX_ORPHAN_LABEL = "label file without an image ignored"
 
 
 @dataclass
@@ -258,6 +272,70 @@ def check_voc(root: str | Path, *, year: str = "2007", splits: Iterable[str] | N
         _check_voc_record(report, record, hw, xml)
     if not report.num_images and not report.errors:
         report.errors.append(f"{voc_dir}: no images (no annotation XML listed in ImageSets/Main or Annotations)")
+    return report
+
+
+def _check_yolo_image(report: Report, path: Path, num_classes: int, names: tuple[str, ...]) -> None:
+    """One image and its label file: each malformed line / out-of-range class is its own error; a missing
+    or empty label file and each box fix-up are counted warnings."""
+    item = _yolo_labels(report, path, num_classes)
+    hw = _check_image_file(report, path, str(path), None)
+    for fix in item.fixups:
+        report.warn(fix, f"{item.label_path}")
+    for obj in item.objects:
+        report.num_annotations += 1
+        if hw and _check_xyxy(report, f"{item.label_path} line {obj.line}", obj.xyxy(*hw), hw):
+            report.boxes_per_class[names[obj.label]] += 1
+
+
+def _yolo_labels(report: Report, path: Path, num_classes: int) -> YoloImage:
+    """The image's labels with every bad line recorded as an error (and left out), not just the first."""
+    label_path = label_path_of(path)
+    try:
+        return read_labels(path, num_classes)
+    except DatasetError:
+        pass
+    item = YoloImage(path, label_path)
+    for n, text in enumerate(label_path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            item.objects.append(parse_label_line(text, str(label_path), num_classes, n))
+        except DatasetError as exc:
+            report.errors.append(str(exc))
+    return item
+
+
+def _orphan_labels(report: Report, images_dir: Path, images: list[Path]) -> None:
+    labels_dir = label_path_of(images_dir / "x.png").parent
+    if labels_dir == images_dir or not labels_dir.is_dir():
+        return
+    expected = {label_path_of(p) for p in images}
+    for label in sorted(labels_dir.rglob("*.txt")):
+        if label not in expected:
+            report.warn(FIX_ORPHAN_LABEL, f"{label}: no image {label.stem}.* in {images_dir}")
+
+
+def check_yolo(root: str | Path, *, splits: Iterable[str] | None = None, progress: bool = False) -> Report:
+    """Check a YOLO dataset: ``data.yaml``, every image of its splits (decoded), every label line."""
+    try:
+        layout = read_data_yaml(root)
+    except DatasetError as exc:
+        return Report(source=str(root), errors=[str(exc)])
+    report = Report(source=str(layout.yaml_path))
+    for split in splits or list(layout.splits):
+        try:
+            folder = layout.images_dir(split)
+        except DatasetError as exc:
+            report.errors.append(str(exc))
+            continue
+        images = list_images(folder)
+        if not images:
+            report.errors.append(f"{folder}: no images in the {split} folder")
+        for path in tqdm(images, desc=f"check YOLO {split}", disable=not progress, leave=False):
+            report.num_images += 1
+            _check_yolo_image(report, path, len(layout.names), layout.names)
+        _orphan_labels(report, folder, images)
     return report
 
 

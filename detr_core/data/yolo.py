@@ -146,7 +146,7 @@ def list_images(folder: Path) -> list[Path]:
                   key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _parse_line(text: str, where: str, num_classes: int, line: int) -> YoloObject:
+def parse_label_line(text: str, where: str, num_classes: int, line: int) -> YoloObject:
     fields_ = text.split()
     if len(fields_) != 5:
         raise DatasetError(f"{where}: line {line}: {text.strip()!r} is not 'class cx cy w h' (5 numbers)")
@@ -177,7 +177,7 @@ def read_labels(image: Path, num_classes: int) -> YoloImage:
     if not text.strip():
         item.fixups.append(FIX_EMPTY_LABEL_FILE)
         return item
-    item.objects = [_parse_line(t, str(label_path), num_classes, n)
+    item.objects = [parse_label_line(t, str(label_path), num_classes, n)
                     for n, t in enumerate(text.splitlines(), 1) if t.strip()]
     return item
 
