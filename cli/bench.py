@@ -42,7 +42,7 @@ def load_bench_model(resume: str | None, model_name: str | None, nheads: int | N
         torch.manual_seed(0)
         return get_model(model_name, **({"nheads": nheads} if nheads else {})).eval(), f"{model_name} (random weights)"
     path = Path(resume) if resume else default_checkpoint()
-    if not path.is_file():
+    if not path.exists():
         raise click.ClickException(f"no checkpoint at {path}: pass --resume CKPT or --model NAME, or train the "
                                    "shapes default first (detrtool train, or detrtool demo)")
     return load_checkpoint(path, **({"nheads": nheads} if nheads else {})), path.name
@@ -116,8 +116,9 @@ def exit_on_failures(report) -> None:
 
 
 @click.command()
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint to bench (default: the shapes default's runs/shapes/checkpoint.pth).")
+@click.option("--resume", type=click.Path(exists=True),
+              help="Checkpoint to bench, or a Hugging Face DETR folder (default: the shapes default's "
+                   "runs/shapes/checkpoint.pth).")
 @click.option("--model", "model_name", help="A registered model with random weights, e.g. detr_resnet50 "
                                             "(latency and parity; its AP means nothing).")
 @click.option("--nheads", type=click.IntRange(min=1), help="Attention heads (not stored in official checkpoints).")

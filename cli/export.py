@@ -20,6 +20,10 @@ FORMAT_NAMES = ("onnx", "torchscript", "torch-export")
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a checkpoint file; of a Hugging Face folder, over its files' names and hashes."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        return hashlib.sha256("".join(f"{p.name}:{_sha256(p)}\n" for p in files).encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -43,8 +47,8 @@ def _applies(fmt: str, option: str) -> bool:
 
 
 @click.command()
-@click.option("--resume", "checkpoint", type=click.Path(dir_okay=False), required=True,
-              help="Checkpoint to export (detrtool or official DETR).")
+@click.option("--resume", "checkpoint", type=click.Path(), required=True,
+              help="Checkpoint to export (detrtool, official DETR, or a Hugging Face DETR folder / .safetensors).")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMAT_NAMES), help="Artifact format.")
 @click.option("--input-size", default="800x1333", show_default=True, callback=parse_hw_option, metavar="HxW",
               help="Static canvas; images are resized to fit it and padded (mask is an input).")
@@ -61,31 +65,44 @@ def _applies(fmt: str, option: str) -> bool:
 @click.option("--nheads", type=click.IntRange(min=1, max=1024),
               help="Attention heads (official checkpoints cannot carry it; assumed 8, with a warning).")
 @click.option("--dilation", is_flag=True, help="Dilated last backbone stage (DC5 checkpoints).")
+@click.option("--dynamic", is_flag=True,
+              help="Symbolic batch, height and width (onnx, torch-export; torchscript --method script is "
+                   "shape-agnostic anyway): --input-size and --batch-size are then only the traced example; "
+                   "validated at batch 1 and 3 on two canvases.")
 def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: int, output: str | None,
            opset: int | None, exporter: str | None, method: str | None, with_postprocess: bool,
-           no_validate: bool, validate_images: str | None, nheads: int | None, dilation: bool) -> None:
-    """Export a checkpoint with a static padded input and a live mask; validate it against eager.
+           no_validate: bool, validate_images: str | None, nheads: int | None, dilation: bool,
+           dynamic: bool) -> None:
+    """Export a checkpoint with a static (or, --dynamic, any) padded input and a live mask; validate it
+    against eager.
 
     The artifact is written next to --output under a temporary name, validated there and only then renamed
     over --output: a failed export or validation, a full disk or Ctrl-C leaves a previous file untouched."""
     from exporters import export as export_model
+    from exporters.export_api import check_dynamic
     from exporters.formats import UnknownFormatError, get_format
 
     try:
         fmt_row = get_format(fmt)
         options = _format_options(fmt, opset, exporter, method)
-        fmt_row.resolve_options(options)
+        resolved = fmt_row.resolve_options(options)
+        if dynamic:
+            check_dynamic(fmt, resolved, input_size=input_size, batch_size=batch_size)
     except (UnknownFormatError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     model = _load(Path(checkpoint), nheads=nheads, dilation=dilation)
-    path = Path(output) if output else Path(f"{Path(checkpoint).stem}_{input_size[0]}x{input_size[1]}{fmt_row.suffix}")
+    shape = "dynamic" if dynamic else f"{input_size[0]}x{input_size[1]}"
+    path = Path(output) if output else Path(f"{Path(checkpoint).stem}_{shape}{fmt_row.suffix}")
     extra = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": _sha256(Path(checkpoint))}
     result = _run_export(export_model, model, fmt, path, input_size=input_size, batch_size=batch_size,
                          with_postprocess=with_postprocess, validate=not no_validate,
-                         validate_images=validate_images, extra_metadata=extra, **options)
+                         validate_images=validate_images, extra_metadata=extra, dynamic=dynamic, **options)
     size_mb = result.path.stat().st_size / 1e6
-    click.echo(f"wrote {result.path} ({fmt}, {size_mb:.1f} MB, canvas {input_size[0]}x{input_size[1]}, "
-               f"batch {batch_size}) in {result.export_seconds:.1f} s")
+    meta = result.metadata
+    canvas = f"{input_size[0]}x{input_size[1]}"
+    shapes = (f"dynamic batch/height/width, example {canvas} batch {meta.batch_size}" if dynamic else
+              f"canvas {canvas}, batch {batch_size}")
+    click.echo(f"wrote {result.path} ({fmt}, {size_mb:.1f} MB, {shapes}) in {result.export_seconds:.1f} s")
     if result.validation is not None:
         click.echo(result.validation.table())
         click.echo(f"validation ok: max |Δ| {result.validation.max_abs_diff:.2e} vs eager")

@@ -20,6 +20,8 @@ from exporters.wrapper import io_names, wrap
 logger = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = (800, 1333)
+#: Formats that can be exported with symbolic batch/height/width (TorchScript: ``method="script"`` only).
+DYNAMIC_FORMATS: tuple[str, ...] = ("onnx", "torch-export", "torchscript")
 
 
 @dataclass
@@ -112,6 +114,8 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
 def check_dynamic(fmt: str, options: dict[str, Any], *, input_size: tuple[int, int], batch_size: int) -> None:
     """``ValueError`` for a dynamic export that cannot be: a traced TorchScript (the trace bakes the example's
     shapes into the graph) or an example outside the symbolic ranges."""
+    if fmt not in DYNAMIC_FORMATS:
+        raise ValueError(f"--dynamic applies to {', '.join(DYNAMIC_FORMATS)}, not to {fmt}")
     if fmt == "torchscript" and options.get("method") == "trace":
         raise ValueError("--dynamic does not apply to a traced TorchScript (the trace fixes the example's "
                          "shapes); use --method script, which takes any shape")

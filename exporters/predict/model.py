@@ -5,7 +5,8 @@ A checkpoint has no canvas: images are resized by the eval rule it was trained f
 (:func:`checkpoint_resize_rule`: 800 / 1333, or the shapes preset's size) and padded to the largest of
 their batch, or, with ``input_size`` HxW, fitted into that static canvas (the rule, then scaled down to
 fit, never cropped). Exported on the fly, the canvas is ``input_size`` or (size, max_size). An artifact carries its canvas, resize rule, batch size and
-class names in its metadata; an artifact without class names falls back to class ids.
+class names in its metadata (a dynamic one: the resize rule only; each batch is padded to its largest
+image, any batch size); an artifact without class names falls back to class ids.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from detr_core.training.train_config import TrainConfig
 from exporters.export_api import export
 from exporters.formats import get_format
 from exporters.predict.run import EagerRuntime, InputSpec, Runtime
+from exporters.prepare import dynamic_min_canvas
 from exporters.runtime import load_runtime
 
 logger = logging.getLogger(__name__)
@@ -101,7 +103,12 @@ def open_artifact(path: str | Path, *, fmt: str | None = None, device: str = "cp
     runtime = load_runtime(path, format=fmt, device=device)
     meta = runtime.metadata
     names = tuple(meta.class_names or ())
-    spec = InputSpec(tuple(meta.input_size), meta.size, meta.max_size, meta.batch_size, tuple(meta.mean),
-                     tuple(meta.std))
-    canvas = f"canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}"
+    if meta.dynamic:
+        spec = InputSpec(None, meta.size, meta.max_size, None, tuple(meta.mean), tuple(meta.std),
+                         dynamic_min_canvas(meta))
+        canvas = "dynamic: each batch padded to its largest image"
+    else:
+        spec = InputSpec(tuple(meta.input_size), meta.size, meta.max_size, meta.batch_size, tuple(meta.mean),
+                         tuple(meta.std))
+        canvas = f"canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}"
     return PredictModel(runtime, spec, names, f"{Path(path).name} ({runtime.format}, {device}, {canvas})")

@@ -33,7 +33,8 @@ Runtime = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 class InputSpec:
     """How images become model inputs (:func:`exporters.prepare.prepare`): the canvas (H, W) or None (pad
     to the batch), the resize rule, the static batch of an artifact (None: any; a shorter last batch is
-    filled up by ``prepare`` and the fill's outputs dropped) and the normalisation."""
+    filled up by ``prepare`` and the fill's outputs dropped), the normalisation, and ``min_canvas``: the
+    smallest (H, W) a dynamic artifact takes (``canvas`` None: padded to the batch's largest, at least that)."""
 
     canvas: tuple[int, int] | None
     size: int
@@ -41,6 +42,7 @@ class InputSpec:
     batch: int | None = None
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    min_canvas: tuple[int, int] | None = None
 
 
 @dataclass
@@ -162,4 +164,4 @@ class Predictor:
 def prepare_inputs(pixels: Sequence[Tensor], spec: InputSpec) -> tuple[Tensor, Tensor, Tensor]:
     """uint8 [3, H, W] images -> (images [B, 3, H, W] float32, mask [B, H, W] bool, orig_sizes [B, 2])."""
     return prepare(list(pixels), canvas=spec.canvas, size=spec.size, max_size=spec.max_size,
-                   batch_size=spec.batch, mean=spec.mean, std=spec.std)
+                   batch_size=spec.batch, mean=spec.mean, std=spec.std, min_canvas=spec.min_canvas)
