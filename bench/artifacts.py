@@ -58,7 +58,10 @@ class Artifact:
 
     @property
     def size_mb(self) -> float:
-        return self.path.stat().st_size / 2**20
+        """All of the artifact's files (an OpenVINO ``.xml`` with its ``.bin``)."""
+        from exporters.artifact_file import artifact_files
+
+        return sum(f.stat().st_size for f in artifact_files(self.path)) / 2**20
 
 
 @dataclass

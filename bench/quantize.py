@@ -3,7 +3,9 @@
 - ``int8_static``: QDQ, activations uint8 / weights int8 per channel, Conv and MatMul quantised,
   ranges calibrated (MinMax) on prepared training images (the same ``prepare`` as every row);
 - ``int8_dynamic``: only the MatMul weights quantised, activations quantised on the fly;
-- ``fp16``: weights and compute in float16, inputs and outputs kept float32.
+- ``fp16``: weights and compute in float16, inputs and outputs kept float32;
+- ``openvino_int8``: NNCF post-training quantisation of an OpenVINO IR (transformer preset), calibrated on
+  the same prepared training images as ``int8_static``.
 
 Each derived model keeps the source's detrtool metadata with its own content hash recorded anew
 (:func:`exporters.onnx.restamp_onnx`), so loading it verifies it like any exported artifact.
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,28 @@ def fp16(source: Path, out: Path) -> None:
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     onnx.save(model, str(out))
     restamp_onnx(out)
+
+
+def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """NNCF int8 of the IR ``source`` (checked like any load) calibrated on ``batches``; the pair written
+    atomically to ``out`` (+ ``.bin``) with the source's metadata and its own content hash."""
+    import nncf
+    import openvino as ov
+
+    from detr_core.atomic import atomic_write_bytes
+    from exporters.openvino import RT_KEY, save_ir, stamped_ir, verified_ir, weights_path
+
+    xml_text, blob, metadata = verified_ir(source)
+    model = ov.Core().read_model(xml_text, ov.Tensor(np.frombuffer(blob, dtype=np.uint8)))
+    samples = [[images.numpy(), mask.numpy()] for images, mask in batches]
+    nncf.set_log_level(logging.ERROR)
+    with _quiet_root_logger():
+        quantised = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                                  model_type=nncf.ModelType.TRANSFORMER)
+    quantised.set_rt_info("{}", [RT_KEY])
+    text, weights = save_ir(quantised)
+    extra = {**metadata.extra, "quantized": f"nncf {nncf.__version__} int8, transformer preset, "
+                                            f"{len(samples)} calibration batches"}
+    pair = stamped_ir(text, weights, replace(metadata, extra=extra))
+    atomic_write_bytes(weights_path(out), pair.companions[".bin"])
+    atomic_write_bytes(out, pair.main)

@@ -12,7 +12,7 @@ from detr_core.atomic import atomic_write
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("format", "device", "precision", "status", "size MB", "AP", "AP50", "ΔAP", "max |Δ|",
-           "p50 ms", "p90 ms", "img/s", "× eager")
+           "p50 ms", "p90 ms", "img/s", "× eager", "GFLOP/s", "% peak", "pad ×")
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -32,14 +32,30 @@ def table_row(row: BenchResult, report: BenchReport) -> list[str]:
     return [row.name, row.device, row.precision, row.status, _num(row.size_mb, ".1f"), _num(row.ap, ".2f"),
             _num(row.ap50, ".2f"), _num(row.delta_ap, "+.2f"), _num(row.max_abs_diff, ".1e"),
             _num(lat and lat.p50_ms, ".1f"), _num(lat and lat.p90_ms, ".1f"), _num(lat and lat.images_per_s, ".2f"),
-            _num(speedup(row, report), ".2f")]
+            _num(speedup(row, report), ".2f"), _num(row.gflops, ".1f"), _num(row.peak_percent, ".1f"),
+            _num(row.padded_ratio, ".2f")]
+
+
+def header_lines(report: BenchReport) -> list[str]:
+    """The machine above the table: CPU, threads, ISA flags, matmul peaks and the model's GFLOP."""
+    setup, machine = report.setup, report.setup.get("machine") or {}
+    if not machine:
+        return []
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine.get("gflops", {}).items() if v is not None)
+    flops = setup.get("model_gflop")
+    return [f"{setup.get('cpu', '?')}, {machine.get('threads')} thread(s); ISA: {' '.join(machine.get('isa', []))}",
+            f"matmul peak {machine.get('size')}² (GFLOP/s): {peaks or 'not measured'}; model "
+            f"{_num(flops, '.2f')} GFLOP per batch of {setup.get('batch_size')} (FlopCounterMode); "
+            "% peak = GFLOP/s ÷ the peak of the row's precision; pad × = p50 at batch 2B with live masks "
+            "÷ p50 at batch B, same canvas", ""]
 
 
 def markdown_table(report: BenchReport) -> str:
     """The ultralytics-style table, one line per row; failed rows carry their error below the table."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = header_lines(report) + ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(table_row(row, report)) + " |" for row in report.rows]
-    errors = [f"- ❌ {r.name} ({r.device}): {r.error}" for r in report.rows if r.error]
+    errors = [f"- ⏭️ {r.name} ({r.device}) skipped: {r.skipped}" for r in report.rows if r.skipped]
+    errors += [f"- ❌ {r.name} ({r.device}): {r.error}" for r in report.rows if r.error and not r.skipped]
     errors += [f"- ❌ {reason}" for reason in report.failures if "failed:" not in reason]
     return "\n".join(lines + ([""] + errors if errors else []))
 

@@ -2,7 +2,8 @@
 
 A row is ``ok`` when it was built and measured; it *fails the run* when it is fp32 and either crashed,
 moved AP by more than ``max_map_drop`` points (|ΔAP|) or moved raw outputs by more than ``tolerance``.
-Lossy rows (bf16, fp16, int8) report their ΔAP and max |Δ| but never fail the run.
+Lossy rows (bf16, fp16, int8) report their ΔAP and max |Δ| but never fail the run. A row the machine
+cannot run (``skipped``, with the reason) never fails it either.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class BenchResult:
     agreement: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why this machine cannot run the row (e.g. no bf16)
+    gflops: float | None = None  # model FLOPs / p50
+    peak_percent: float | None = None  # gflops / the matmul peak of the row's precision
+    padded_ratio: float | None = None  # p50 at batch 2B with live masks / p50 at batch B, same canvas
 
     @property
     def ap(self) -> float | None:
@@ -45,12 +50,14 @@ class BenchResult:
 
     @property
     def status(self) -> str:
+        if self.skipped:
+            return "⏭️"
         return "✅" if self.ok and not self.failures else "❌"
 
     def judge(self, *, max_map_drop: float, tolerance: float) -> None:
         """Fill ``failures`` (reasons this row fails the run; lossy rows never do)."""
         self.failures = []
-        if self.lossy:
+        if self.lossy or self.skipped:
             return
         if not self.ok:
             self.failures.append(f"{self.name} ({self.device}) failed: {self.error}")

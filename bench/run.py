@@ -5,7 +5,15 @@ eval set (COCO numbers, ΔAP vs eager, max |Δ| of raw outputs, detection agreem
 row is timed on the first prepared batch: by default round-robin (one call of each row per round, all
 runtimes kept loaded), so that load from other processes falls on all rows alike; with
 ``interleave=False`` each row alone right after scoring (and released before the next one is built).
-A row that raises becomes a failed (❌) row with its error line; the run goes on.
+A row that raises becomes a failed (❌) row with its error line; the run goes on; a row the machine cannot
+run (:class:`bench.runtimes.RowSkipped`) is reported as skipped (⏭️) with the reason.
+
+The machine is measured first (:mod:`bench.machine`: ISA flags, fp32/bf16/int8 matmul peaks on the
+bench's threads) and the model's FLOPs counted once; every timed row gets its achieved GFLOP/s and % of
+the peak of its precision. With ``padded=True`` every working row is also built at batch 2B (B the
+bench's batch; static artifacts exported anew at that batch, int8 calibrated on batches of 2B) and timed
+round-robin against its batch-B runtime on a batch of 2B real images with their own live masks: the
+``padded_ratio`` p50(2B) / p50(B) says what a padded batch costs (2.0 = no gain from batching).
 """
 
 from __future__ import annotations
@@ -38,9 +46,11 @@ from bench.latency import (
     peak_rss_mb,
     reset_peak_rss,
 )
+from bench.machine import MachinePeaks, measure_peaks, model_flops, roofline
 from bench.results import BenchReport, BenchResult
-from bench.runtimes import BuildContext, LoadedRuntime, RowSpec, eager_runtime, select_rows
+from bench.runtimes import BuildContext, LoadedRuntime, RowSkipped, RowSpec, eager_runtime, select_rows
 from detr_core.errors import typed_line
+from exporters.wrapper import wrap
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +67,9 @@ class BenchConfig:
     eval_backend: str = "faster"
     ort_opt_level: str = "all"
     interleave: bool = True
+    padded: bool = True
+    padded_runs: int | None = None  # timed rounds of the padded-batch pair (default: runs)
+    peak_size: int = 2048  # matmul size of the machine's peaks (0: not measured)
 
 
 @dataclass
@@ -79,11 +92,13 @@ def cpu_name() -> str:
 
 def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: str) -> dict:
     import onnxruntime
+    import openvino
 
     return {"title": title, "canvas": list(evalset.canvas), "batch_size": evalset.batch_size,
             "images": len(evalset), "threads": torch.get_num_threads(), "warmup": config.warmup,
             "runs": config.runs, "interleaved": config.interleave, "parameters": sum(p.numel() for p in model.parameters()),
             "cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -103,6 +118,7 @@ class Scored:
     result: BenchResult
     runtime: LoadedRuntime | None
     memory: tuple[float | None, float | None] = (None, None)  # peak RSS growth, peak CUDA (MB)
+    spec: RowSpec | None = None
 
 
 def _memory_mark(device: str) -> float | None:
@@ -133,10 +149,13 @@ def score_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, r
             result.export_seconds = runtime.artifact.make_seconds
         _fill_accuracy(result, runtime, evalset, ref, config)
         result.ok = True
+    except RowSkipped as exc:
+        result.skipped, runtime = str(exc), None
+        logger.warning("%s (%s) skipped: %s", result.name, device, exc)
     except Exception as exc:  # noqa: BLE001 - a failing row is a result, not a crash
         _record_failure(result, exc)
         runtime = None
-    return Scored(result, runtime, _memory_peak(device, baseline))
+    return Scored(result, runtime, _memory_peak(device, baseline), spec)
 
 
 def _record_failure(result: BenchResult, exc: BaseException) -> None:
@@ -170,6 +189,57 @@ def time_interleaved(rows: list[Scored], example: tuple[Tensor, Tensor], config:
             _record_failure(rows[i].result, RuntimeError(item.error))
         else:
             rows[i].result.latency = _with_memory(stats[i], rows[i].memory)
+
+
+@dataclass
+class Padded:
+    """What the padded-batch timing needs: a build context at batch 2B and a batch of 2B real images."""
+
+    ctx: BuildContext
+    example: tuple[Tensor, Tensor]
+
+
+def padded_context(ctx: BuildContext, evalset: EvalSet, cache_dir: Path) -> Padded:
+    """Batch 2B: its artifact cache (static artifacts keyed by batch), calibration regrouped in pairs,
+    and the first 2B val images (repeated when fewer) prepared with their own masks."""
+    size = 2 * evalset.batch_size
+    doubled = replace(evalset, batch_size=size)
+    pixels = [evalset.images[i % len(evalset)] for i in range(size)]
+    images, mask, _ = doubled.prepare(pixels)
+    cache = ArtifactCache(Path(cache_dir), ctx.model, evalset.canvas, size)
+    return Padded(replace(ctx, cache=cache, example=(images, mask), calibration=lambda: _pairs(ctx.calibration())),
+                  (images, mask))
+
+
+def _pairs(batches: Iterable[tuple[Tensor, Tensor]]) -> Iterable[tuple[Tensor, Tensor]]:
+    """Consecutive batches concatenated two by two (the last one doubled when alone)."""
+    items = list(batches)
+    for i in range(0, len(items), 2):
+        a, b = items[i], items[min(i + 1, len(items) - 1)]
+        yield torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
+
+
+def time_padded(scored: Scored, example: tuple[Tensor, Tensor], padded: Padded, config: BenchConfig) -> None:
+    """Build the row at batch 2B and time it round-robin against its batch-B runtime: ``padded_ratio``."""
+    if scored.runtime is None or scored.spec is None:
+        return
+    device = scored.result.device
+    try:
+        doubled = scored.spec.build(padded.ctx, device)
+        items = {"b": Timed(scored.runtime, *example, device=device), "2b": Timed(doubled, *padded.example, device=device)}
+        stats = measure_interleaved(items, warmup=min(config.warmup, 2), runs=config.padded_runs or config.runs)
+        if "b" in stats and "2b" in stats:
+            scored.result.padded_ratio = stats["2b"].p50_ms / stats["b"].p50_ms
+            scored.result.notes["padded_p50_ms"] = {"b": stats["b"].p50_ms, "2b": stats["2b"].p50_ms}
+    except Exception as exc:  # noqa: BLE001 - the ratio is missing, the row stays measured
+        scored.result.notes["padded_error"] = typed_line(exc)
+        logger.warning("%s (%s): padded batch not measured: %s", scored.result.name, device, typed_line(exc))
+
+
+def fill_roofline(rows: list[BenchResult], flops: float | None, peaks: MachinePeaks | None) -> None:
+    for row in rows:
+        if row.latency is not None and row.device == "cpu":
+            row.gflops, row.peak_percent = roofline(flops, row.latency.p50_ms, row.precision, peaks)
 
 
 def release(scored: Scored) -> None:
@@ -218,25 +288,35 @@ def run_bench(model: nn.Module, evalset: EvalSet, config: BenchConfig, *, cache_
         torch.set_num_threads(config.threads)
     model = model.eval().cpu()
     pairs = planned_rows(config)
+    peaks = measure_peaks(size=config.peak_size) if config.peak_size else None
     first = next(evalset.batches())
     example = (first.images, first.mask)
+    flops = model_flops(wrap(model), *example)
     ref = reference_outputs(model, evalset, config.eval_backend)
     logger.info("eager reference: AP %.2f on %d images", 100 * ref.metrics["AP"], len(evalset))
     cache = ArtifactCache(Path(cache_dir), model, evalset.canvas, evalset.batch_size)
     ctx = BuildContext(model, cache, example, calibration, config.threads, config.ort_opt_level)
+    padded = padded_context(ctx, evalset, cache_dir) if config.padded else None
     scored = []
     for spec, device in pairs:
         logger.info("building and scoring %s on %s", spec.name, device)
         scored.append(score_row(spec, device, ctx, evalset, ref, config))
         if not config.interleave:
             time_sequential(scored[-1], example, config)
+            if padded is not None:
+                time_padded(scored[-1], example, padded, config)
             release(scored[-1])
     if config.interleave:
         logger.info("timing %d rows round-robin (%d warm-up + %d runs each)", len(scored), config.warmup, config.runs)
         time_interleaved(scored, example, config)
+        for item in scored if padded is not None else ():
+            time_padded(item, example, padded, config)
     rows = [s.result for s in scored]
+    fill_roofline(rows, flops, peaks)
     for row in rows:
         row.judge(max_map_drop=config.max_map_drop, tolerance=config.tolerance)
         if on_row is not None:
             on_row(row)
-    return BenchReport(rows, run_setup(model, evalset, config, title))
+    setup = run_setup(model, evalset, config, title)
+    setup.update(machine=peaks.to_dict() if peaks else None, model_gflop=flops / 1e9, padded_batch=config.padded)
+    return BenchReport(rows, setup)

@@ -5,7 +5,9 @@ loaded by the format's own loader) plus variant rows that no exporter writes: ea
 (bf16 on CPU, fp16 on CUDA), TorchScript frozen + ``optimize_for_inference``, ``torch.compile``
 (inductor with freezing, fp32 and bf16/fp16), and ONNX Runtime int8 (static QDQ, dynamic MatMul) and
 fp16. ONNX rows run in a session with graph optimisation "all" and the benchmark's thread count; on
-CUDA they use the CUDA execution provider with IOBinding.
+CUDA they use the CUDA execution provider with IOBinding. OpenVINO rows (CPU only) run the IR with the
+f32 or bf16 precision hint, and NNCF's post-training int8 of it; a row the CPU cannot run (bf16 without
+bf16 support) raises :class:`RowSkipped` and is reported as skipped.
 
 Each row is a :class:`RowSpec` (``family`` is what ``--formats`` selects); ``spec.build(ctx, device)``
 gives a :class:`LoadedRuntime`, whose ``setup_seconds`` is load (+ compile or quantise) time.
@@ -236,6 +238,39 @@ def build_onnx_fp16(ctx: BuildContext, device: str) -> LoadedRuntime:
     return _onnx_runtime(ctx, converted, device, "fp16")
 
 
+class RowSkipped(RuntimeError):
+    """A row this machine cannot run (e.g. bf16 on a CPU without it): reported as skipped, with the reason."""
+
+
+def _openvino_runtime(ctx: BuildContext, artifact: Artifact, precision: str) -> LoadedRuntime:
+    from exporters.openvino import load_openvino
+
+    backend = load_openvino(artifact.path, precision=precision, threads=ctx.threads)
+    return LoadedRuntime("openvino", "openvino", "cpu", precision,
+                         lambda im, m: _pair(backend.run([im, m])), artifact)
+
+
+def build_openvino(ctx: BuildContext, device: str) -> LoadedRuntime:
+    """The IR in OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT=f32``."""
+    return _openvino_runtime(ctx, ctx.cache.export("openvino"), "fp32")
+
+
+def build_openvino_bf16(ctx: BuildContext, device: str) -> LoadedRuntime:
+    """The same IR with the bf16 hint (AVX512-BF16 / AMX-BF16); skipped on a CPU without bf16."""
+    from exporters.openvino import cpu_supports
+
+    if not cpu_supports("bf16"):
+        raise RowSkipped("this CPU has no bf16 (OpenVINO's CPU capabilities lack BF16)")
+    return _openvino_runtime(ctx, ctx.cache.export("openvino"), "bf16")
+
+
+def build_openvino_int8(ctx: BuildContext, device: str) -> LoadedRuntime:
+    """NNCF post-training int8 of the IR, calibrated on prepared training images (as onnx-int8-static)."""
+    quantised = ctx.cache.derive(ctx.cache.export("openvino"), "openvino-int8", ".xml",
+                                 lambda src, out: quantize.openvino_int8(src, out, ctx.calibration()))
+    return _openvino_runtime(ctx, quantised, "fp32")
+
+
 def _variant(name: str, family: str, precision: str, devices: tuple[str, ...], builder: Builder) -> RowSpec:
     return RowSpec(name, family, precision, devices, builder)
 
@@ -260,7 +295,14 @@ VARIANTS: dict[str | None, tuple[RowSpec, ...]] = {
         _variant("onnx-int8-dynamic", "onnx", "int8", ("cpu",), build_onnx_int8_dynamic),
         _variant("onnx-fp16", "onnx", "fp16", ("cuda",), build_onnx_fp16),
     ),
+    "openvino": (
+        _variant("openvino-bf16", "openvino", "bf16", ("cpu",), build_openvino_bf16),
+        _variant("openvino-int8", "openvino", "int8", ("cpu",), build_openvino_int8),
+    ),
 }
+
+#: Builders and devices of format-table rows that differ from the generic ones.
+FORMAT_ROWS: dict[str, tuple[tuple[str, ...], Builder]] = {"openvino": (("cpu",), build_openvino)}
 
 
 def row_specs() -> list[RowSpec]:
@@ -269,7 +311,8 @@ def row_specs() -> list[RowSpec]:
 
     rows = list(VARIANTS[None])
     for name in FORMATS:
-        rows.append(RowSpec(name, name, "fp32", BOTH, build_format(name)))
+        devices, builder = FORMAT_ROWS.get(name, (BOTH, build_format(name)))
+        rows.append(RowSpec(name, name, "fp32", devices, builder))
         rows.extend(VARIANTS.get(name, ()))
     return rows
 

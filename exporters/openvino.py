@@ -115,18 +115,6 @@ def export_openvino(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, m
     return stamped_ir(xml_text, blob, metadata)
 
 
-def restamp_ir(path: Path, *, extra: dict | None = None) -> None:
-    """Record anew the content hash (and ``extra`` metadata) of an IR a tool rewrote (NNCF int8);
-    the ``.xml`` rewritten atomically."""
-    from detr_core.atomic import atomic_write_bytes
-
-    xml_text, blob = _xml_text(read_artifact(path), path), read_artifact(weights_path(path))
-    metadata = _metadata(xml_text, path)
-    if extra:
-        metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
-    atomic_write_bytes(path, stamped_ir(xml_text, blob, metadata).main)
-
-
 def _xml_text(data: bytes, path: Path) -> str:
     try:
         text = data.decode("utf-8")
