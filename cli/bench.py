@@ -51,8 +51,8 @@ def load_bench_model(resume: str | None, model_name: str | None, nheads: int | N
 def bench_options(func):
     """The measurement options shared by ``bench`` and ``demo``."""
     options = [
-        click.option("--formats", help="Comma list of families (eager, compile, torchscript, torch-export, onnx) "
-                                       "or rows (e.g. onnx-int8-static); default all."),
+        click.option("--formats", help="Comma list of families (eager, compile, torchscript, torch-export, onnx, "
+                                       "openvino) or rows (e.g. onnx-int8-static, openvino-bf16); default all."),
         click.option("--devices", default="cpu", show_default=True, help="Comma list: cpu, cuda."),
         click.option("--input-size", callback=parse_hw_option, metavar="HxW",
                      help="Static canvas (default 128x128 on the shapes default, else 800x800)."),
@@ -69,6 +69,10 @@ def bench_options(func):
                      help="Training images that calibrate int8 static quantisation."),
         click.option("--interleave/--sequential", default=True, show_default=True,
                      help="Time rows round-robin (fair on a shared machine) or each alone after scoring."),
+        click.option("--padded-batch/--no-padded-batch", default=True, show_default=True,
+                     help="Also time every row at batch 2B with live masks against batch B (the 'pad ×' column)."),
+        click.option("--peak-size", type=click.IntRange(min=0, max=8192), default=2048, show_default=True,
+                     help="Matrix size of the machine's fp32/bf16/int8 matmul peaks (0: not measured)."),
         click.option("--output-dir", type=click.Path(file_okay=False), default="bench-results", show_default=True),
         click.option("--cache-dir", type=click.Path(file_okay=False), help="Exported artifacts cache."),
     ]
@@ -92,7 +96,7 @@ def run_from_options(model, title: str, opts: dict[str, Any]):
     config = BenchConfig(devices=_csv(opts["devices"]) or ("cpu",), formats=_csv(opts["formats"]),
                          threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],
                          max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"],
-                         interleave=opts["interleave"])
+                         interleave=opts["interleave"], padded=opts["padded_batch"], peak_size=opts["peak_size"])
     count = opts["calibration_images"]
     report = run_bench(model, evalset, config, cache_dir=Path(opts["cache_dir"] or cache_dir() / "bench-artifacts"),
                        calibration=lambda: calibration_batches(source, evalset, count), title=title,
@@ -125,7 +129,8 @@ def exit_on_failures(report) -> None:
 @dataset_options
 @bench_options
 def bench(resume: str | None, model_name: str | None, nheads: int | None, **opts: Any) -> None:
-    """Latency and COCO-mAP parity of eager, compile, TorchScript, torch.export and ONNX Runtime rows."""
+    """Latency and COCO-mAP parity of eager, compile, TorchScript, torch.export, ONNX Runtime and OpenVINO
+    rows, with the machine's matmul peaks and each row's share of them."""
     writable_dir(opts["output_dir"])
     model, title = load_bench_model(resume, model_name, nheads)
     try:
