@@ -1,15 +1,18 @@
-"""``detrtool eval`` and ``predict`` take a Hugging Face DETR folder as ``--resume``: architecture (4 heads)
-and class names (``id2label``) come from its config.json, nothing passed by hand."""
+"""``detrtool eval``, ``predict``, ``export`` and ``bench`` take a Hugging Face DETR folder as ``--resume``:
+architecture (4 heads) and class names (``id2label``) come from its config.json, nothing passed by hand."""
 
 from __future__ import annotations
 
 import json
 
 from click.testing import CliRunner
+from transformers import DetrForObjectDetection
 
 from cli.main import cli
+from detr_core.data.shapes import ShapesParams, generate_shapes
+from exporters import load_runtime, read_metadata
 from tests.exporters.predict.images import shapes_val_images
-from tests.hf.models import LABELS
+from tests.hf.models import LABELS, hf_outputs, padded_batch
 from tests.training.helpers import make_small_coco
 
 
@@ -42,3 +45,32 @@ def test_predict_hf_folder_names_classes_from_id2label(hf_folder, tmp_path):
     summary = next(line for line in result.output.splitlines() if line.startswith(f"{images[0]} "))
     assert any(f"{name} " in summary for name in LABELS), summary
     assert (tmp_path / "out" / f"{images[0].stem}.png").is_file()
+
+
+def test_export_hf_folder_dynamic_carries_config_and_class_names(hf_folder, tmp_path):
+    out = tmp_path / "hf.onnx"
+    result = invoke("export", "--resume", hf_folder, "--format", "onnx", "--exporter", "legacy", "--opset", 17,
+                    "--input-size", "128x128", "--dynamic", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "dynamic batch/height/width" in result.output and "validation ok" in result.output
+    meta = read_metadata(out)
+    assert meta.class_names == tuple(LABELS) and meta.num_queries == 7 and meta.model_config["nheads"] == 4
+    assert meta.extra["checkpoint"] == hf_folder.name and len(meta.extra["checkpoint_sha256"]) == 64
+    images, mask = padded_batch()  # a padded batch of 2 at 128x128, unlike the example
+    reference = hf_outputs(DetrForObjectDetection.from_pretrained(hf_folder).eval(), images, mask)
+    got = load_runtime(out)(images, mask)
+    assert (got["pred_logits"] - reference["pred_logits"]).abs().max() <= 1e-4
+    assert (got["pred_boxes"] - reference["pred_boxes"]).abs().max() <= 1e-4
+
+
+def test_bench_hf_folder(hf_folder, tmp_path):
+    root = generate_shapes(tmp_path / "shapes", ShapesParams(seed=3, image_size=64, train_count=0, val_count=2),
+                           progress=False)
+    result = invoke("bench", "--resume", hf_folder, "--coco-path", root, "--input-size", "128x128",
+                    "--formats", "eager,torch-export", "--warmup", 1, "--runs", 2, "--calibration-images", 2,
+                    "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert "| torch-export | cpu | fp32 | ✅ |" in result.output
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert hf_folder.name in data["setup"]["title"]
+    assert {r["name"]: r["status"] for r in data["rows"]}["torch-export"] == "✅"
