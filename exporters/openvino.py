@@ -124,6 +124,8 @@ def _xml_text(data: bytes, path: Path) -> str:
         raise ArtifactError(f"{path}: the .xml declares a DTD or entities; detrtool IRs have none, refusing it")
     if "<net " not in text[:4096]:
         raise ArtifactError(f"{path}: not an OpenVINO IR (no <net> element at the start of the .xml)")
+    if not text.rstrip().endswith("</net>"):
+        raise ArtifactError(f"{path}: the .xml is truncated (it does not end with </net>)")
     return text
 
 

@@ -126,7 +126,7 @@ def test_damaged_pairs_are_refused_in_one_line(ir, tmp_path):
         load_runtime(flipped)
     truncated = _copy(ir, tmp_path / "truncated")
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
-    with pytest.raises((ArtifactError, ValueError), match="truncated|metadata|cannot load"):
+    with pytest.raises((ArtifactError, ValueError), match="the .xml is truncated"):
         load_runtime(truncated)
     missing = _copy(ir, tmp_path / "missing")
     weights_path(missing).unlink()
