@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from cli.main import cli
 def _args(tiny_checkpoint_path, shapes_root, tmp_path, *extra: str) -> list[str]:
     return ["bench", "--resume", str(tiny_checkpoint_path), "--nheads", "4", "--coco-path", str(shapes_root),
             "--input-size", "128x128", "--warmup", "1", "--runs", "2", "--calibration-images", "2",
-            "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra]
+            "--peak-size", "256", "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra]
 
 
 def test_bench_cli_writes_table_json_and_chart(tiny_checkpoint_path, shapes_root, tmp_path):
@@ -61,3 +62,44 @@ def test_bench_cli_errors_are_one_line(tiny_checkpoint_path, shapes_root, tmp_pa
 def test_bench_cli_rejects_bad_input_size(tiny_checkpoint_path, bad):
     result = CliRunner().invoke(cli, ["bench", "--resume", str(tiny_checkpoint_path), "--input-size", bad])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("damage", ["flipped bin", "truncated xml", "missing bin"])
+def test_corrupted_ir_is_a_failed_row_and_fails_the_run(damage, tiny_model, tiny_checkpoint_path, shapes_root,
+                                                         tmp_path, good_ir):
+    import shutil
+
+    from exporters.openvino import weights_path
+
+    cache = ArtifactCache(tmp_path / "cache", tiny_model, (128, 128), 1)
+    folder = tmp_path / "cache" / cache.export_key("openvino")
+    folder.mkdir(parents=True)
+    xml = Path(shutil.copy(good_ir, folder / "model.xml"))
+    shutil.copy(weights_path(good_ir), folder / "model.bin")
+    (folder / "export.json").write_text(json.dumps({"seconds": 1.0}))
+    if damage == "flipped bin":
+        data = bytearray((folder / "model.bin").read_bytes())
+        data[1000:5096] = bytes(b ^ 0xFF for b in data[1000:5096])
+        (folder / "model.bin").write_bytes(bytes(data))
+    elif damage == "truncated xml":
+        xml.write_bytes(xml.read_bytes()[:-200])
+    else:
+        (folder / "model.bin").unlink()
+    result = CliRunner().invoke(cli, _args(tiny_checkpoint_path, shapes_root, tmp_path, "--formats", "openvino",
+                                           "--no-padded-batch"))
+    assert result.exit_code == 1, result.output
+    assert "| openvino | cpu | fp32 | ❌ |" in result.output
+    reason = {"flipped bin": "content hash mismatch", "truncated xml": "truncated",
+              "missing bin": "model.bin is missing"}[damage]
+    assert "FAIL openvino (cpu) failed:" in result.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"]}
+    assert reason in rows["openvino"]["error"]
+    assert rows["openvino-int8"]["status"] == "❌" and rows["openvino-int8"]["failures"] == []  # lossy
+
+
+@pytest.fixture(scope="module")
+def good_ir(tiny_model, tmp_path_factory):
+    from exporters import export
+
+    return export(tiny_model, "openvino", tmp_path_factory.mktemp("ir") / "model.xml", input_size=(128, 128),
+                  validate=False).path

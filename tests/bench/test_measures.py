@@ -78,8 +78,49 @@ def test_report_table_json_and_chart(tmp_path):
     report = BenchReport([eager, fast, broken], {"title": "t"})
     table = markdown_table(report)
     assert table.splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
-    assert "| onnx | cpu | fp32 | ✅ | 12.3 | 50.00 | 80.00 | +0.00 | 1.0e-06 | 50.0 | 50.0 | 20.00 | 2.00 |" in table
+    assert "| onnx | cpu | fp32 | ✅ | 12.3 | 50.00 | 80.00 | +0.00 | 1.0e-06 | 50.0 | 50.0 | 20.00 | 2.00 | – | – | – |" in table
     assert "❌ torchscript (cpu): RuntimeError: bad file" in table
     written = write_report(report, tmp_path)
     assert json.loads(written["json"].read_text())["failures"]
     assert written["chart"].stat().st_size > 0
+
+
+def test_roofline_columns_skipped_rows_and_machine_header(tmp_path):
+    from bench.machine import MachinePeaks, roofline
+    from bench.run import fill_roofline
+
+    peaks = MachinePeaks(threads=2, size=2048, isa=["avx512f", "avx512_bf16"],
+                         gflops={"fp32": 100.0, "bf16": 400.0, "int8": None})
+    assert roofline(5e9, 100.0, "fp32", peaks) == pytest.approx((50.0, 50.0))  # 5 GFLOP in 0.1 s
+    assert roofline(5e9, 50.0, "bf16", peaks) == pytest.approx((100.0, 25.0))
+    assert roofline(5e9, 50.0, "int8", peaks)[1] is None and roofline(None, 50.0, "fp32", peaks) == (None, None)
+    lat = summarise([100.0, 100.0], batch_size=1, warmup=0, peak_rss=None, peak_cuda=None)
+    row, skipped = _row("onnx", latency=lat), _row("openvino-bf16", "bf16", ok=False)
+    skipped.skipped = "this CPU has no bf16"
+    row.padded_ratio = 1.5
+    fill_roofline([row, skipped], 5e9, peaks)
+    skipped.judge(max_map_drop=0.1, tolerance=1e-4)
+    table = markdown_table(BenchReport([row, skipped], {"cpu": "X", "batch_size": 1, "model_gflop": 5.0,
+                                                        "machine": peaks.to_dict()}))
+    assert "| 100.0 | 100.0 | 10.00 | – | 50.0 | 50.0 | 1.50 |" in table  # p50, p90, img/s, × eager, GFLOP/s, % peak, pad ×
+    assert "fp32 100, bf16 400" in table and "avx512f avx512_bf16" in table and "5.00 GFLOP" in table
+    assert "⏭️ openvino-bf16 (cpu) skipped: this CPU has no bf16" in table
+    assert skipped.status == "⏭️" and skipped.failures == []
+
+
+def test_model_flops_count_matmuls_once_and_peaks_are_positive():
+    from bench.machine import isa_flags, matmul_gflops, model_flops
+
+    class TwoInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(16, 8)
+
+        def forward(self, images, mask):
+            return self.linear(images), mask
+
+    flops = model_flops(TwoInputs(), torch.randn(3, 16), torch.zeros(3, dtype=torch.bool))
+    assert flops == 2 * 3 * 16 * 8
+    assert matmul_gflops(torch.float32, size=128, repeats=1) > 0
+    flags = isa_flags()
+    assert all(f in open("/proc/cpuinfo").read() for f in flags)

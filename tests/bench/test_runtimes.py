@@ -11,13 +11,14 @@ from bench.data import calibration_batches
 from bench.run import BenchConfig, run_bench
 from bench.runtimes import family_names, row_specs, select_rows
 from exporters.formats import FORMATS
+from exporters.openvino import cpu_supports
 
 FP32_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
 def cpu_report(tiny_model, evalset, shapes_source, tmp_path_factory):
-    config = BenchConfig(devices=("cpu",), warmup=1, runs=2, threads=2)
+    config = BenchConfig(devices=("cpu",), warmup=1, runs=2, threads=2, padded=False, peak_size=256)
     return run_bench(tiny_model, evalset, config, cache_dir=tmp_path_factory.mktemp("artifacts"),
                      calibration=lambda: calibration_batches(shapes_source, evalset, 2))
 
@@ -30,7 +31,7 @@ def test_rows_follow_the_format_table():
     names = [r.name for r in row_specs()]
     assert len(names) == len(set(names))
     for variant in ("eager", "eager-amp", "compile", "compile-amp", "torchscript-frozen", "onnx-int8-static",
-                    "onnx-int8-dynamic", "onnx-fp16"):
+                    "onnx-int8-dynamic", "onnx-fp16", "openvino", "openvino-bf16", "openvino-int8"):
         assert variant in names
 
 
@@ -45,6 +46,9 @@ def test_every_cpu_row_is_measured(cpu_report):
     expected = {r.name for r in row_specs() if "cpu" in r.devices}
     assert {r.name for r in cpu_report.rows} == expected
     for row in cpu_report.rows:
+        if row.name == "openvino-bf16" and not cpu_supports("bf16"):
+            assert row.skipped and row.status == "⏭️" and not row.failures
+            continue
         assert row.ok, f"{row.name}: {row.error}"
         assert row.status == "✅"
         assert row.latency is not None and row.latency.p50_ms > 0 and row.latency.runs == 2
@@ -75,7 +79,38 @@ def test_artifact_rows_carry_size_and_export_time(cpu_report):
             assert row.size_mb > 0 and row.export_seconds >= 0, row.name
     int8 = cpu_report.row("onnx-int8-static")
     assert int8.size_mb < cpu_report.row("onnx").size_mb / 2
+    assert cpu_report.row("openvino-int8").size_mb < cpu_report.row("openvino").size_mb / 2  # .xml + .bin
     assert cpu_report.row("compile").notes["compile_seconds"] > 0
+
+
+def test_every_timed_row_has_its_roofline(cpu_report):
+    machine = cpu_report.setup["machine"]
+    assert machine["threads"] == 2 and machine["gflops"]["fp32"] > 0 and machine["gflops"]["bf16"] > 0
+    assert cpu_report.setup["model_gflop"] > 0
+    for row in cpu_report.rows:
+        if row.latency is None:
+            continue
+        expected = cpu_report.setup["model_gflop"] / (row.latency.p50_ms / 1000.0)
+        assert row.gflops == pytest.approx(expected), row.name
+        peak = machine["gflops"].get(row.precision)
+        if peak:
+            assert row.peak_percent == pytest.approx(100.0 * expected / peak), row.name
+
+
+def test_padded_batch_ratio_for_every_kind_of_row(tiny_model, evalset, shapes_source, tmp_path):
+    rows = ("eager", "torchscript")  # a row without artifact, a static-batch artifact
+    config = BenchConfig(formats=rows, warmup=1, runs=2, threads=2, padded=True, padded_runs=2, peak_size=0)
+    report = run_bench(tiny_model, evalset, config, cache_dir=tmp_path,
+                       calibration=lambda: calibration_batches(shapes_source, evalset, 2))
+    for row in report.rows:
+        assert row.padded_ratio is not None and row.padded_ratio > 0, (row.name, row.notes)
+        assert set(row.notes["padded_p50_ms"]) == {"b", "2b"}
+    # static artifacts were made anew at batch 2B = 4 (the bench's batch is 2), cached under their own keys
+    from bench.artifacts import ArtifactCache
+
+    for batch in (2, 4):
+        key = ArtifactCache(tmp_path, tiny_model, evalset.canvas, batch).export_key("torchscript")
+        assert (tmp_path / key / "model.ts").is_file()
 
 
 @pytest.mark.cuda
