@@ -161,17 +161,17 @@ def dynamic_rows(eager: Runtime, artifact: Runtime, *, threshold: float, toleran
     from exporters.export_api import example_inputs
 
     canvas = tuple(artifact.metadata.input_size)
-    post = artifact.metadata.with_postprocess
+    kw = {"threshold": threshold, "tolerance": tolerance}
     rows = []
     for hw in (canvas, other_canvas(canvas)):
-        for batch in DYNAMIC_BATCHES:
+        for batch in DYNAMIC_BATCHES:  # orig_sizes is passed always; a raw artifact ignores it
             inputs = example_inputs(batch_size=batch, input_size=hw, with_postprocess=True, seed=batch)
-            feed = inputs if post else inputs[:2]
-            rows.append(_row(f"dynamic {hw[0]}x{hw[1]}, batch {batch}, padded masks", eager(*feed),
-                             artifact(*feed), inputs[2], threshold=threshold, tolerance=tolerance))
-    full = full_canvas_batch(batch_size=DYNAMIC_BATCHES[-1], canvas=other_canvas(canvas))
-    rows.append(_row(f"dynamic {full[0].shape[2]}x{full[0].shape[3]}, batch 3, mask all False", eager(*full),
-                     artifact(*full), full[2], threshold=threshold, tolerance=tolerance))
+            rows.append(_row(f"dynamic {hw[0]}x{hw[1]}, batch {batch}, padded masks", eager(*inputs),
+                             artifact(*inputs), inputs[2], **kw))
+    batch, hw = DYNAMIC_BATCHES[-1], other_canvas(canvas)
+    full = full_canvas_batch(batch_size=batch, canvas=hw)
+    rows.append(_row(f"dynamic {hw[0]}x{hw[1]}, batch {batch}, mask all False", eager(*full), artifact(*full),
+                     full[2], **kw))
     return rows
 
 
