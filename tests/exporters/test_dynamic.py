@@ -163,3 +163,20 @@ def test_runtime_prepare_pads_each_batch_to_its_largest(dynamic_runtimes, tmp_pa
         assert not mask[i, :h, :w].any() and int((~mask[i]).sum()) == h * w
     assert sizes.tolist() == [list(wide.shape[1:]), list(pictures[1].shape[1:])]
     assert runtime(images, mask)["pred_logits"].shape[0] == 2
+
+
+def test_dynamic_with_postprocess_takes_orig_sizes_of_any_batch(small_checkpoint, tmp_path):
+    from detr_core import load_checkpoint
+    from detr_core.postprocess import postprocess_tensors
+
+    model = load_checkpoint(small_checkpoint)
+    result = export(model, "torch-export", tmp_path / "post.pt2", input_size=(64, 96), dynamic=True,
+                    with_postprocess=True)
+    assert result.validation.ok and result.metadata.input_names == ("images", "mask", "orig_sizes")
+    images, mask, sizes = example_inputs(batch_size=3, input_size=(96, 64), with_postprocess=True, seed=2)
+    out = load_runtime(result.path)(images, mask, sizes)
+    with torch.inference_mode():
+        raw = model(images, mask)
+    scores, labels, boxes = postprocess_tensors(raw["pred_logits"], raw["pred_boxes"], sizes)
+    assert max_abs_diff(out["scores"], scores) <= 1e-4 and torch.equal(out["labels"], labels)
+    assert max_abs_diff(out["boxes"], boxes) <= 1e-3  # pixels
