@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.options import dataset_options, parse_hw_option, pop_dataset_options
+from cli.options import FiniteFloatRange, RegularFile, dataset_options, parse_hw_option, pop_dataset_options
 from cli.outputs import writable_dir
 from detr_core.errors import first_line
 
@@ -60,9 +60,9 @@ def bench_options(func):
         click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (torch and ORT)."),
         click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
         click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True),
-        click.option("--max-map-drop", type=click.FloatRange(min=0), default=0.1, show_default=True,
+        click.option("--max-map-drop", type=FiniteFloatRange(min=0), default=0.1, show_default=True,
                      help="Fail when an fp32 row's |ΔAP| (points) exceeds this."),
-        click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+        click.option("--tolerance", type=FiniteFloatRange(min=0, min_open=True), default=1e-4, show_default=True,
                      help="Fail when an fp32 row's max |Δ| of raw outputs exceeds this."),
         click.option("--max-images", type=click.IntRange(min=1), help="Evaluate the first N val images only."),
         click.option("--calibration-images", type=click.IntRange(min=1), default=16, show_default=True,
@@ -120,7 +120,7 @@ def exit_on_failures(report) -> None:
 
 
 @click.command()
-@click.option("--resume", type=click.Path(exists=True),
+@click.option("--resume", type=RegularFile(dir_okay=True),
               help="Checkpoint to bench, or a Hugging Face DETR folder (default: the shapes default's "
                    "runs/shapes/checkpoint.pth).")
 @click.option("--model", "model_name", help="A registered model with random weights, e.g. detr_resnet50 "

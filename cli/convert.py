@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from cli.options import RegularFile
 from detr_core.checkpoint import CheckpointError
 
 TARGETS = ("hf", "official", "safetensors")
@@ -52,7 +53,7 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
 
 
 @click.command("convert")
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("source", type=RegularFile(dir_okay=True, path_type=Path))
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True,
               help="hf: a DetrForObjectDetection folder; official: {'model': state_dict} (facebookresearch/detr); "
                    "safetensors: weights-only .safetensors with the detrtool config.json beside it.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cli.options import RegularFile
 from detr_core.data.check import check_coco, check_voc, check_yolo
 from detr_core.data.coco import DatasetError
 from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
@@ -80,7 +81,7 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
 
 
 @data.command()
-@click.argument("yolo_root", type=click.Path(exists=True))
+@click.argument("yolo_root", type=RegularFile(dir_okay=True))
 @click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="COCO JSON to write.")
 def yolo2coco(yolo_root: str, split: str, out: str) -> None:
@@ -108,7 +109,7 @@ def _write_error(exc: OSError, target: str) -> str:
 
 
 @data.command()
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source", type=RegularFile(dir_okay=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Images folder (COCO JSON input).")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Also check category ids < num_classes.")
 @click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True,

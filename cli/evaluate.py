@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.options import ReferenceSpellings, dataset_options, pop_dataset_options
+from cli.options import ReferenceSpellings, RegularFile, dataset_options, pop_dataset_options
 from detr_core.checkpoint import CheckpointError
 from detr_core.data.coco import DatasetError
 
@@ -17,7 +17,7 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 
 
 @click.command("eval", cls=ReferenceSpellings)
-@click.option("--resume", "checkpoint", required=True, type=click.Path(exists=True),
+@click.option("--resume", "checkpoint", required=True, type=RegularFile(dir_okay=True),
               help="Checkpoint to evaluate (detrtool, official facebookresearch/detr, or a Hugging Face DETR "
                    "folder / .safetensors).")
 @dataset_options

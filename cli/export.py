@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cli.options import parse_hw_option
+from cli.options import RegularFile, parse_hw_option
 from detr_core.checkpoint import CheckpointError, load_checkpoint
 from detr_core.errors import first_line
 
@@ -47,7 +47,7 @@ def _applies(fmt: str, option: str) -> bool:
 
 
 @click.command()
-@click.option("--resume", "checkpoint", type=click.Path(), required=True,
+@click.option("--resume", "checkpoint", type=RegularFile(dir_okay=True, missing_ok=True), required=True,
               help="Checkpoint to export (detrtool, official DETR, or a Hugging Face DETR folder / .safetensors).")
 @click.option("--format", "fmt", required=True, metavar="|".join(FORMAT_NAMES), help="Artifact format.")
 @click.option("--input-size", default="800x1333", show_default=True, callback=parse_hw_option, metavar="HxW",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +27,50 @@ def parse_hw_option(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
-_PATH = click.Path(exists=True)
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses nan and inf (which compare False against any bound, so a plain
+    FloatRange lets them through). Every float option of every command uses it (tests/cli/test_main.py)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+def file_kind_problem(path: str | os.PathLike[str], *, dir_okay: bool = False) -> str | None:
+    """Why ``path`` (which exists) cannot be read as an input file: ``not a regular file`` for a fifo, a
+    device (a symlink to /dev/zero) or a socket, ``is a folder`` for a folder unless ``dir_okay``; None
+    when it is a regular file (symlinks followed) or an accepted folder."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        return None if dir_okay else "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a fifo, device or socket)"
+    return None
+
+
+class RegularFile(click.Path):
+    """``click.Path(exists=True)`` for an input file: a fifo, a device (e.g. a symlink to /dev/zero) or a
+    socket is refused as ``not a regular file`` before anything opens it (reading one would block or never
+    end); ``dir_okay`` lets a folder through (a Hugging Face model folder as --resume); ``missing_ok`` leaves a
+    missing path to the command (which names it in its own words)."""
+
+    def __init__(self, *, dir_okay: bool = False, missing_ok: bool = False, **kwargs: Any) -> None:
+        super().__init__(exists=not missing_ok, dir_okay=dir_okay, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        converted = super().convert(value, param, ctx)
+        if not os.path.exists(converted):  # missing_ok: the command names a missing file itself
+            return converted
+        problem = file_kind_problem(converted, dir_okay=self.dir_okay)
+        if problem:
+            self.fail(f"{click.format_filename(value)!r}: {problem}.", param, ctx)
+        return converted
+
+
+_DIR = click.Path(exists=True, file_okay=False)
+_ANN = RegularFile()
 
 
 def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,15 +78,15 @@ def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
     --remove-difficult --yolo-root --class-map --allow-outside-images --pad-to``; ``pad_to`` arrives parsed as
     ``(H, W)`` or None."""
     options = [
-        click.option("--coco-path", type=_PATH, help="COCO layout: DIR/{train,val}2017 + DIR/annotations/."),
-        click.option("--train-images", type=_PATH, help="Training images folder (overrides --coco-path)."),
-        click.option("--train-ann", type=_PATH, help="Training COCO annotation JSON."),
-        click.option("--val-images", type=_PATH, help="Validation images folder (overrides --coco-path)."),
-        click.option("--val-ann", type=_PATH, help="Validation COCO annotation JSON."),
-        click.option("--voc-root", type=_PATH, help="A VOCdevkit (or VOC2007/VOC2012) folder."),
+        click.option("--coco-path", type=_DIR, help="COCO layout: DIR/{train,val}2017 + DIR/annotations/."),
+        click.option("--train-images", type=_DIR, help="Training images folder (overrides --coco-path)."),
+        click.option("--train-ann", type=_ANN, help="Training COCO annotation JSON."),
+        click.option("--val-images", type=_DIR, help="Validation images folder (overrides --coco-path)."),
+        click.option("--val-ann", type=_ANN, help="Validation COCO annotation JSON."),
+        click.option("--voc-root", type=_DIR, help="A VOCdevkit (or VOC2007/VOC2012) folder."),
         click.option("--voc-year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True),
         click.option("--remove-difficult", is_flag=True, help="VOC: drop objects flagged difficult."),
-        click.option("--yolo-root", type=_PATH, help="A YOLO dataset: DIR/data.yaml (names, train, val) + labels/*.txt."),
+        click.option("--yolo-root", type=RegularFile(dir_okay=True), help="A YOLO dataset: DIR/data.yaml (names, train, val) + labels/*.txt."),
         click.option("--class-map", metavar="coco-voc|FILE.json",
                      help="Model class -> dataset category: the built-in coco-voc (a COCO checkpoint on VOC) or a "
                           "JSON object {model id or name: dataset id or name}; unmapped predictions are not scored."),

@@ -10,7 +10,7 @@ import click
 import torch
 from tqdm import tqdm
 
-from cli.options import parse_hw_option
+from cli.options import FiniteFloatRange, RegularFile, parse_hw_option
 from cli.outputs import writable_dir
 from detr_core.atomic import atomic_write
 from detr_core.data.class_map import load_class_map
@@ -28,14 +28,14 @@ logger = logging.getLogger(__name__)
 
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGES_OR_DIRS...")
-@click.option("--resume", "checkpoint", type=click.Path(exists=True),
+@click.option("--resume", "checkpoint", type=RegularFile(dir_okay=True),
               help="A checkpoint (detrtool, official, or a Hugging Face DETR folder / .safetensors).")
-@click.option("--model", "artifact", type=click.Path(exists=True, dir_okay=False), help="An exported artifact (.onnx, .ts, .pt2).")
+@click.option("--model", "artifact", type=RegularFile(), help="An exported artifact (.onnx, .ts, .pt2).")
 @click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
               help="Runtime. With --resume: eager (default) or export to this format first and run that. "
                    "With --model: read from the file suffix unless given.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True, help="Minimum score.")
+@click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.7, show_default=True, help="Minimum score.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--output-dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--save-json", is_flag=True, help="Also write OUTPUT_DIR/detections.json (COCO results format).")

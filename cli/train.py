@@ -7,7 +7,6 @@ Every option defaults to "not given" so that precedence is CLI > --config YAML >
 from __future__ import annotations
 
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -18,27 +17,25 @@ from typing import Any
 import click
 import yaml
 
-from cli.options import DATASET_OPTION_NAMES, ReferenceSpellings, dataset_options, pop_dataset_options
+from cli.options import (
+    DATASET_OPTION_NAMES,
+    FiniteFloatRange,
+    ReferenceSpellings,
+    RegularFile,
+    dataset_options,
+    pop_dataset_options,
+)
 from detr_core.checkpoint import CheckpointError
-from detr_core.config import load_yaml
+from detr_core.config import LossConfig, ModelConfig, check_section_keys, load_yaml
 from detr_core.data.coco import DatasetError
+from detr_core.data.sources import DatasetSource
 from detr_core.training.engine import NonFiniteLossError
 from detr_core.training.output_dir import OutputDirError, locked_output_dir
 from detr_core.training.train_config import OPTION_CHOICES, OPTION_RANGES, TrainConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
 
-_FILE = click.Path(exists=True, dir_okay=False)
-
-
-class FiniteFloatRange(click.FloatRange):
-    """click's FloatRange that also refuses nan and inf (which compare False against any bound)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value} is not a finite number.", param, ctx)
-        return number
+_FILE = RegularFile()
 
 
 def ranged(name: str, kind: type) -> click.ParamType:
@@ -131,7 +128,10 @@ def build_config(kwargs: dict[str, Any]) -> TrainConfig:
     cli = {**kwargs, "data": given, "pad_to": pad_to}
     if not config_file:
         return resolve_train_config(cli)
-    return resolve_train_config(cli, load_yaml(config_file), yaml_source=str(config_file))
+    settings = load_yaml(config_file)
+    check_section_keys(settings, {"model": ModelConfig, "loss": LossConfig, "data": DatasetSource},
+                       source=str(config_file))
+    return resolve_train_config(cli, settings, yaml_source=str(config_file))
 
 
 def launch_torchrun(config: TrainConfig, nproc: int) -> int:

@@ -25,6 +25,19 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**data)  # type: ignore[call-arg]
 
 
+def check_section_keys(settings: dict[str, Any], sections: dict[str, type], *, source: str) -> None:
+    """A ``ValueError`` naming ``source`` (the YAML file) and the section when a mapping section of
+    ``settings`` (e.g. ``model:``) holds a key its dataclass (``sections[name]``) does not know."""
+    for name, cls in sections.items():
+        values = settings.get(name)
+        if not isinstance(values, dict):
+            continue
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known, key=str)
+        if unknown:
+            raise ValueError(f"{source}: section {name!r}: unknown keys {unknown}; known keys are {sorted(known)}")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain-dict form of a config dataclass (tuples become lists, so it is YAML/JSON friendly)."""
     out = dataclasses.asdict(obj)
@@ -78,11 +91,53 @@ class LossConfig:
         return from_dict(cls, data)
 
 
+class YamlRefused(yaml.YAMLError):
+    """A YAML construct :class:`StrictLoader` refuses; the message is one line without the file name."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python tags: nothing in the file runs) that also refuses
+
+    - a key given twice in one mapping (SafeLoader keeps the last one silently), naming the key and lines;
+    - anchors and aliases (``&a`` / ``*a``, and so ``<<:`` merges): a config file needs none, and an alias
+      bomb (``*a8`` of 10^9 elements) would otherwise expand for minutes. Refused while composing, before
+      anything is expanded.
+
+    Every YAML file detrtool reads (``--config``, a YOLO ``data.yaml``) goes through :func:`strict_yaml_load`.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            sign = "*" if kind == "alias" else "&"
+            raise YamlRefused(f"line {event.start_mark.line + 1}: {kind} {sign}{event.anchor} refused (anchors, "
+                              "aliases and merge keys are not accepted in detrtool's YAML files)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and first.setdefault(key, line) != line:
+                raise YamlRefused(f"line {line}: key {key!r} given twice in one mapping (first on line {first[key]})")
+        return super().construct_mapping(node, deep=deep)
+
+
+def strict_yaml_load(text: str) -> Any:
+    """``text`` parsed by :class:`StrictLoader`; :class:`YamlRefused` / ``yaml.YAMLError`` on bad input."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict with one clear error on bad input."""
+    """Read a YAML config file into a dict with one clear error on bad input (a repeated key, an anchor or
+    an alias: :class:`StrictLoader`)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = strict_yaml_load(path.read_text())
+    except YamlRefused as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read YAML config: {' '.join(str(exc).split())}") from None
     if data is None:

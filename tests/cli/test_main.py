@@ -10,6 +10,7 @@ import pytest
 
 import cli.plot as plot_module
 from cli.main import cli, error_line
+from cli.options import FiniteFloatRange, RegularFile
 from tests.cli.bad_input import check_bad_input, run_cli
 
 
@@ -29,8 +30,51 @@ def _numeric_options_without_range():
                 yield f"{name} {param.opts[0]}"
 
 
+def _float_options_not_finite_checked():
+    """Float options that would take nan or inf: a plain FloatRange compares False against its bounds."""
+    for name, command in _commands():
+        for param in command.params:
+            if isinstance(param.type, click.types.FloatParamType) and not isinstance(param.type, FiniteFloatRange):
+                yield f"{name} {param.opts[0]}"
+
+
+def _input_files_not_kind_checked():
+    """Existing-file options or arguments (click.Path(exists=True) that takes a file) not refusing a fifo or a
+    device as 'not a regular file'."""
+    for name, command in _commands():
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, click.Path) and kind.exists and kind.file_okay and not isinstance(kind, RegularFile):
+                yield f"{name} {param.opts[0]}"
+
+
 def test_every_numeric_option_has_a_range():
     assert list(_numeric_options_without_range()) == []
+
+
+def test_every_float_option_refuses_nan_and_inf():
+    assert list(_float_options_not_finite_checked()) == []
+
+
+def test_every_input_file_option_refuses_a_non_regular_file():
+    assert list(_input_files_not_kind_checked()) == []
+
+
+@pytest.mark.parametrize("kind, probe", [
+    (click.FloatRange(0, 1), _float_options_not_finite_checked),
+    (click.Path(exists=True), _input_files_not_kind_checked),
+])
+def test_the_checks_above_see_a_plain_type(kind, probe):
+    @click.command()
+    @click.option("--x", type=kind)
+    def probe_command(x):  # pragma: no cover - never run
+        pass
+
+    cli.add_command(probe_command, "probe-plain")
+    try:
+        assert "probe-plain --x" in list(probe())
+    finally:
+        cli.commands.pop("probe-plain")
 
 
 def test_the_check_above_sees_a_bare_int():
