@@ -11,6 +11,7 @@ listed by ``detrtool predict`` — never an exception for the whole batch.
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +49,46 @@ class InputImage:
         return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
 
 
+NOT_REGULAR = "not a regular file (a fifo, device or socket)"
+
+
+def _kind_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file (None for a regular file, symlinks followed): a fifo or
+    a device (a symlink to /dev/zero) would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file (a broken symlink)" if path.is_symlink() else "no such file or folder"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    return None if stat.S_ISREG(mode) else NOT_REGULAR
+
+
+def _list_folder(folder: Path) -> tuple[list[Path], list[Failure]]:
+    """The image files of ``folder`` (sorted, by suffix); entries with an image suffix that are not regular
+    files (a fifo, a device, a broken symlink) are failures, never skipped in silence."""
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    problems = {p: _kind_problem(p) for p in named}
+    return [p for p in named if problems[p] is None], [Failure(p, r) for p, r in problems.items() if r]
+
+
 def collect_image_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failure]]:
-    """Expand folders to their image files (sorted); missing paths become failures."""
+    """Expand folders to their image files (sorted); missing paths and files that are not regular files
+    (a fifo, a device, a broken symlink; named or in a folder) become failures."""
     paths: list[Path] = []
     failures: list[Failure] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            found, bad = _list_folder(item)
+            if not found and not bad:
                 failures.append(Failure(item, "folder holds no image files"))
             paths.extend(found)
-        elif item.is_file():
+            failures.extend(bad)
+        elif (problem := _kind_problem(item)) is None:
             paths.append(item)
         else:
-            failures.append(Failure(item, "no such file or folder"))
+            failures.append(Failure(item, problem))
     return paths, failures
 
 

@@ -121,6 +121,8 @@ def read_class_map(spec: str) -> ClassMapSpec:
         data = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys(spec))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ClassMapError(f"{spec}: class map is not JSON ({exc})") from None
+    except RecursionError:
+        raise ClassMapError(f"{spec}: not a readable JSON file (nested too deeply)") from None
     if not isinstance(data, dict) or not data:
         raise ClassMapError(f"{spec}: class map must be a non-empty JSON object {{model class: dataset category}}")
     return ClassMapSpec(spec, tuple((_key(k, spec), _key(v, f"{spec}: key {k!r}")) for k, v in data.items()))

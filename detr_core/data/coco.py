@@ -138,6 +138,8 @@ def read_coco_json(ann_path: Path) -> dict[str, Any]:
         raise DatasetError(f"{ann_path}: annotation file is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{ann_path}: annotation file is not readable JSON ({exc})") from None
+    except RecursionError:
+        raise DatasetError(f"{ann_path}: not a readable JSON file (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{ann_path}: not a COCO annotation file (no 'images' list)")
     return data
@@ -191,6 +193,21 @@ def image_path(images_dir: Path, file_name: str, *, where: str, allow_outside: b
         raise DatasetError(f"{where}: file_name {file_name!r} {reason}, outside the images folder {images_dir}; "
                            "refused (pass --allow-outside-images to read it)")
     return images_dir / file_name
+
+
+def check_size_agrees(stated: tuple[int, int], actual: tuple[int, int], *, what: str, image: Path) -> None:
+    """A :class:`DatasetError` when an annotation's stated (H, W) (both non-zero: zero means not given)
+    differs from the image's: its boxes are in the stated frame, so they would land in the wrong place."""
+    if all(stated) and tuple(stated) != tuple(actual):
+        raise DatasetError(f"{what} says {stated[0]}x{stated[1]} (HxW) but {image} is {actual[0]}x{actual[1]}; "
+                           "the boxes are in the stated frame (fix the annotation or the image)")
+
+
+def _stated_hw(info: dict[str, Any]) -> tuple[int, int]:
+    """``images[]`` entry's (height, width); (0, 0) where not given as positive integers (nothing to check)."""
+    h, w = info.get("height"), info.get("width")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w))
+    return (h, w) if ok else (0, 0)
 
 
 def class_names_from_categories(categories: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -257,7 +274,9 @@ class CocoDetection(torch.utils.data.Dataset):
     Target: ``boxes`` float32 [N, 4] (cx, cy, w, h in [0, 1]), ``labels`` int64 [N] (file category ids),
     ``image_id`` int64 scalar, ``area`` float32 [N] (annotation area, original pixels), ``iscrowd`` int64
     [N], ``orig_size`` int64 [2] (h, w) and ``size`` int64 [2] (h, w after transforms).
-    ``cache_images`` keeps decoded images in memory (:mod:`detr_core.data.image_cache`).
+    ``cache_images`` keeps decoded images in memory (:mod:`detr_core.data.image_cache`). An image whose
+    decoded size differs from its ``images[]`` height/width is a :class:`DatasetError` naming the image id and
+    file (its boxes are in the stated frame).
     The file passes :func:`load_coco_json`'s rules; a ``file_name`` leaving ``images_dir`` (absolute or
     ``..``) is refused unless ``allow_outside_images`` (then a counted warning).
     """
@@ -320,4 +339,7 @@ class CocoDetection(torch.utils.data.Dataset):
         image_id = self.ids[index]
         image = self.images.load(self.paths[image_id])
         h, w = int(image.shape[-2]), int(image.shape[-1])
+        info = self.coco.imgs[image_id]
+        check_size_agrees(_stated_hw(info), (h, w), what=f"{self.ann_file}: image {image_id} (height, width)",
+                          image=self.paths[image_id])
         return finalize_sample(image, self._raw_target(image_id, h, w), self.transforms)

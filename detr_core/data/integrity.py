@@ -5,7 +5,9 @@ Every function returns problems as one-line strings (no file name: the caller pr
 
 - :func:`shape_problems` — what would make any reader crash: ``images`` / ``annotations`` /
   ``categories`` not lists of objects, an image without an integer ``id`` or a ``file_name`` string,
-  an annotation without integer ``id`` / ``image_id`` / ``category_id``, a category without an integer ``id``.
+  an annotation without integer ``id`` / ``image_id`` / ``category_id``, a category without an integer ``id``,
+  an id beyond int64 (named, instead of an overflow deep in a reader), an annotation whose ``iscrowd`` is
+  not 0 or 1.
 - :func:`duplicate_id_problems` — two entries of one list sharing an id, naming both (index, id and the
   image's ``file_name`` / category's ``name``): pycocotools keeps the last silently, so one image's pixels
   would be scored against another's ground truth.
@@ -28,19 +30,43 @@ _ENTRY_NAME = {"images": "file_name", "categories": "name", "annotations": "imag
 _SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_problem(value: Any) -> str | None:
+    if not _is_int(value):
+        return "not an integer"
+    if not _INT64[0] <= value <= _INT64[1]:
+        return "beyond int64 (ids are stored as 64-bit integers)"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _entry_problem(kind: str, index: int, entry: Any, need_file_name: bool) -> str | None:
     if not isinstance(entry, dict):
         return f"{kind}[{index}] is not an object ({type(entry).__name__})"
     for key in _INT_KEYS[kind]:
-        if not _is_int(entry.get(key)):
-            return f"{kind}[{index}]: {key!r} is {entry.get(key)!r}, not an integer"
+        if problem := _int_problem(entry.get(key)):
+            return f"{kind}[{index}]: {key!r} is {_short(entry.get(key))}, {problem}"
     if kind == "images" and need_file_name and not isinstance(entry.get("file_name"), str):
         return f"{kind}[{index}] (id {entry['id']}): 'file_name' is {entry.get('file_name')!r}, not a string"
+    if kind == "annotations" and _crowd_flag(entry) is None:
+        return f"{kind}[{index}] (id {entry['id']}): 'iscrowd' is {_short(entry['iscrowd'])}, not 0 or 1"
     return None
+
+
+def _crowd_flag(annotation: dict[str, Any]) -> int | None:
+    """``iscrowd`` as 0 or 1 (absent: 0); None for anything else ("yes", 2, 0.5)."""
+    value = annotation.get("iscrowd", 0)
+    return int(value) if _is_int(value) and value in (0, 1) else None
 
 
 def shape_problems(data: dict[str, Any], *, need_file_name: bool = True) -> list[str]:

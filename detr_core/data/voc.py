@@ -9,11 +9,14 @@ pixel-edge coordinates, as in Detectron/torchvision::
 
 Labels are indices into :data:`VOC_CLASSES` (the 20 classes in their standard order) plus
 ``category_id_offset`` (0 → ids 0..19, num_classes 20; 1 → ids 1..20, num_classes 21). ``difficult``
-objects are kept and flagged in the target's ``difficult`` bool tensor unless ``remove_difficult``.
+objects are kept and flagged in the target's ``difficult`` bool tensor unless ``remove_difficult``; a
+``<difficult>`` other than 0 or 1 is an error naming the XML and the object. A ``<size>`` that disagrees with
+the image is an error (at load; voc2coco reads the image's header, decoding nothing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
@@ -28,7 +32,14 @@ from torchvision.transforms.v2 import functional as F
 
 from detr_core.atomic import atomic_write
 from detr_core.data.box_rules import inspect_xyxy
-from detr_core.data.coco import DatasetError, Transforms, finalize_sample, image_path, load_rgb_tensor
+from detr_core.data.coco import (
+    DatasetError,
+    Transforms,
+    check_size_agrees,
+    finalize_sample,
+    image_path,
+    load_rgb_tensor,
+)
 from detr_core.data.image_cache import ImageCache
 
 logger = logging.getLogger(__name__)
@@ -89,14 +100,16 @@ def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
         raise DatasetError(f"{xml_path}: <{tag}> is missing or not a number ({text!r})") from None
 
 
-def _parse_object(node: ET.Element, xml_path: Path) -> VocObject:
+def _parse_object(node: ET.Element, xml_path: Path, index: int) -> VocObject:
     name = (node.findtext("name") or "").strip()
     box_node = node.find("bndbox")
     if box_node is None:
         raise DatasetError(f"{xml_path}: object {name!r} has no <bndbox>")
     box = tuple(_number(box_node, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
-    difficult = (node.findtext("difficult") or "0").strip() == "1"
-    return VocObject(name, difficult, box)  # type: ignore[arg-type]
+    difficult = (node.findtext("difficult") or "0").strip()
+    if difficult not in ("0", "1"):
+        raise DatasetError(f"{xml_path}: object {index} ({name!r}): <difficult> is {difficult!r}, not 0 or 1")
+    return VocObject(name, difficult == "1", box)  # type: ignore[arg-type]
 
 
 def parse_voc_xml(xml_path: str | Path) -> VocRecord:
@@ -111,7 +124,7 @@ def parse_voc_xml(xml_path: str | Path) -> VocRecord:
     size = root.find("size")
     hw = (int(_number(size, "height", xml_path)), int(_number(size, "width", xml_path))) if size is not None else (0, 0)
     filename = (root.findtext("filename") or f"{xml_path.stem}.jpg").strip()
-    objects = tuple(_parse_object(node, xml_path) for node in root.findall("object"))
+    objects = tuple(_parse_object(node, xml_path, i) for i, node in enumerate(root.findall("object")))
     return VocRecord(xml_path.stem, filename, hw, objects)
 
 
@@ -119,6 +132,30 @@ def voc_image_id(stem: str, index: int) -> int:
     """Integer image id: the digits of the VOC id (``2008_000123`` → 2008000123), else ``index + 1``."""
     digits = stem.replace("_", "")
     return int(digits) if digits.isdigit() else index + 1
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (nothing decoded; EXIF orientation applied as the loader does),
+    None when the file is missing; :class:`DatasetError` for a file PIL cannot identify."""
+    try:
+        with PIL.Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        return None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable image ({exc})") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _with_header_size(record: VocRecord, path: Path, xml_path: Path) -> VocRecord:
+    """``record`` checked against its image's header: a disagreeing ``<size>`` is a :class:`DatasetError`, a
+    missing one is filled in; a missing image leaves the record as it is (``data check`` reports it)."""
+    actual = header_size(path)
+    if actual is None:
+        return record
+    check_size_agrees(record.size, actual, what=f"{xml_path}: <size>", image=path)
+    return dataclasses.replace(record, size=actual)
 
 
 def _label(name: str, xml_path: Path, offset: int) -> int:
@@ -171,9 +208,11 @@ class VocDetection(torch.utils.data.Dataset):
         stem = self.stems[index]
         xml_path = self.voc_dir / "Annotations" / f"{stem}.xml"
         record = parse_voc_xml(xml_path)
-        image = self.images.load(image_path(self.voc_dir / "JPEGImages", record.filename, where=str(xml_path),
-                                            allow_outside=self.allow_outside_images))
+        path = image_path(self.voc_dir / "JPEGImages", record.filename, where=str(xml_path),
+                          allow_outside=self.allow_outside_images)
+        image = self.images.load(path)
         h, w = int(image.shape[-2]), int(image.shape[-1])
+        check_size_agrees(record.size, (h, w), what=f"{xml_path}: <size>", image=path)
         return finalize_sample(image, self._target(record, index, h, w, xml_path), self.transforms)
 
 
@@ -226,7 +265,9 @@ def voc_to_coco(root: str | Path, split: str, out: str | Path | None = None, *, 
     for index, stem in enumerate(read_split(voc_dir, split)):
         xml_path = voc_dir / "Annotations" / f"{stem}.xml"
         record = parse_voc_xml(xml_path)
-        image_path(voc_dir / "JPEGImages", record.filename, where=str(xml_path), allow_outside=allow_outside_images)
+        path = image_path(voc_dir / "JPEGImages", record.filename, where=str(xml_path),
+                          allow_outside=allow_outside_images)
+        record = _with_header_size(record, path, xml_path)
         image_id = voc_image_id(stem, index)
         images.append({"id": image_id, "file_name": record.filename,
                        "height": record.size[0], "width": record.size[1]})

@@ -35,6 +35,16 @@ def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
     raise ValueError(f"{type(dataset).__name__}: no COCO ground truth to evaluate against")
 
 
+def require_annotations(coco_gt: COCO, where: object) -> None:
+    """``ValueError`` ("no annotations to score in WHERE") when the ground truth holds no non-crowd
+    annotation: COCOeval would print -1.000 for every AP and AR instead of a score."""
+    anns = coco_gt.dataset.get("annotations") or []
+    if any(not a.get("iscrowd", 0) for a in anns):
+        return
+    crowd = f" (its {len(anns)} crowd annotation(s) are ignored in scoring)" if anns else ""
+    raise ValueError(f"no annotations to score in {where}{crowd}: every AP would be -1")
+
+
 def make_evaluator(coco_gt: COCO, backend: str) -> Any:
     from detr_core.evaluation.coco import CocoEvaluator
 
