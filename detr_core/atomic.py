@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,8 +52,10 @@ def atomic_output(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a write() that failed (disk full) names no file: name the target
         raise
     _fsync_dir(path.parent)
 
@@ -130,3 +133,74 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder to fill with ``path``'s new entries (files, sub-folders). On a normal
+    exit they are renamed into ``path`` (created when missing), each replacing the entry of that name, the
+    old ones kept until every new one is in place and then removed; ``path``'s other entries stay. On any
+    exception (disk full, Ctrl-C) the staging folder is removed and ``path`` is left as it was, byte for
+    byte (a folder that did not exist is not left behind, empty). An ``OSError`` names the final file, not
+    the staging one. The staging folder lies inside ``path`` (or next to it when ``path`` does not exist
+    yet), on the same filesystem, so every swap is a rename."""
+    path = Path(path)
+    created = _make_parents(path.parent) if not path.is_dir() else []
+    where = path if path.is_dir() else path.parent
+    _remove_orphan_stages(where, path.name)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=where))
+    new, old = stage / "new", stage / "old"
+    try:
+        new.mkdir()
+        old.mkdir()  # both made up front: a full disk may refuse a folder later
+        yield new
+        _swap_in(new, old, path)
+    except BaseException as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            exc.filename = str(exc.filename).replace(str(new), str(path))
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    _fsync_dir(path.parent)
+
+
+def _swap_in(new: Path, old: Path, path: Path) -> None:
+    """Rename ``new``'s entries into ``path`` (``path`` itself when it does not exist), the replaced ones
+    moved to ``old``; any failure puts every entry back as it was."""
+    if not path.is_dir():
+        os.rename(new, path)
+        return
+    done: list[str] = []
+    try:
+        for entry in sorted(e.name for e in new.iterdir()):
+            if os.path.lexists(path / entry):
+                os.rename(path / entry, old / entry)
+            done.append(entry)
+            os.rename(new / entry, path / entry)
+        _fsync_dir(path)
+    except BaseException:
+        for entry in reversed(done):
+            if not os.path.lexists(new / entry) and os.path.lexists(path / entry):
+                os.rename(path / entry, new / entry)
+            if os.path.lexists(old / entry):
+                os.rename(old / entry, path / entry)
+        raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``folder.mkdir(parents=True)``; returns the folders it created (outermost first)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _remove_orphan_stages(where: Path, name: str) -> None:
+    """Remove staging folders of ``name`` left in ``where`` by processes that no longer run."""
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^.]+\.tmp$")
+    for candidate in where.glob(f".{glob_escape(name)}.*.tmp"):
+        match = pattern.match(candidate.name)
+        if match and candidate.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True)

@@ -35,7 +35,7 @@ import PIL.Image
 from PIL import ImageDraw
 from tqdm import tqdm
 
-from detr_core.atomic import atomic_write
+from detr_core.atomic import atomic_folder, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +234,17 @@ def _params_dict(p: ShapesParams) -> dict[str, Any]:
 
 
 def generate_shapes(out: str | Path, params: ShapesParams | None = None, *, progress: bool = True) -> Path:
-    """Write the shapes dataset for ``params`` into ``out`` (COCO layout); returns ``out``."""
+    """Write the shapes dataset for ``params`` into ``out`` (COCO layout); returns ``out``.
+
+    Generated into a staging folder and swapped in at the end (:func:`detr_core.atomic.atomic_folder`):
+    ``train2017/``, ``val2017/`` and ``annotations/`` of an earlier dataset in ``out`` are kept until the new
+    ones are complete, then replaced whole; a failure (disk full, Ctrl-C) leaves them byte for byte."""
     params = params or ShapesParams()
     out = Path(out)
-    for split in SPLITS:
-        n = _write_split(out, params, split, progress=progress)
-        logger.info("shapes: wrote %d %s images to %s", n, split, out / f"{split}2017")
+    with atomic_folder(out) as stage:
+        for split in SPLITS:
+            n = _write_split(stage, params, split, progress=progress)
+            logger.info("shapes: wrote %d %s images to %s", n, split, out / f"{split}2017")
     return out
 
 

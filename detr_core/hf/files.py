@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detr_core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from detr_core.atomic import atomic_folder, atomic_write, atomic_write_bytes, atomic_write_text
 from detr_core.checkpoint import CheckpointError, load_failure
 from detr_core.config import ModelConfig, to_dict
 from detr_core.hf.config import hf_to_model_config, model_config_to_hf
@@ -170,13 +170,15 @@ def safetensors_bytes(state: dict[str, Tensor]) -> bytes:
 
 def write_hf_folder(folder: str | Path, state: dict[str, Tensor], config: ModelConfig, *,
                     backbone_kind: str = "timm") -> Path:
-    """An HF model folder (``model.safetensors``, then ``config.json``) for an official-layout ``state``."""
+    """An HF model folder (``model.safetensors`` and ``config.json``) for an official-layout ``state``, both
+    swapped in together (:func:`detr_core.atomic.atomic_folder`): a failure leaves no new folder, no
+    partial file and an existing folder's files as they were."""
     folder = Path(folder)
     hf_config = model_config_to_hf(config, backbone_kind=backbone_kind)
     data = safetensors_bytes(official_to_hf(state, backbone_kind=backbone_kind))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / SAFETENSORS, data)
-    atomic_write_text(folder / CONFIG, json.dumps(hf_config, indent=2) + "\n")
+    with atomic_folder(folder) as stage:
+        atomic_write_bytes(stage / SAFETENSORS, data)
+        atomic_write_text(stage / CONFIG, json.dumps(hf_config, indent=2) + "\n")
     return folder
 
 

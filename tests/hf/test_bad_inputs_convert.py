@@ -129,3 +129,45 @@ def test_bad_input(row, sources, hf_folder, tmp_path):
     args, names, exit_code, protect = _rows(sources, hf_folder, tmp_path)[row]
     check_bad_input(args, names=[str(n) for n in names], exit_code=exit_code, protect=[hf_folder, *protect])
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.pth").exists()
+
+
+# --- the output folder of --to hf: written whole or not at all ----------------------------------------
+def _no_space(monkeypatch) -> None:
+    """config.json's write fails as on a full disk (an OSError naming no file), after model.safetensors."""
+    import errno
+
+    import detr_core.hf.files as files
+    from detr_core.atomic import atomic_write
+
+    def full(path, text):
+        def write(_handle):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return atomic_write(path, write)
+
+    monkeypatch.setattr(files, "atomic_write_text", full)
+
+
+def test_convert_to_hf_failing_leaves_no_folder(hf_folder, tmp_path, monkeypatch):
+    _no_space(monkeypatch)
+    out = tmp_path / "new" / "hfo"
+    check_bad_input(["convert", hf_folder, "--to", "hf", "--output", out],
+                    names=[f"cannot write {out / 'config.json'}", "no space left on device"], protect=[hf_folder])
+    assert not (tmp_path / "new").exists()
+
+
+def test_convert_to_hf_failing_keeps_the_old_folder(hf_folder, tmp_path, monkeypatch):
+    out = copy_folder(hf_folder, tmp_path, "hfo")
+    (out / "README.md").write_text("mine")
+    _no_space(monkeypatch)
+    check_bad_input(["convert", hf_folder, "--to", "hf", "--output", out],
+                    names=[f"cannot write {out / 'config.json'}", "no space left on device"], protect=[out])
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_convert_to_hf_on_a_full_disk(hf_folder, tmp_path):
+    from tests.cli.bad_input import tmpfs
+
+    with tmpfs(tmp_path / "disk", size="256k") as disk:
+        check_bad_input(["convert", hf_folder, "--to", "hf", "--output", disk / "hfo"],
+                        names=[str(disk / "hfo" / "model.safetensors"), "no space left on device"])
+        assert list(disk.iterdir()) == []
