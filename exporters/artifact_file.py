@@ -1,8 +1,10 @@
 """An artifact's bytes, read once, and its content hash.
 
 Loaders read the whole file once (:func:`read_artifact`) and check, hash and deserialise those same
-bytes, so the file cannot change between the check and the load. The content hash (``content_sha256``
-in the metadata) covers the artifact without its own metadata:
+bytes, so the file cannot change between the check and the load. The recorded hash (``content_sha256``
+in the metadata) is :func:`exporters.metadata.seal` of a content digest and of every other metadata field
+(so an edited class name, mean, size or output name is refused like an edited weight). The content digest
+covers the artifact without its own metadata:
 
 - zip archives (TorchScript ``.ts``, torch.export ``.pt2``): sha256 over every member's name and bytes
   in name order, except ``extra/detrtool.json`` (the metadata) and ``.data/serialization_id`` (which
@@ -13,7 +15,7 @@ in the metadata) covers the artifact without its own metadata:
   then of the ``.bin`` (:func:`exporters.openvino.ir_digest`). Such an artifact is serialised as a
   :class:`MultiFileArtifact` and written as a pair by :func:`companion_files`.
 
-A mismatch at load time is one :class:`IntegrityError` line naming the file.
+A mismatch at load time, or a missing or empty hash, is one :class:`IntegrityError` line naming the file.
 """
 
 from __future__ import annotations
@@ -21,20 +23,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from detr_core.errors import first_line  # noqa: F401  (re-exported to the format modules)
 
-logger = logging.getLogger(__name__)
-
 METADATA_MEMBER = "extra/detrtool.json"
 _UNHASHED = (METADATA_MEMBER, ".data/serialization_id")
-MISMATCH = "content hash mismatch: the file was modified or corrupted after export"
+MISMATCH = "content hash mismatch: the file (content or metadata) was modified or corrupted after export"
+NO_HASH = "no content hash: exported by an older detrtool or stripped; re-export it"
+CONTENT_ONLY = "its hash covers the content but not the metadata: exported by an older detrtool; re-export it"
 
 
 class ArtifactError(ValueError):
@@ -57,11 +59,17 @@ def read_artifact(path: Path) -> bytes:
 
 
 def open_zip(data: bytes, path: Path) -> zipfile.ZipFile:
-    """The zip archive in ``data``; :class:`ArtifactError` when it is not one."""
+    """The zip archive in ``data``; :class:`ArtifactError` when it is not one or holds a member name twice
+    (Python's reader and PyTorch's would then disagree on which copy is the member)."""
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a valid zip archive ({first_line(exc)})") from None
+    names = archive.namelist()
+    if len(set(names)) != len(names):
+        twice = sorted(n for n in set(names) if names.count(n) > 1)[0]
+        raise ArtifactError(f"{path}: archive member {twice} appears twice; refusing the archive")
+    return archive
 
 
 def member_suffix(name: str) -> str:
@@ -90,24 +98,35 @@ def archive_digest(archive: zipfile.ZipFile, path: Path) -> str:
 
 def archive_metadata_text(archive: zipfile.ZipFile, path: Path) -> str | None:
     """The text of the archive's ``extra/detrtool.json``; None when absent."""
-    names = [n for n in archive.namelist() if member_suffix(n) == METADATA_MEMBER and n.count("/") == 2]
+    names = [n for n in archive.namelist() if member_suffix(n) == METADATA_MEMBER]
     if not names:
         return None
+    if len(names) > 1 or names[0].count("/") != 2:
+        raise ArtifactError(f"{path}: metadata member {names[-1]} where one {METADATA_MEMBER} below the archive's "
+                            "root belongs; refusing the archive")
     try:
         return read_member(archive, names[0], path).decode("utf-8")
     except UnicodeDecodeError:
         raise ArtifactError(f"{path}: damaged metadata member {names[0]} (not UTF-8)") from None
 
 
-def check_digest(path: Path, *, recorded: str | None, actual: str) -> None:
-    """:class:`IntegrityError` when ``actual`` differs from the hash recorded at export; a warning when
-    the artifact records none (exported before detrtool recorded content hashes)."""
-    if not recorded:
-        logger.warning("%s: no content hash recorded (exported by an older detrtool); integrity not verified",
-                       path)
-        return
+def check_digest(path: Path, *, recorded: object, actual: str) -> None:
+    """:class:`IntegrityError` when the artifact records no hash (an older detrtool, or stripped: nothing
+    to verify, so it is not run) or one that differs from ``actual``."""
+    if not recorded or not isinstance(recorded, str):
+        raise IntegrityError(f"{path}: {NO_HASH}")
     if recorded != actual:
         raise IntegrityError(f"{path}: {MISMATCH}")
+
+
+def check_sealed(path: Path, *, fields: dict[str, Any], content: str) -> None:
+    """The recorded ``content_sha256`` of the metadata ``fields`` (as read from the file, every field) must be
+    :func:`exporters.metadata.seal` of ``content`` (the content digest) and those fields."""
+    from exporters.metadata import HASH_FIELD, seal
+
+    if fields.get(HASH_FIELD) == content:
+        raise IntegrityError(f"{path}: {CONTENT_ONLY}")
+    check_digest(path, recorded=fields.get(HASH_FIELD), actual=seal(content, fields))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ canvas and batch, the resize rule (``size``, ``max_size``), mean/std and the mas
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -28,8 +29,49 @@ SCHEMA_VERSION = 1
 HASH_FIELD = "content_sha256"
 
 
+SEAL_TAG = b"detrtool content+metadata v1\0"
+
+
 class MetadataError(ValueError):
     """An artifact without readable detrtool metadata."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise MetadataError(f"metadata field {twice!r} appears twice")
+    return dict(pairs)
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses a key given twice in any object (where plain JSON keeps the last)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
+def props_fields(props: list[tuple[str, str]]) -> dict[str, Any]:
+    """The ``detrtool.*`` string props (in file order) as ``{field: value}``; a prop given twice, or a value
+    that is not JSON, is a :class:`MetadataError`."""
+    keys = [k for k, _ in props if k.startswith(PROP_PREFIX)]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise MetadataError(f"metadata prop {twice} appears twice")
+    fields = {}
+    for key, value in props:
+        if key.startswith(PROP_PREFIX):
+            try:
+                fields[key[len(PROP_PREFIX):]] = strict_json(value)
+            except json.JSONDecodeError as exc:
+                raise MetadataError(f"metadata prop {key} is not JSON ({exc.msg})") from None
+    return fields
+
+
+def seal(content_digest: str, fields: dict[str, Any]) -> str:
+    """The recorded hash: sha256 over the content digest and the canonical metadata — every field but
+    ``content_sha256`` itself, as JSON with sorted keys and no spaces — so that an edit of either is seen."""
+    canonical = json.dumps({k: v for k, v in fields.items() if k != HASH_FIELD}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(SEAL_TAG + content_digest.encode("ascii") + b"\0" + canonical.encode("ascii")).hexdigest()
 
 
 def detrtool_version() -> str:
@@ -45,8 +87,8 @@ class ArtifactMetadata:
 
     ``assumed``: architecture values the checkpoint could not tell and that were assumed at export
     (e.g. ``{"nheads": 8}`` for an official checkpoint exported without ``--nheads``).
-    ``content_sha256``: the hash of the artifact without its metadata (see
-    :mod:`exporters.artifact_file`), verified on every load.
+    ``content_sha256``: :func:`seal` of the artifact's content (see :mod:`exporters.artifact_file`) and of
+    every other metadata field, verified on every load.
     ``dynamic``: batch, height and width are symbolic (``input_size``/``batch_size`` are then the example
     used at export); ``dynamic_limits``: ``{"batch": [min, max], "height": [...], "width": [...]}``."""
 
@@ -95,13 +137,17 @@ class ArtifactMetadata:
                 kept[name] = tuple(kept[name])
         return cls(**kept)
 
+    def sealed(self, content_digest: str) -> ArtifactMetadata:
+        """This metadata with ``content_sha256`` recorded for ``content_digest`` and these fields."""
+        return dataclasses.replace(self, content_sha256=seal(content_digest, self.to_dict()))
+
     def to_props(self) -> dict[str, str]:
         """``{"detrtool.<field>": json}``: the string key/values stored in an artifact."""
         return {PROP_PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
 
     @classmethod
-    def from_props(cls, props: dict[str, str]) -> ArtifactMetadata:
-        data = {k[len(PROP_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PROP_PREFIX)}
+    def from_props(cls, props: dict[str, str] | list[tuple[str, str]]) -> ArtifactMetadata:
+        data = props_fields(list(props.items()) if isinstance(props, dict) else props)
         if not data:
             raise MetadataError("no detrtool metadata in the artifact (was it exported by detrtool?)")
         return cls.from_dict(data)
@@ -111,7 +157,7 @@ class ArtifactMetadata:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ArtifactMetadata:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(strict_json(text))
 
 
 def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int], batch_size: int,

@@ -8,7 +8,6 @@ At opset 17 the dynamo exporter writes a model that ONNX Runtime refuses, hence 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -24,9 +23,9 @@ from onnx import external_data_helper
 from torch import Tensor, nn
 
 from detr_core.atomic import atomic_write_bytes
-from exporters.artifact_file import ArtifactError, check_digest, first_line, read_artifact
+from exporters.artifact_file import ArtifactError, check_sealed, first_line, read_artifact
 from exporters.backend import Backend
-from exporters.metadata import HASH_FIELD, PROP_PREFIX, ArtifactMetadata, MetadataError
+from exporters.metadata import HASH_FIELD, PROP_PREFIX, ArtifactMetadata, MetadataError, props_fields, seal
 from exporters.wrapper import dynamic_axes, dynamic_shapes
 
 logger = logging.getLogger(__name__)
@@ -70,8 +69,7 @@ def export_onnx(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metad
                               do_constant_folding=True, **names)
             model = onnx.load_model_from_string(buffer.getvalue())
     onnx.checker.check_model(model, full_check=True)
-    stamped = dataclasses.replace(metadata, content_sha256=onnx_digest(model))
-    _set_props(model, stamped.to_props())
+    _set_props(model, metadata.sealed(onnx_digest(model)).to_props())
     return model.SerializeToString()
 
 
@@ -86,13 +84,13 @@ def onnx_digest(model: onnx.ModelProto) -> str:
 
 
 def restamp_onnx(path: Path) -> None:
-    """Record the content hash of an ONNX file that a tool changed after export (quantisation, fp16),
-    when it carries detrtool metadata; rewritten atomically."""
+    """Record the hash (content and metadata) of an ONNX file that a tool changed after export
+    (quantisation, fp16), when it carries detrtool metadata; rewritten atomically."""
     model = _parse(read_artifact(path), path)
-    props = {p.key: p.value for p in model.metadata_props}
-    if PROP_PREFIX + "format" not in props:
+    fields = _fields(model, path)
+    if "format" not in fields:
         return
-    _set_props(model, {PROP_PREFIX + HASH_FIELD: json.dumps(onnx_digest(model))})
+    _set_props(model, {PROP_PREFIX + HASH_FIELD: json.dumps(seal(onnx_digest(model), fields))})
     atomic_write_bytes(path, model.SerializeToString())
 
 
@@ -124,10 +122,20 @@ def _parse(data: bytes, path: Path) -> onnx.ModelProto:
         raise ArtifactError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
 
 
-def _metadata(model: onnx.ModelProto, path: Path) -> ArtifactMetadata:
-    props = {p.key: p.value for p in model.metadata_props}
+def _fields(model: onnx.ModelProto, path: Path) -> dict:
+    """The ``detrtool.*`` props as ``{field: value}``; a prop twice or a value not JSON names the file."""
     try:
-        return ArtifactMetadata.from_props(props)
+        return props_fields([(p.key, p.value) for p in model.metadata_props])
+    except ValueError as exc:
+        raise MetadataError(f"{path}: {first_line(exc)}") from None
+
+
+def _metadata(model: onnx.ModelProto, path: Path) -> ArtifactMetadata:
+    fields = _fields(model, path)
+    if not fields:
+        raise MetadataError(f"{path}: no detrtool metadata in the artifact (was it exported by detrtool?)")
+    try:
+        return ArtifactMetadata.from_dict(fields)
     except (ValueError, TypeError) as exc:
         raise MetadataError(f"{path}: {first_line(exc)}") from None
 
@@ -146,10 +154,13 @@ def _check_self_contained(model: onnx.ModelProto, path: Path) -> None:
                                 "detrtool ONNX artifacts are self-contained, refusing to read it")
 
 
-def _verify(model: onnx.ModelProto, path: Path) -> None:
-    props = {p.key: p.value for p in model.metadata_props}
-    recorded = json.loads(props[PROP_PREFIX + HASH_FIELD]) if PROP_PREFIX + HASH_FIELD in props else None
-    check_digest(path, recorded=recorded, actual=onnx_digest(model))
+def _verify(model: onnx.ModelProto, path: Path) -> ArtifactMetadata:
+    """The metadata, once the recorded hash matches the model's content and every ``detrtool.*`` prop."""
+    fields = _fields(model, path)
+    if not fields:
+        raise MetadataError(f"{path}: no detrtool metadata in the artifact (was it exported by detrtool?)")
+    check_sealed(path, fields=fields, content=onnx_digest(model))
+    return _metadata(model, path)
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -171,8 +182,7 @@ def load_onnx(path: Path, *, device: str = "cpu", providers: Sequence[str] | Non
     data = read_artifact(path)
     model = _parse(data, path)
     _check_self_contained(model, path)
-    _verify(model, path)
-    metadata = _metadata(model, path) if PROP_PREFIX + "format" in {p.key for p in model.metadata_props} else None
+    metadata = _verify(model, path)
     del model
     providers = list(providers or onnx_providers(device))
     try:

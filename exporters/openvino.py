@@ -4,7 +4,8 @@ saved with fp32 weights (``weights="fp16"`` compresses them). Run with the OpenV
 
 Metadata: the detrtool metadata JSON is one ``rt_info`` entry (``<rt_info><detrtool value="..."/>``).
 Content hash: sha256 over the ``.xml`` text with that entry's value blanked, then the ``.bin`` bytes
-(:func:`ir_digest`); it covers both files. The exporter returns a
+(:func:`ir_digest`); it covers both files, and the recorded hash seals it with every metadata field
+(:func:`exporters.metadata.seal`). The exporter returns a
 :class:`~exporters.artifact_file.MultiFileArtifact` (the ``.bin`` a companion of the ``.xml``), written
 atomically as a pair by :func:`exporters.export`.
 
@@ -31,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from exporters.artifact_file import ArtifactError, MultiFileArtifact, check_digest, first_line, read_artifact
+from exporters.artifact_file import ArtifactError, MultiFileArtifact, check_sealed, first_line, read_artifact
 from exporters.backend import Backend
-from exporters.metadata import ArtifactMetadata, MetadataError
+from exporters.metadata import ArtifactMetadata, MetadataError, strict_json
 
 WEIGHTS = ("fp32", "fp16")
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "f32": "f32"}
@@ -67,7 +68,7 @@ def _stamp(xml_text: str, metadata: ArtifactMetadata) -> str:
 
 def stamped_ir(xml_text: str, weights: bytes, metadata: ArtifactMetadata) -> MultiFileArtifact:
     """The pair with ``metadata`` and its content hash recorded in the ``.xml``."""
-    stamped = dataclasses.replace(metadata, content_sha256=ir_digest(xml_text, weights))
+    stamped = metadata.sealed(ir_digest(xml_text, weights))
     return MultiFileArtifact(_stamp(xml_text, stamped).encode("utf-8"), {BIN_SUFFIX: weights})
 
 
@@ -168,7 +169,8 @@ def verified_ir(path: Path) -> tuple[str, bytes, ArtifactMetadata]:
     blob = _weights(path, xml_text)
     _check_rt_info(xml_text, path)
     metadata = _metadata(xml_text, path)
-    check_digest(path, recorded=metadata.content_sha256, actual=ir_digest(xml_text, blob))
+    fields = strict_json(html.unescape(_ENTRY.findall(xml_text)[0][1]))  # every field, as in the file
+    check_sealed(path, fields=fields, content=ir_digest(xml_text, blob))
     return xml_text, blob, metadata
 
 

@@ -14,8 +14,9 @@ weight and constant payloads stored raw (a pickled one must load with PyTorch's 
 sample inputs that load with the weights-only unpickler; guards, symbolic-shape expressions and ranges
 (dynamic exports) only when every string matches the strict grammar of :mod:`exporters.sym_grammar`
 (sympy constructors of integers and symbols; integer arithmetic over input sizes), parsed with
-:func:`ast.parse` before torch sees it; and node targets that are ATen / prims operators or plain
-``operator`` arithmetic. Anything else is refused in one
+:func:`ast.parse` before torch sees it; and node targets that :mod:`exporters.op_policy` allows (the ATen
+operators a DETR needs, ``operator`` arithmetic over sizes; never ``aten.from_file``, ``aten.save`` or any
+other operator that touches files or the process). Anything else is refused in one
 :class:`UnsafeArtifactError` line naming the file and the member.
 """
 
@@ -32,6 +33,7 @@ import torch
 
 from detr_core.checkpoint import load_failure
 from exporters.artifact_file import ArtifactError, first_line, member_suffix, read_member
+from exporters.op_policy import allows_target
 from exporters.sym_grammar import GrammarError, check_guard, check_range, check_sym_expr
 
 ALLOWED_MEMBERS = re.compile(
@@ -40,8 +42,6 @@ ALLOWED_MEMBERS = re.compile(
     r"|data/constants/model_constants_config\.json|data/constants/tensor_\d+"
     r"|data/sample_inputs/model\.pt|extra/[\w.-]+)")
 PAYLOAD_NAME = {"data/weights/": re.compile(r"weight_\d+"), "data/constants/": re.compile(r"tensor_\d+")}
-SAFE_TARGET = re.compile(r"torch\.ops\.(aten|prims)\.\w+\.\w+"
-                         r"|_operator\.(getitem|add|sub|mul|truediv|floordiv|mod|neg|pow|eq|ne|lt|le|gt|ge)")
 
 
 class UnsafeArtifactError(ArtifactError):
@@ -119,8 +119,8 @@ def _check_program(archive: zipfile.ZipFile, member: str, path: Path) -> None:
         raise ArtifactError(f"{path}: damaged archive member {member} (not a JSON object)")
     _check_symbolic(program, member, path)
     for key, value in _strings(program):
-        if key in ("target", "as_operator") and not SAFE_TARGET.fullmatch(value):
-            raise _refuse(path, member, f"calls {value[:60]!r}, not an ATen operator")
+        if key in ("target", "as_operator") and not allows_target(value):
+            raise _refuse(path, member, f"calls {value[:60]!r}, which detrtool's op policy does not allow")
 
 
 def _check_symbolic(program: dict, member: str, path: Path) -> None:

@@ -1,7 +1,7 @@
 """TorchScript artifacts: ``torch.jit.script`` of the export wrapper (or ``trace``), metadata in
 ``_extra_files``. Serialised in memory (a full disk is then an ``OSError`` of the file write, not an
 abort inside PyTorch's C++ writer); loaded with ``torch.jit.load`` from the bytes whose content hash
-was verified."""
+was verified, and refused before it runs when a graph calls an operator outside :mod:`exporters.op_policy`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from exporters.archive import archive_metadata, stamped_archive, verified_archiv
 from exporters.artifact_file import ArtifactError, first_line
 from exporters.backend import Backend, module_backend
 from exporters.metadata import ArtifactMetadata
+from exporters.op_policy import check_torchscript, check_torchscript_code
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +47,18 @@ def export_torchscript(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *
 
 
 def load_torchscript(path: Path, *, device: str = "cpu", **_: object) -> Backend:
-    """``torch.jit.load`` onto ``device`` of the verified bytes; runs under ``torch.inference_mode``."""
-    data, metadata = verified_archive(path, kind="TorchScript")
+    """``torch.jit.load`` onto ``device`` of the verified bytes (no ``__setstate__`` in its code), then
+    every graph checked against :mod:`exporters.op_policy` before any method runs; runs under
+    ``torch.inference_mode``."""
+    data, metadata = verified_archive(path, kind="TorchScript", check=check_torchscript_code)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": we know
-            module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
+            module = torch.jit.load(io.BytesIO(data), map_location=device)
     except Exception as exc:  # noqa: BLE001 - any failure of the TorchScript reader is one line
         raise ArtifactError(f"{path}: cannot load the TorchScript module ({first_line(exc)})") from None
-    return module_backend(module, device=device, metadata=metadata)
+    check_torchscript(module, path)
+    return module_backend(module.eval(), device=device, metadata=metadata)
 
 
 def read_torchscript_metadata(path: Path) -> ArtifactMetadata:

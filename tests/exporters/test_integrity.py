@@ -1,10 +1,14 @@
-"""The content hash recorded at export is verified on every load: 4 KiB inverted in the middle of an
-``.onnx``, ``.ts`` or ``.pt2`` is refused in one line (load_runtime, predict, bench), never run."""
+"""The hash recorded at export seals the content and every metadata field and is verified on every load:
+4 KiB inverted in the middle of an ``.onnx``, ``.ts`` or ``.pt2``, an edited weight, each metadata edit of the
+red-team list (class names reordered, output names swapped, mean NaN, std negative, size 16, input size,
+format, num_classes, schema_version, ...), a metadata field given twice, a missing or empty hash and an
+older detrtool's content-only hash are each refused in one line (load_runtime, predict, bench), never run;
+the OpenVINO rt_info likewise."""
 
 from __future__ import annotations
 
 import json
-import logging
+import re
 import shutil
 import zipfile
 
@@ -14,8 +18,9 @@ import pytest
 from bench.artifacts import ArtifactCache
 from detr_core import load_checkpoint
 from detr_core.data.shapes import ShapesParams, generate_shapes
-from exporters import ArtifactError, load_runtime, read_metadata
-from exporters.artifact_file import MISMATCH, archive_digest
+from exporters import ArtifactError, export, load_runtime, read_metadata
+from exporters.artifact_file import CONTENT_ONLY, MISMATCH, NO_HASH, archive_digest
+from exporters.metadata import MetadataError, seal
 from exporters.onnx import onnx_digest
 from tests.cli.bad_input import check_bad_input, run_cli
 from tests.exporters import crafted
@@ -25,15 +30,19 @@ SUFFIXES = [".onnx", ".ts", ".pt2"]
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
-def test_recorded_hash_is_the_content_without_metadata(small_artifacts, suffix):
+def test_recorded_hash_seals_content_and_metadata(small_artifacts, suffix):
     path = small_artifacts[suffix]
-    recorded = read_metadata(path).content_sha256
     if suffix == ".onnx":
-        actual = onnx_digest(onnx.load(str(path)))
+        model = onnx.load(str(path))
+        content = onnx_digest(model)
+        fields = {p.key[9:]: json.loads(p.value) for p in model.metadata_props if p.key.startswith("detrtool.")}
     else:
         with zipfile.ZipFile(path) as archive:
-            actual = archive_digest(archive, path)
-    assert len(recorded) == 64 and recorded == actual
+            content = archive_digest(archive, path)
+            fields = json.loads(archive.read(next(n for n in archive.namelist() if n.endswith("extra/detrtool.json"))))
+    recorded = read_metadata(path).content_sha256
+    assert len(recorded) == 64 and recorded == seal(content, fields) != content
+    assert seal(content, {**fields, "class_names": fields["class_names"][::-1] or ["x"]}) != recorded
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -57,24 +66,8 @@ def test_changed_weights_are_a_hash_mismatch(small_artifacts, tmp_path):
     tensor.raw_data = bytes(b ^ 0xFF for b in tensor.raw_data[:64]) + tensor.raw_data[64:]
     bad = tmp_path / "edited.onnx"
     bad.write_bytes(model.SerializeToString())
-    with pytest.raises(ArtifactError, match=f"edited.onnx: {MISMATCH}"):
+    with pytest.raises(ArtifactError, match=f"edited.onnx: {re.escape(MISMATCH)}"):
         load_runtime(bad)
-
-
-def test_metadata_edit_keeps_the_artifact_loadable_and_no_hash_warns(small_artifacts, tmp_path, caplog):
-    """The hash excludes the metadata (class names can be edited); an artifact without a hash (an older
-    detrtool) loads with one warning."""
-    def edit(files: dict[str, bytes], **changes) -> None:
-        name = next(n for n in files if n.endswith("extra/detrtool.json"))
-        files[name] = json.dumps({**json.loads(files[name]), **changes}).encode()
-
-    renamed = crafted.rewrite_pt2(small_artifacts[".pt2"], tmp_path / "renamed.pt2",
-                                  lambda files: edit(files, class_names=["a", "b", "c"]))
-    assert load_runtime(renamed).metadata.class_names == ("a", "b", "c")
-    old = crafted.rewrite_pt2(small_artifacts[".pt2"], tmp_path / "old.pt2", lambda files: edit(files, content_sha256=""))
-    with caplog.at_level(logging.WARNING):
-        load_runtime(old)
-    assert [r.getMessage() for r in caplog.records if "no content hash" in r.getMessage()]
 
 
 def test_flipped_artifact_in_bench_cache_is_a_failed_row(small_checkpoint, small_artifacts, tmp_path):
@@ -91,3 +84,115 @@ def test_flipped_artifact_in_bench_cache_is_a_failed_row(small_checkpoint, small
     assert result.exit_code == 1, result.output
     assert "| torchscript | cpu | fp32 | ❌ |" in result.output and "model.ts: " in result.output
     assert "Traceback" not in result.output
+
+
+#: The red team's metadata edits (each leaves the model bytes as they were, the recorded hash too).
+TAMPERED = {
+    "class-names": {"class_names": ["circle", "square", "triangle"]},
+    "output-names-swapped": {"output_names": ["pred_boxes", "pred_logits"]},
+    "input-names-swapped": {"input_names": ["mask", "images"]},
+    "mean-nan": {"mean": [float("nan")] * 3},
+    "std-negative": {"std": [-1.0, -1.0, -1.0]},
+    "size-16": {"size": 16, "max_size": 16},
+    "input-size": {"input_size": [32, 32]},
+    "batch-size": {"batch_size": 4},
+    "format": {"format": "torchscript"},
+    "num-classes": {"num_classes": 7},
+    "num-queries": {"num_queries": 100},
+    "postprocess": {"with_postprocess": True},
+    "dynamic": {"dynamic": True},
+    "schema-version": {"schema_version": 99},
+}
+ARCHIVE_TAMPERED = ("class-names", "output-names-swapped", "mean-nan")
+
+
+@pytest.fixture
+def predictions(tmp_path):
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    (folder / "earlier.png").write_bytes(b"earlier")
+    return folder
+
+
+def _refused_everywhere(bad, images, predictions, message: str) -> None:
+    """One error line naming the file in load_runtime and in ``predict --model`` (exit 1, output untouched)."""
+    pattern = f"{re.escape(bad.name)}: (.* \\()?{re.escape(message)}"
+    with pytest.raises((ArtifactError, MetadataError), match=pattern) as info:
+        load_runtime(bad)
+    assert "\n" not in str(info.value)
+    check_bad_input(["predict", images, "--model", bad, "--output-dir", predictions], names=[bad.name, message],
+                    protect=[predictions])
+
+
+def _edited(small_artifacts, suffix, target, **changes):
+    if suffix == ".onnx":
+        return crafted.edit_onnx_props(small_artifacts[suffix], target, **changes)
+    return crafted.edit_zip_metadata(small_artifacts[suffix], target, **changes)
+
+
+@pytest.mark.parametrize("suffix, case", [(".onnx", c) for c in TAMPERED] + [
+    (s, c) for s in (".ts", ".pt2") for c in ARCHIVE_TAMPERED])
+def test_metadata_edit_is_a_hash_mismatch(small_artifacts, small_images, predictions, tmp_path, suffix, case):
+    bad = _edited(small_artifacts, suffix, tmp_path / f"{case}{suffix}", **TAMPERED[case])
+    _refused_everywhere(bad, small_images, predictions, MISMATCH)
+
+
+@pytest.mark.parametrize("suffix, how", [(".onnx", None), (".onnx", ""), (".ts", ""), (".pt2", None)])
+def test_missing_or_empty_hash_is_refused(small_artifacts, small_images, predictions, tmp_path, suffix, how):
+    """The red team's case: hash prop deleted (or "") and a weight zeroed; detrtool used to warn and run it."""
+    source = small_artifacts[suffix]
+    if suffix == ".onnx":
+        model = onnx.load(str(source))
+        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        weight.raw_data = bytes(len(weight.raw_data))
+        source = tmp_path / "zeroed.onnx"
+        source.write_bytes(model.SerializeToString())
+    bad = _edited({suffix: source}, suffix, tmp_path / f"nohash{suffix}", content_sha256=how)
+    _refused_everywhere(bad, small_images, predictions, NO_HASH)
+
+
+def test_content_only_hash_of_an_older_detrtool_is_refused(small_artifacts, tmp_path):
+    model = onnx.load(str(small_artifacts[".onnx"]))
+    bad = crafted.edit_onnx_props(small_artifacts[".onnx"], tmp_path / "old.onnx", content_sha256=onnx_digest(model))
+    with pytest.raises(ArtifactError, match=f"old.onnx: {re.escape(CONTENT_ONLY)}"):
+        load_runtime(bad)
+
+
+def _twice_in_json(files: dict[str, bytes]) -> None:
+    name = next(n for n in files if n.endswith("extra/detrtool.json"))
+    files[name] = b'{"class_names": ["x", "y", "z"], ' + files[name].lstrip()[1:]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_metadata_field_given_twice_is_refused(small_artifacts, small_images, predictions, tmp_path, suffix):
+    """ONNX props and JSON objects keep the last of a key given twice; detrtool refuses the file instead."""
+    bad = tmp_path / f"twice{suffix}"
+    if suffix == ".onnx":
+        crafted.edit_onnx_props(small_artifacts[suffix], bad, twice="class_names")
+        message = "metadata prop detrtool.class_names appears twice"
+    elif suffix == ".pt2":
+        crafted.rewrite_pt2(small_artifacts[suffix], bad, _twice_in_json)
+        message = "metadata field 'class_names' appears twice"
+    else:
+        crafted._write_zip(bad, crafted.members(small_artifacts[suffix]))
+        files = crafted.members(bad)
+        _twice_in_json(files)
+        crafted._write_zip(bad, files)
+        message = "metadata field 'class_names' appears twice"
+    _refused_everywhere(bad, small_images, predictions, message)
+
+
+@pytest.fixture(scope="module")
+def small_ir(small_checkpoint, tmp_path_factory):
+    pytest.importorskip("openvino")
+    return export(load_checkpoint(small_checkpoint), "openvino", tmp_path_factory.mktemp("ir") / "model.xml",
+                  input_size=SMALL_CANVAS, validate=False).path
+
+
+@pytest.mark.parametrize("changes, message", [({"class_names": ["a", "b", "c"]}, MISMATCH),
+                                              ({"mean": [0.0, 0.0, 0.0]}, MISMATCH),
+                                              ({"content_sha256": ""}, NO_HASH)])
+def test_openvino_rt_info_edit_is_refused(small_ir, small_images, predictions, tmp_path, changes, message):
+    bad = crafted.edit_ir_metadata(small_ir, tmp_path / "edited.xml", **changes)
+    _refused_everywhere(bad, small_images, predictions, message)
+    assert load_runtime(crafted.edit_ir_metadata(small_ir, tmp_path / "same.xml")).format == "openvino"

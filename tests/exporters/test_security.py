@@ -1,5 +1,6 @@
-"""No code from a file ever runs: hostile ``.pt2`` archives (payload in the weights, in the sample inputs,
-in the guards), one planted in bench's artifact cache, checkpoints with a ``__reduce__`` payload through
+"""No code from a file ever runs: TorchScript and ``.pt2`` programs that write a file through
+``aten::from_file`` (in ``forward`` or in ``__setstate__``; refused by the op policy), hostile ``.pt2``
+archives (payload in the weights, in the sample inputs, in the guards), one planted in bench's artifact cache, checkpoints with a ``__reduce__`` payload through
 every command that loads one, a TorchScript ``data.pkl`` with a GLOBAL to ``exec``, and ONNX external data
 that points outside the file. Every payload writes a marker file; where torch itself would run it, the
 test first proves the payload live by loading it with the unguarded library call."""
@@ -7,6 +8,7 @@ test first proves the payload live by loading it with the unguarded library call
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -60,6 +62,46 @@ def test_pt2_payload_never_runs(small_artifacts, small_images, predictions, tmp_
     check_bad_input(["predict", small_images, "--model", bad, "--output-dir", predictions],
                     names=["bad.pt2", member, "refused"], protect=[predictions])
     assert not marker.exists()
+
+
+FILE_WRITERS = {
+    "ts-forward": (".ts", lambda src, dst, victim: crafted.file_writing_torchscript(src, dst, victim),
+                   "method forward calls aten::from_file"),
+    "ts-setstate": (".ts", lambda src, dst, victim: crafted.file_writing_torchscript(src, dst, victim,
+                                                                                     in_setstate=True),
+                    "defines __setstate__"),
+    "pt2": (".pt2", crafted.file_writing_program, "calls 'torch.ops.aten.from_file.default'"),
+}
+
+
+def _unguarded_run(path: Path) -> None:
+    """What the library does with the file without detrtool's checks: load it and run it once."""
+    if path.suffix == ".pt2":
+        _unguarded_load(path)
+        return
+    module = torch.jit.load(str(path))
+    h, w = SMALL_CANVAS
+    module(torch.zeros(1, 3, h, w), torch.zeros(1, h, w, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("kind", list(FILE_WRITERS))
+def test_artifact_program_calling_from_file_never_runs(small_artifacts, small_images, predictions, tmp_path, kind):
+    """The red team's payload: a program exported by detrtool itself (valid hash) that maps a file read-write
+    with ``aten::from_file`` and overwrites it; refused by the op policy before any of its code runs."""
+    suffix, build, why = FILE_WRITERS[kind]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original victim content")
+    bad = build(small_artifacts[suffix], tmp_path / f"evil{suffix}", victim)
+    _unguarded_run(bad)
+    assert victim.read_text().startswith("XXXXXXXX"), "the crafted file must carry a live payload"
+    victim.write_text("original victim content")
+    with pytest.raises(ArtifactError, match=f"evil\\{suffix}: refused to load: .*{re.escape(why)}") as info:
+        load_runtime(bad)
+    assert "\n" not in str(info.value)
+    check_bad_input(["predict", small_images, "--model", bad, "--output-dir", predictions],
+                    names=[f"evil{suffix}", "refused", "from_file" if kind != "ts-setstate" else "__setstate__"],
+                    protect=[predictions, victim])
+    assert victim.read_text() == "original victim content"
 
 
 @pytest.mark.parametrize("edit, why", [
