@@ -99,11 +99,24 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load
 
     try:
-        return load(path.read_bytes())
+        state = load(path.read_bytes())
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # noqa: BLE001 - a malformed header or body: one line for all
         raise CheckpointError(f"{path}: not a readable safetensors file ({load_failure(exc)})") from None
+    return floating_weights(state, path)
+
+
+def floating_weights(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    """``state`` when every tensor is floating point but BatchNorm's integer ``num_batches_tracked``;
+    :class:`CheckpointError` naming the file and the key otherwise (a DETR has no integer or bool weight: such
+    a tensor — e.g. a header whose ``F32`` was rewritten to ``I32`` over the same bytes — would be cast
+    silently into a float parameter). fp16 / bf16 tensors are floating point and load as fp32."""
+    for key, tensor in state.items():
+        if not key.endswith("num_batches_tracked") and not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: tensor {key} is {str(tensor.dtype)[6:]}; DETR weights are floating "
+                                  "point (refusing to cast it)")
+    return state
 
 
 def _read_shards(index: Path) -> dict[str, Tensor]:
@@ -119,7 +132,7 @@ def _read_shards(index: Path) -> dict[str, Tensor]:
 def _tensors_only(state: Any, path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict (expected a dict of tensors, got {type(state).__name__})")
-    return state
+    return floating_weights(state, path)
 
 
 def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source: str,
