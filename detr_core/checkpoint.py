@@ -19,6 +19,7 @@ from detr_core.atomic import atomic_write
 from detr_core.config import ModelConfig
 from detr_core.errors import first_line
 from detr_core.registry import build_model
+from detr_core.state_dicts import dtype_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -173,28 +174,12 @@ def _drop_resized_heads(state: dict[str, torch.Tensor], stored: ModelConfig, wan
     return {k: v for k, v in state.items() if k not in dropped}
 
 
-def dtype_class(tensor: torch.Tensor) -> str:
-    """``"floating"`` (float or complex), ``"integer"`` or ``"bool"``: what a value in the tensor means."""
-    if tensor.dtype == torch.bool:
-        return "bool"
-    return "floating" if tensor.is_floating_point() or tensor.is_complex() else "integer"
-
-
 def check_dtypes(own: dict[str, torch.Tensor], state: dict[str, Any], *, source: str) -> None:
-    """:class:`CheckpointError` naming ``source`` and the key when a value is not a tensor, or is of another
-    dtype class than the model's tensor (integer or bool into a floating parameter, floating into an integer
-    buffer such as ``num_batches_tracked``): ``load_state_dict`` would cast it silently (the red team's
-    ``F32`` -> ``I32`` safetensors header turned every box into ``[0, 32, 0, 64]``). Floating to floating
-    (fp16 / bf16 weights into fp32 parameters) stays allowed: it is a change of precision, not of meaning."""
-    for key, theirs in state.items():
-        if key not in own:
-            continue
-        if not isinstance(theirs, torch.Tensor):
-            raise CheckpointError(f"{source}: {key} is a {type(theirs).__name__}, not a tensor")
-        if dtype_class(theirs) != dtype_class(own[key]):
-            raise CheckpointError(f"{source}: tensor {key} is {str(theirs.dtype)[6:]} where the model holds "
-                                  f"{str(own[key].dtype)[6:]} ({dtype_class(theirs)} values into a "
-                                  f"{dtype_class(own[key])} tensor); refusing to cast it")
+    """:class:`CheckpointError` naming ``source`` and the key when a value is not a tensor or of another
+    dtype class than the model's (:func:`detr_core.state_dicts.dtype_mismatch`)."""
+    problem = dtype_mismatch(own, state)
+    if problem:
+        raise CheckpointError(f"{source}: {problem}")
 
 
 def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:

@@ -76,6 +76,8 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a readable JSON file (nested too deeply)") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a model config (a JSON {type(data).__name__}, not an object)")
     return data
@@ -227,6 +229,6 @@ def check_safetensors_target(path: str | Path) -> Path:
 def _config_format(path: Path) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return data.get("format") if isinstance(data, dict) else None

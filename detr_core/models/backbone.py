@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
+from detr_core.state_dicts import dtype_mismatch
+
 log = logging.getLogger(__name__)
 
 _RESNETS: dict[str, Callable[..., nn.Module]] = {
@@ -120,6 +122,9 @@ def load_backbone_state(module: nn.Module, state: dict[str, Tensor], *, path: st
     if missing or unexpected or mismatched:
         raise BackboneWeightsError(f"{path}: backbone weights do not fit: missing {missing[:3]}, unexpected "
                                    f"{unexpected[:3]}, shape mismatch {mismatched[:3]}")
+    problem = dtype_mismatch(own, state)
+    if problem:
+        raise BackboneWeightsError(f"{path}: {problem}")
     module.load_state_dict(state, strict=False)
 
 

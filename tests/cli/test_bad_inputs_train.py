@@ -138,14 +138,19 @@ def _bad_file(kind: str, folder: Path, marker: Path) -> Path:
         state = SmallCNN(norm="batch").state_dict()
         torch.save({k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.ndim == 4 else v for k, v in state.items()},
                    path)
+    elif kind == "integer weights":
+        from detr_core.models.small_backbone import SmallCNN
+
+        state = SmallCNN(norm="batch").state_dict()
+        torch.save({k: v.to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}, path)
     elif kind == "a list":
         torch.save([torch.zeros(2)], path)
     return path
 
 
 WEIGHT_CASES = [(option, kind) for option in ("--backbone-weights", "--resume", "--init")
-                for kind in ("text", "truncated", "payload", "wrong keys", "wrong shapes", "a list")
-                if kind != "wrong shapes" or option == "--backbone-weights"]  # a backbone state dict
+                for kind in ("text", "truncated", "payload", "wrong keys", "wrong shapes", "integer weights", "a list")
+                if kind not in ("wrong shapes", "integer weights") or option == "--backbone-weights"]  # backbone
 
 
 @pytest.mark.parametrize(("option", "kind"), WEIGHT_CASES)
