@@ -15,6 +15,20 @@ from detr_core.data.yolo import yolo_to_coco
 
 
 def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
+    """The ground truth to score ``dataset`` against (eval, train's periodic evaluation, bench), refused by
+    :func:`require_annotations` when it holds nothing to score."""
+    gt = _ground_truth(dataset, source)
+    require_annotations(gt, dataset_where(dataset))
+    return gt
+
+
+def dataset_where(dataset: Any) -> object:
+    """What names an evaluation set in an error: its annotation file, VOC folder or images folder."""
+    return next((getattr(dataset, a) for a in ("ann_file", "voc_dir", "images_dir")
+                 if getattr(dataset, a, None) is not None), "the val split")
+
+
+def _ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
     """``dataset.coco`` for COCO-format sets; VOC and YOLO splits are converted (same ids and boxes as the
     dataset)."""
     coco = getattr(dataset, "coco", None)

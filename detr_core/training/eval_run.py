@@ -25,7 +25,7 @@ from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.errors import first_line
 from detr_core.evaluation.class_mapped import ClassMappedEvaluator, map_targets
 from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
-from detr_core.evaluation.ground_truth import coco_ground_truth, require_annotations
+from detr_core.evaluation.ground_truth import coco_ground_truth, dataset_where
 from detr_core.losses import build_criterion
 from detr_core.presets import eval_transforms
 from detr_core.training.engine import Precision, evaluate
@@ -80,12 +80,6 @@ def _loader(config: EvalConfig, run: dict[str, Any]) -> tuple[Any, DataLoader]:
     loader = DataLoader(built.dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.num_workers, collate_fn=make_collate(config.pad_to))
     return built.dataset, loader
-
-
-def dataset_where(dataset: Any) -> object:
-    """What names an evaluation set in an error: its annotation file, VOC folder or images folder."""
-    return next((getattr(dataset, a) for a in ("ann_file", "voc_dir", "images_dir")
-                 if getattr(dataset, a, None) is not None), "the val split")
 
 
 def eval_device(name: str) -> torch.device:
@@ -161,7 +155,6 @@ def evaluate_model(model: nn.Module, config: EvalConfig, *, run: dict[str, Any] 
     criterion = build_criterion(loss_config or LossConfig(), num_classes=model.num_classes,
                                 dec_layers=model.config.dec_layers, aux_loss=model.aux_loss).to(device)
     coco_gt = coco_ground_truth(dataset, config.data)
-    require_annotations(coco_gt, dataset_where(dataset))
     evaluator: Any = CocoEvaluator(coco_gt, backend=config.evaluator)
     if class_map is not None:
         evaluator = ClassMappedEvaluator(evaluator, class_map)

@@ -66,6 +66,7 @@ class RunData:
     sampler: DistributedSampler
     num_classes: int
     class_names: list[str]
+    val_ground_truth: Any  # pycocotools COCO, built once at set-up (refused there when it has nothing to score)
 
 
 # ----------------------------------------------------------------------------------------------- RNG
@@ -115,7 +116,8 @@ def build_data(config: TrainConfig, info: distributed.DistInfo) -> RunData:
                               **common)
     val_loader = DataLoader(built_val.dataset, batch_size=config.batch_size, sampler=val_sampler, **common)
     return RunData(built_train.dataset, built_val.dataset, train_loader, val_loader, sampler,
-                   built_train.num_classes, list(built_train.class_names))
+                   built_train.num_classes, list(built_train.class_names),
+                   coco_ground_truth(built_val.dataset, config.data))
 
 
 def resolve_num_classes(config: TrainConfig, data: RunData) -> TrainConfig:
@@ -433,7 +435,7 @@ def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device
 
 def _eval_record(config: TrainConfig, model: nn.Module, criterion: nn.Module, data: RunData, precision: Precision,
                  device: torch.device) -> dict[str, Any]:
-    evaluator = make_evaluator(coco_ground_truth(data.val_set, config.data), config.evaluator)
+    evaluator = make_evaluator(data.val_ground_truth, config.evaluator)
     stats, coco = evaluate(model, criterion, data.val_loader, device=device, weight_dict=criterion.weight_dict,
                            evaluator=evaluator, precision=precision, progress=config.progress)
     record = {f"test_{k}": v for k, v in stats.items()}

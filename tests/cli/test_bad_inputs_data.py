@@ -375,3 +375,14 @@ def test_eval_of_a_checkpoint_with_nan_weights(dataset, tmp_path, previous, tiny
     torch.save(ckpt, broken)
     args = _eval_args(_write(tmp_path, dataset[1]), dataset[0], previous, broken)
     check_bad_input(args, names=["diverged.pth", "pred_logits", "NaN/inf", "nothing was scored"], protect=[previous])
+
+
+def test_train_refuses_a_val_set_with_nothing_to_score(dataset, tmp_path):
+    """Its periodic evaluation would log AP -1 every epoch: refused before the first step."""
+    images, data = dataset
+    train_ann = _write(tmp_path, data, "train.json")
+    val_ann = _write(tmp_path, {**data, "annotations": []}, "val.json")
+    args = _train_args(train_ann, images, tmp_path / "run")
+    args[args.index("--val-ann") + 1] = val_ann
+    check_bad_input(args, names=[str(val_ann), "no annotations to score"])
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
