@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from detr_core.atomic import atomic_write_text
+from exporters.metadata import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ class ArtifactCache:
 
     def export_key(self, fmt: str, **options: Any) -> str:
         """The cache folder name of format ``fmt`` exported with ``options``."""
-        key = options_key(model=self.digest, format=fmt, options=options, canvas=self.canvas, batch=self.batch_size)
+        key = options_key(model=self.digest, format=fmt, options=options, canvas=self.canvas, batch=self.batch_size,
+                          schema=SCHEMA_VERSION)  # artifacts of an older metadata schema are made anew
         return f"{fmt}-{key}"
 
     def derive(self, source: Artifact, name: str, suffix: str, make: Callable[[Path, Path], None],

@@ -25,7 +25,7 @@ EXTRA_FILE = "detrtool.json"
 MASK_CONVENTION = "mask: bool [B, H, W], True on padding; images in the top-left corner of the canvas"
 RESIZE_RULE = ("eval rule: shorter side `size`, longer side <= `max_size`, then scaled down (aspect kept, "
                "never cropped) to fit the canvas; antialiased bilinear on uint8 RGB, /255, ImageNet mean/std")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: content_sha256 covers the metadata too
 HASH_FIELD = "content_sha256"
 
 
