@@ -15,7 +15,9 @@ from detr_core.errors import first_line
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAMES = ("onnx", "torchscript", "torch-export")
+#: The format table's names (exporters.formats.format_names(), kept here so --help needs no exporter import;
+#: tests/exporters/test_cli.py checks the two agree).
+FORMAT_NAMES = ("torchscript", "onnx", "torch-export", "openvino")
 
 
 
@@ -97,7 +99,9 @@ def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: i
     result = _run_export(export_model, model, fmt, path, input_size=input_size, batch_size=batch_size,
                          with_postprocess=with_postprocess, validate=not no_validate,
                          validate_images=validate_images, extra_metadata=extra, dynamic=dynamic, **options)
-    size_mb = result.path.stat().st_size / 1e6
+    from exporters.artifact_file import artifact_files
+
+    size_mb = sum(f.stat().st_size for f in artifact_files(result.path)) / 1e6
     meta = result.metadata
     canvas = f"{input_size[0]}x{input_size[1]}"
     shapes = (f"dynamic batch/height/width, example {canvas} batch {meta.batch_size}" if dynamic else

@@ -51,3 +51,10 @@ def test_export_errors(tiny_checkpoint_path, tmp_path):
     assert "not a readable PyTorch checkpoint" in _error_line(_run("--resume", str(not_detr), "--format", "onnx"))
     bad_size = _run("--resume", ckpt, "--format", "onnx", "--input-size", "800")
     assert bad_size.exit_code == 2 and "HEIGHTxWIDTH" in bad_size.output
+
+
+def test_export_lists_every_format_of_the_table():
+    from cli.export import FORMAT_NAMES
+    from exporters.formats import format_names
+
+    assert sorted(FORMAT_NAMES) == sorted(format_names())

@@ -92,7 +92,7 @@ def trained_runtimes(trained_shapes_checkpoint) -> dict[str, PredictModel]:
     """The session's trained tiny checkpoint (``trained_shapes``) eager and exported on the fly with batch 2,
     all on the 96x160 canvas of its recorded shapes resize rule (same padding, so the same features)."""
     return {fmt: open_checkpoint(trained_shapes_checkpoint, fmt=fmt, input_size=(96, 160), batch_size=2)
-            for fmt in ("eager", "onnx", "torchscript")}
+            for fmt in ("eager", "onnx", "torchscript", "openvino")}
 
 
 def test_detections_agree_across_runtimes(trained_runtimes, trained_shapes_images):
@@ -103,7 +103,7 @@ def test_detections_agree_across_runtimes(trained_runtimes, trained_shapes_image
     eager = _predict(trained_runtimes["eager"], images, threshold=0.7)
     assert all(len(d) >= 1 for d in eager), [len(d) for d in eager]
     assert all(bool((d.scores > 0.7).all()) for d in eager)
-    for fmt in ("onnx", "torchscript"):
+    for fmt in ("onnx", "torchscript", "openvino"):
         other = _predict(trained_runtimes[fmt], images, threshold=0.7)
         for mine, theirs in zip(eager, other, strict=True):
             q_a, labels_a, boxes_a, scores_a = _by_query(mine)
