@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -68,16 +70,8 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
     Boxes get the fix-ups `data check` warns about: zero-size or negative ones (xmin > xmax) are dropped,
     ones exceeding the image are clipped; each kind is one counted WARNING line and is recorded in the
     JSON's info.detrtool_fixups."""
-    try:
-        coco = voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
-                           remove_difficult=remove_difficult, allow_outside_images=allow_outside_images)
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(_write_error(exc, out)) from None
-    fixed = sum(coco["info"]["detrtool_fixups"].values())
-    click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}"
-               + (f" ({fixed} box fix-up(s), see the warnings)" if fixed else ""))
+    _convert(lambda: voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
+                                 remove_difficult=remove_difficult, allow_outside_images=allow_outside_images), out)
 
 
 @data.command()
@@ -91,15 +85,20 @@ def yolo2coco(yolo_root: str, split: str, out: str) -> None:
     Boxes get the fix-ups `data check` warns about (outside the image: clipped; zero-size: dropped), each
     kind one counted WARNING line, recorded in the JSON's info.detrtool_fixups; a malformed label line or
     a class outside data.yaml's names is one Error line naming the file and line."""
+    _convert(lambda: yolo_to_coco(yolo_root, split, out), out)
+
+
+def _convert(convert: Callable[[], dict[str, Any]], out: str) -> None:
+    """Run a converter that writes ``out`` (COCO JSON); its refusals as one line; a summary line."""
     try:
-        coco = yolo_to_coco(yolo_root, split, out)
+        coco = convert()
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(_write_error(exc, out)) from None
     fixed = sum(coco["info"]["detrtool_fixups"].values())
     click.echo(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} boxes to {out}"
-               + (f" ({fixed} fix-up(s), see the warnings)" if fixed else ""))
+               + (f" ({fixed} box fix-up(s), see the warnings)" if fixed else ""))
 
 
 def _write_error(exc: OSError, target: str) -> str:

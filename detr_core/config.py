@@ -130,16 +130,21 @@ def strict_yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def read_yaml_file(path: Path, *, error: type[Exception] = ValueError, what: str = "YAML file") -> Any:
+    """``path`` parsed by :func:`strict_yaml_load`; any problem is one ``error`` line naming the file."""
+    try:
+        return strict_yaml_load(path.read_text())
+    except YamlRefused as exc:
+        raise error(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise error(f"{path}: not a readable {what} ({' '.join(str(exc).split())})") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict with one clear error on bad input (a repeated key, an anchor or
     an alias: :class:`StrictLoader`)."""
     path = Path(path)
-    try:
-        data = strict_yaml_load(path.read_text())
-    except YamlRefused as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read YAML config: {' '.join(str(exc).split())}") from None
+    data = read_yaml_file(path, what="YAML config")
     if data is None:
         return {}
     if not isinstance(data, dict):

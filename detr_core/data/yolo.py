@@ -30,12 +30,11 @@ from typing import Any
 
 import PIL.Image
 import torch
-import yaml
 from torch import Tensor
 from torchvision import tv_tensors
 
 from detr_core.atomic import atomic_write
-from detr_core.config import YamlRefused, strict_yaml_load
+from detr_core.config import read_yaml_file
 from detr_core.data.box_rules import inspect_xyxy
 from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_image, load_rgb_tensor
 from detr_core.data.image_cache import ImageCache
@@ -111,12 +110,7 @@ def _yaml_file(root: str | Path) -> Path:
 def read_data_yaml(root: str | Path) -> YoloLayout:
     """Parse ``ROOT/data.yaml`` (or the yaml file ``root``); :class:`DatasetError` naming it on any problem."""
     path = _yaml_file(root)
-    try:
-        data = strict_yaml_load(path.read_text())
-    except YamlRefused as exc:
-        raise DatasetError(f"{path}: {exc}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DatasetError(f"{path}: not a readable YAML file ({' '.join(str(exc).split())})") from None
+    data = read_yaml_file(path, error=DatasetError)
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{path}: not a YOLO data.yaml (no 'names' entry)")
     names = _names(data["names"], path)

@@ -88,8 +88,8 @@ YAML_CASES = [
     ("a number for a path", "data:\n  coco_path: 5\n", ["coco_path", "must be a string"]),
     ("unknown key", "epochz: 3\n", ["unknown setting 'epochz'"]),
     ("not a mapping", "- 1\n- 2\n", ["must hold a mapping"]),
-    ("broken YAML", "epochs: [1\n", ["cannot read YAML"]),
-    ("python tag", "epochs: !!python/object/apply:os.system ['touch MARKER']\n", ["cannot read YAML", "python"]),
+    ("broken YAML", "epochs: [1\n", ["not a readable YAML config"]),
+    ("python tag", "epochs: !!python/object/apply:os.system ['touch MARKER']\n", ["not a readable YAML config", "python"]),
 ]
 
 
