@@ -110,9 +110,28 @@ def fp16(source: Path, out: Path) -> None:
     restamp_onnx(out)
 
 
+def head_matmuls(model) -> list[str]:
+    """Friendly names of the prediction heads' MatMuls (class_embed and the box MLP): those met walking
+    back from the model's outputs before the decoder's last LayerNorm (an ``MVN`` op in the IR)."""
+    found, seen = [], set()
+    stack = [op for op in model.get_ordered_ops() if op.get_type_name() == "Result"]
+    while stack:
+        op = stack.pop()
+        if op.get_friendly_name() in seen or op.get_type_name() == "MVN":
+            continue
+        seen.add(op.get_friendly_name())
+        if op.get_type_name() == "MatMul":
+            found.append(op.get_friendly_name())
+        stack += [value.get_source_output().get_node() for value in op.inputs()]
+    return found
+
+
 def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
     """NNCF int8 of the IR ``source`` (checked like any load) calibrated on ``batches``; the pair written
-    atomically to ``out`` (+ ``.bin``) with the source's metadata and its own content hash."""
+    atomically to ``out`` (+ ``.bin``) with the source's metadata and its own content hash.
+
+    The prediction heads stay fp32 (:func:`head_matmuls`): quantising them cost 5.34 AP on the trained
+    shapes default (int8 heads: AP 56.50; fp32 heads: 61.37, eager 61.84), for 0.3 ms of 2.7 per image."""
     import nncf
     import openvino as ov
 
@@ -125,10 +144,11 @@ def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tenso
     nncf.set_log_level(logging.ERROR)
     with _quiet_root_logger():
         quantised = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
-                                  model_type=nncf.ModelType.TRANSFORMER)
+                                  model_type=nncf.ModelType.TRANSFORMER,
+                                  ignored_scope=nncf.IgnoredScope(names=head_matmuls(model)))
     quantised.set_rt_info("{}", [RT_KEY])
     text, weights = save_ir(quantised)
-    extra = {**metadata.extra, "quantized": f"nncf {nncf.__version__} int8, transformer preset, "
+    extra = {**metadata.extra, "quantized": f"nncf {nncf.__version__} int8, transformer preset, fp32 heads, "
                                             f"{len(samples)} calibration batches"}
     pair = stamped_ir(text, weights, replace(metadata, extra=extra))
     atomic_write_bytes(weights_path(out), pair.companions[".bin"])

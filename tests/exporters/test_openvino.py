@@ -177,3 +177,17 @@ def test_predict_model_xml_agrees_with_eager(trained_shapes_checkpoint, trained_
     for a, b in zip(sorted(ref, key=key), sorted(got, key=key)):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])) < 0.05 and abs(a["score"] - b["score"]) < 1e-4
+
+
+def test_int8_keeps_exactly_the_prediction_heads_fp32(ir):
+    """bench's openvino-int8 leaves the heads unquantised: the class Linear and the box MLP's three, i.e. the
+    four MatMuls between the decoder's last LayerNorm and the outputs (and no MatMul of the decoder)."""
+    import openvino as ov
+
+    from bench.quantize import head_matmuls
+
+    model = ov.Core().read_model(str(ir.path))
+    heads = head_matmuls(model)
+    matmuls = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    assert len(heads) == 4 and set(heads) == set(matmuls[-4:])  # the heads run last, after the decoder
+    assert len(matmuls) > 4
