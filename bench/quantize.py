@@ -110,6 +110,13 @@ def fp16(source: Path, out: Path) -> None:
     restamp_onnx(out)
 
 
+#: What each calibrated recipe does, part of its cache key: a change here makes cached artifacts anew.
+RECIPES = {
+    "int8-static": "ort quantize_static QDQ, uint8 activations, per-channel int8 weights, MinMax",
+    "openvino-int8": "nncf transformer preset, prediction heads fp32",
+}
+
+
 def head_matmuls(model) -> list[str]:
     """Friendly names of the prediction heads' MatMuls (class_embed and the box MLP): those met walking
     back from the model's outputs before the decoder's last LayerNorm (an ``MVN`` op in the IR)."""

@@ -16,6 +16,7 @@ gives a :class:`LoadedRuntime`, whose ``setup_seconds`` is load (+ compile or qu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -221,10 +222,22 @@ def build_onnx(ctx: BuildContext, device: str) -> LoadedRuntime:
     return _onnx_runtime(ctx, ctx.cache.export("onnx"), device, "fp32")
 
 
+def calibration_data(ctx: BuildContext) -> tuple[list[tuple[Tensor, Tensor]], str]:
+    """The calibration batches and a digest of their bytes: a calibrated artifact is cached under it, so
+    other images (``--calibration-images``, another dataset) make a new one instead of reusing a stale one."""
+    batches = list(ctx.calibration())
+    digest = hashlib.sha256()
+    for images, mask in batches:
+        digest.update(images.numpy().tobytes())
+        digest.update(mask.numpy().tobytes())
+    return batches, digest.hexdigest()[:16]
+
+
 def build_onnx_int8_static(ctx: BuildContext, device: str) -> LoadedRuntime:
-    source = ctx.cache.export("onnx")
-    quantised = ctx.cache.derive(source, "int8-static", ".onnx",
-                                 lambda src, out: quantize.int8_static(src, out, ctx.calibration()))
+    batches, digest = calibration_data(ctx)
+    quantised = ctx.cache.derive(ctx.cache.export("onnx"), "int8-static", ".onnx",
+                                 lambda src, out: quantize.int8_static(src, out, batches),
+                                 calibration=digest, recipe=quantize.RECIPES["int8-static"])
     return _onnx_runtime(ctx, quantised, device, "int8")
 
 
@@ -266,8 +279,10 @@ def build_openvino_bf16(ctx: BuildContext, device: str) -> LoadedRuntime:
 
 def build_openvino_int8(ctx: BuildContext, device: str) -> LoadedRuntime:
     """NNCF post-training int8 of the IR, calibrated on prepared training images (as onnx-int8-static)."""
+    batches, digest = calibration_data(ctx)
     quantised = ctx.cache.derive(ctx.cache.export("openvino"), "openvino-int8", ".xml",
-                                 lambda src, out: quantize.openvino_int8(src, out, ctx.calibration()))
+                                 lambda src, out: quantize.openvino_int8(src, out, batches),
+                                 calibration=digest, recipe=quantize.RECIPES["openvino-int8"])
     return _openvino_runtime(ctx, quantised, "fp32")
 
 
