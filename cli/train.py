@@ -25,6 +25,7 @@ from cli.options import (
     dataset_options,
     pop_dataset_options,
 )
+from detr_core.atomic import atomic_write_text
 from detr_core.checkpoint import CheckpointError
 from detr_core.config import LossConfig, ModelConfig, check_section_keys, load_yaml
 from detr_core.data.coco import DatasetError
@@ -139,16 +140,14 @@ def launch_torchrun(config: TrainConfig, nproc: int) -> int:
     folder = Path(config.output_dir)
     with locked_output_dir(folder):  # refuse here, in one line, a folder another run holds (rank 0 locks it again)
         pass
-    fd, path = tempfile.mkstemp(prefix=".launch-", suffix=".yaml", dir=folder)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "cli.main", "train", "--config", path]
-    log.info("launching: %s", " ".join(cmd))
-    try:
+    # The resolved settings travel in a YAML in the system's temp folder (not the output folder, where a
+    # killed launcher would leave it behind); removed when torchrun returns.
+    with tempfile.TemporaryDirectory(prefix="detrtool-launch-") as scratch:
+        path = atomic_write_text(Path(scratch) / "launch.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "cli.main", "train", "--config", str(path)]
+        log.info("launching: %s", " ".join(cmd))
         return subprocess.call(cmd)
-    finally:
-        Path(path).unlink(missing_ok=True)
 
 
 def _quiet_non_main_ranks() -> None:
