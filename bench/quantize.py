@@ -59,6 +59,19 @@ def _quiet_root_logger():
         root.setLevel(previous)
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Only errors from logger ``name`` while the block runs. (Not ``nncf.set_log_level``: it also sets
+    the level of every handler attached to NNCF's logger for good, pytest's capture handlers included.)"""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def _input_names(path: Path) -> tuple[str, str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initialisers = {i.name for i in graph.initializer}
@@ -148,8 +161,7 @@ def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tenso
     xml_text, blob, metadata = verified_ir(source)
     model = ov.Core().read_model(xml_text, ov.Tensor(np.frombuffer(blob, dtype=np.uint8)))
     samples = [[images.numpy(), mask.numpy()] for images, mask in batches]
-    nncf.set_log_level(logging.ERROR)
-    with _quiet_root_logger():
+    with _quiet_root_logger(), _quiet_logger("nncf"):
         quantised = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                                   model_type=nncf.ModelType.TRANSFORMER,
                                   ignored_scope=nncf.IgnoredScope(names=head_matmuls(model)))
