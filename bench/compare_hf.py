@@ -53,7 +53,12 @@ def hf_model(spec: dict, *, seed: int = 0):
                         encoder_attention_heads=spec["heads"], decoder_attention_heads=spec["heads"],
                         num_queries=spec["queries"], id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
     torch.manual_seed(seed)
-    model = DetrForObjectDetection(config).eval()
+    return randomize_weights(DetrForObjectDetection(config).eval())
+
+
+def randomize_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Redraw every floating parameter and buffer of ``model`` in place (:func:`_draw`) at a scale that
+    keeps activations O(1) through a DETR (with transformers' own init the outputs ignore the mask)."""
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             _draw(name, tensor)

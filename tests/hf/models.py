@@ -18,6 +18,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig  # noqa: E402
 
+from bench.compare_hf import randomize_weights  # noqa: E402
+
 LABELS = ("cat", "dog", "bird")
 _RESNET = {"resnet18": ("basic", [2, 2, 2, 2], [64, 128, 256, 512]),
            "resnet50": ("bottleneck", [3, 4, 6, 3], [256, 512, 1024, 2048])}
@@ -42,26 +44,7 @@ def hf_detr(config: DetrConfig, *, seed: int = 0) -> DetrForObjectDetection:
     """``DetrForObjectDetection(config)`` in eval mode with weights and frozen-BN statistics drawn at a scale
     that keeps activations O(1) through the whole network."""
     torch.manual_seed(seed)
-    model = DetrForObjectDetection(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            _draw(name, param)
-        for name, buffer in model.named_buffers():
-            _draw(name, buffer)
-    return model
-
-
-def _draw(name: str, tensor: torch.Tensor) -> None:
-    if not tensor.is_floating_point():
-        return
-    if tensor.dim() > 1:
-        tensor.normal_(0, tensor[0].numel() ** -0.5)
-    elif name.endswith("running_var"):
-        tensor.uniform_(0.5, 2.0)
-    elif name.endswith("weight"):  # 1-D weights are LayerNorm / frozen BatchNorm scales
-        tensor.uniform_(0.5, 1.5)
-    else:
-        tensor.normal_(0, 0.1)
+    return randomize_weights(DetrForObjectDetection(config).eval())
 
 
 def padded_batch(size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
