@@ -85,6 +85,8 @@ class LossConfig:
     bbox_loss_coef: float = 5.0
     giou_loss_coef: float = 2.0
     eos_coef: float = 0.1
+    mask_loss_coef: float = 1.0  # sigmoid focal loss of matched masks (segmentation models only)
+    dice_loss_coef: float = 1.0  # dice loss of matched masks (segmentation models only)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossConfig:

@@ -90,7 +90,7 @@ def test_num_boxes_is_averaged_over_processes(monkeypatch):
 def test_losses_subset_and_unknown_loss():
     matcher = build_criterion(LossConfig(), num_classes=3, dec_layers=1, aux_loss=False).matcher
     with pytest.raises(ValueError, match="unknown losses"):
-        SetCriterion(num_classes=3, matcher=matcher, weight_dict={}, losses=("masks",))
+        SetCriterion(num_classes=3, matcher=matcher, weight_dict={}, losses=("polygons",))
     only_boxes = SetCriterion(num_classes=3, matcher=matcher, weight_dict={}, losses=("boxes",))
     outputs = {"pred_logits": torch.randn(1, 4, 4), "pred_boxes": torch.rand(1, 4, 4) * 0.5 + 0.1}
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
