@@ -24,7 +24,10 @@ from detr_core.state_dicts import dtype_mismatch
 log = logging.getLogger(__name__)
 
 _RESNET_BY_STAGE3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
-_BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl")
+_BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl", "freeze_detr")
+_FINE_TUNED_HEADS = ("class_embed.", "query_embed.")
+#: State-dict prefixes of the panoptic mask head (beside ``detr.``, the detector).
+MASK_HEAD_PREFIXES = ("bbox_attention.", "mask_head.")
 
 
 class CheckpointError(ValueError):
@@ -95,7 +98,8 @@ def _count_indexed(state_dict: dict[str, Any], prefix: str) -> int:
 
 
 def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
-    """Load a detrtool or official checkpoint into a ``DETR`` in eval mode.
+    """Load a detrtool or official checkpoint into a ``DETR`` (or, for a panoptic checkpoint or with
+    ``masks=True``, a ``DETRsegm``; a detector's weights then start its fresh mask head) in eval mode.
 
     ``overrides`` change the config (e.g. ``nheads=8``, ``dilation=True`` for official files, which
     cannot carry them; ``num_classes=N`` / ``num_queries=N`` drop the class head / queries for
@@ -104,18 +108,44 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
     ``model.assumed_config`` (``{"nheads": 8}``; empty when nothing was assumed), which export metadata keeps.
     """
     ckpt = read_checkpoint(path)
-    state = _detection_state(ckpt["model"], path)
+    state, head = split_panoptic_state(ckpt["model"])
     stored = _stored_config(ckpt, path)
-    config = stored or infer_config(state, source=str(path))
+    config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))
     assumed = _assumed_heads(path, stored, config, overrides)
     build_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _BUILD_KEYS}
     wanted = config.replace(**overrides)
     check_heads(wanted, source=str(path))
     state = _drop_resized_heads(state, config, wanted, path)
-    model = build_model(wanted, **build_kwargs)
-    load_state_dict_checked(model, state, source=str(path))
+    try:
+        model = build_model(wanted, **build_kwargs)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    state = _with_mask_head(state, head, masks=wanted.masks, path=path)
+    load_state_dict_checked(model, state, source=str(path), fresh_mask_head=wanted.masks and not head)
     model.assumed_config = assumed
     return model.eval()
+
+
+def split_panoptic_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(detector state, mask-head state). The panoptic layout keeps the detector under ``detr.`` and the mask
+    head under ``bbox_attention.`` / ``mask_head.``; a detector's state has no mask head (``{}``)."""
+    if not any(k.startswith("detr.") for k in state):
+        return dict(state), {}
+    detector = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
+    return detector, {k: v for k, v in state.items() if not k.startswith("detr.")}
+
+
+def _with_mask_head(state: dict[str, torch.Tensor], head: dict[str, torch.Tensor], *, masks: bool,
+                    path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict for the model being built: panoptic layout when ``masks`` (a detector's weights under
+    ``detr.``, the mask head fresh), else the detector alone (a panoptic file's mask head dropped)."""
+    if masks:
+        if not head:
+            log.info("%s: a detector checkpoint: the mask head starts from a fresh initialisation", path)
+        return {**{f"detr.{k}": v for k, v in state.items()}, **head}
+    if head:
+        log.info("%s: panoptic checkpoint loaded as a detector: %d mask-head tensors dropped", path, len(head))
+    return state
 
 
 def _assumed_heads(path: str | Path, stored: ModelConfig | None, config: ModelConfig,
@@ -151,15 +181,6 @@ def _stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None
     return None
 
 
-def _detection_state(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
-    """Strip the panoptic wrapper (``detr.`` prefix), dropping its mask head with one log line."""
-    if any(k.startswith("detr.") for k in state):
-        dropped = sum(1 for k in state if not k.startswith("detr."))
-        log.info("%s: panoptic checkpoint; loading its detector, dropping %d mask-head tensors", path, dropped)
-        return {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
-    return state
-
-
 def _drop_resized_heads(state: dict[str, torch.Tensor], stored: ModelConfig, wanted: ModelConfig,
                         path: str | Path) -> dict[str, torch.Tensor]:
     """Fine-tuning: another num_classes drops the class head, another num_queries the query embedding."""
@@ -182,12 +203,15 @@ def check_dtypes(own: dict[str, torch.Tensor], state: dict[str, Any], *, source:
         raise CheckpointError(f"{source}: {problem}")
 
 
-def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """Strict load that names the first bad keys; heads dropped for fine-tuning may be missing; every
-    tensor of the dtype class of the model's (:func:`check_dtypes`)."""
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *, source: str,
+                            fresh_mask_head: bool = False) -> None:
+    """Strict load that names the first bad keys; heads dropped for fine-tuning (and, with
+    ``fresh_mask_head``, a panoptic model's mask head) may be missing; every tensor of the dtype class of
+    the model's (:func:`check_dtypes`)."""
     own = model.state_dict()
     check_dtypes(own, state, source=source)
-    allowed_missing = {k for k in own if k.startswith(("class_embed.", "query_embed.")) and k not in state}
+    optional = _FINE_TUNED_HEADS + (MASK_HEAD_PREFIXES if fresh_mask_head else ())
+    allowed_missing = {k for k in own if k.removeprefix("detr.").startswith(optional) and k not in state}
     missing = [k for k in own if k not in state and k not in allowed_missing]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}"

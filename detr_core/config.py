@@ -61,6 +61,7 @@ class ModelConfig:
     num_classes: int = 91
     pre_norm: bool = False
     aux_loss: bool = True
+    masks: bool = False  # True: the panoptic model (DETRsegm, a mask head on the detector)
     class_names: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> ModelConfig:

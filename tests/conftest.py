@@ -37,6 +37,17 @@ def tiny_expected() -> dict:
 
 
 @pytest.fixture(scope="session")
+def segm_checkpoint_path() -> Path:
+    """The reference's tiny panoptic checkpoint (official layout; nheads 8, not recorded in the file)."""
+    return reference_path("segm_tiny_checkpoint.pth")
+
+
+@pytest.fixture(scope="session")
+def segm_expected() -> dict:
+    return torch.load(reference_path("segm_tiny_expected.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
 def trained_shapes(tmp_path_factory) -> TrainedShapes:
     """A tiny DETR (small_cnn, 6 queries) trained for ~300 steps (~10 s on CPU) to memorise 8 synthetic
     96x96 shapes images, with its training image folder. Evaluation images ARE the training images: the

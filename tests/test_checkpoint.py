@@ -75,7 +75,9 @@ def test_panoptic_checkpoint_loads_its_detector(tmp_path, tiny_checkpoint_path):
     panoptic["mask_head.lay1.weight"] = torch.zeros(3, 3)
     path = tmp_path / "panoptic.pth"
     torch.save({"model": panoptic}, path)
-    assert load_checkpoint(path, nheads=4).num_classes == 7
+    assert load_checkpoint(path, nheads=4, masks=False).num_classes == 7
+    with pytest.raises(CheckpointError, match=r"panoptic.pth: the mask head needs hidden_dim a multiple of 128"):
+        load_checkpoint(path, nheads=4)  # as a panoptic model: this detector cannot carry a mask head
 
 
 def test_random_file_is_one_clear_error(tmp_path):

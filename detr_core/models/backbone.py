@@ -32,21 +32,36 @@ _RESNETS: dict[str, Callable[..., nn.Module]] = {
 TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
 
 
+#: The keys under which a body returns its intermediate feature maps, coarse to fine (the panoptic mask
+#: head's FPN inputs; for the ResNets layer3, layer2, layer1).
+FPN_KEYS = ("fpn0", "fpn1", "fpn2")
+
+
 class Backbone(nn.Module):
     """A feature extractor: ``images`` [B, 3, H, W] -> ``features`` [B, num_channels, H/s, W/s].
 
-    ``body`` holds the layers (state-dict prefix ``body.``); ``num_channels`` and ``stride`` describe
-    the output.
+    ``body`` holds the layers (state-dict prefix ``body.``) and returns a dict: ``"0"`` the last feature
+    map, and :data:`FPN_KEYS` three intermediate maps, coarse to fine, of ``fpn_channels`` channels at
+    ``fpn_strides`` (ResNets: layer3, layer2, layer1 at strides 16, 8, 4). ``num_channels`` and ``stride``
+    describe the last map.
     """
 
-    def __init__(self, *, body: nn.Module, num_channels: int, stride: int) -> None:
+    def __init__(self, *, body: nn.Module, num_channels: int, stride: int, fpn_channels: tuple[int, int, int],
+                 fpn_strides: tuple[int, int, int]) -> None:
         super().__init__()
         self.body = body
         self.num_channels = num_channels
         self.stride = stride
+        self.fpn_channels = tuple(fpn_channels)
+        self.fpn_strides = tuple(fpn_strides)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.body(images)["0"]
+
+    def forward_fpn(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """-> the last map and the three intermediate maps, coarse to fine."""
+        out = self.body(images)
+        return out["0"], [out[key] for key in FPN_KEYS]
 
 
 def resnet_backbone(
@@ -66,9 +81,13 @@ def resnet_backbone(
     for param_name, param in resnet.named_parameters():
         trainable = train_backbone and param_name.split(".")[0] in TRAINABLE_STAGES
         param.requires_grad_(trainable)
-    num_channels = 512 if name in ("resnet18", "resnet34") else 2048
-    body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
-    return Backbone(body=body, num_channels=num_channels, stride=16 if dilation else 32)
+    basic = name in ("resnet18", "resnet34")
+    num_channels = 512 if basic else 2048
+    fpn_channels = (256, 128, 64) if basic else (1024, 512, 256)
+    layers = {"layer4": "0", "layer3": FPN_KEYS[0], "layer2": FPN_KEYS[1], "layer1": FPN_KEYS[2]}
+    body = IntermediateLayerGetter(resnet, return_layers=layers)
+    return Backbone(body=body, num_channels=num_channels, stride=16 if dilation else 32,
+                    fpn_channels=fpn_channels, fpn_strides=(16, 8, 4))
 
 
 def _load_imagenet_weights(resnet: nn.Module, path: Path) -> None:

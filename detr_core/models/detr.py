@@ -31,9 +31,19 @@ class Joiner(nn.Sequential):
     def forward(self, images: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """-> features [B, C, h, w], mask [B, h, w] (nearest-subsampled), pos [B, D, h, w]."""
         features = self[0](images)
-        feature_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        pos = self[1](feature_mask).to(features.dtype)
+        feature_mask, pos = self.mask_and_position(features, mask)
         return features, feature_mask, pos
+
+    def forward_fpn(self, images: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+        """As :meth:`forward`, plus the backbone's three intermediate maps, coarse to fine (mask head)."""
+        features, fpns = self[0].forward_fpn(images)
+        feature_mask, pos = self.mask_and_position(features, mask)
+        return features, feature_mask, pos, fpns
+
+    def mask_and_position(self, features: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """The image ``mask`` nearest-subsampled to ``features``' size, and its position encoding."""
+        feature_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        return feature_mask, self[1](feature_mask).to(features.dtype)
 
 
 class MLP(nn.Module):

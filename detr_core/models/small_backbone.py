@@ -15,7 +15,13 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from detr_core.models.backbone import Backbone, load_backbone_state, read_backbone_state, register_backbone
+from detr_core.models.backbone import (
+    FPN_KEYS,
+    Backbone,
+    load_backbone_state,
+    read_backbone_state,
+    register_backbone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,13 @@ class SmallCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        return {"0": self.stages(images)}
+        """-> ``"0"`` the last stage's map and :data:`FPN_KEYS` the three before it, coarse to fine."""
+        maps = []
+        x = images
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return {"0": maps[-1], FPN_KEYS[0]: maps[2], FPN_KEYS[1]: maps[1], FPN_KEYS[2]: maps[0]}
 
 
 def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_path: str | Path | None) -> Backbone:
@@ -66,7 +78,8 @@ def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_pat
         load_backbone_state(body, read_backbone_state(weights_path), path=weights_path)
         log.info("loaded small CNN weights from %s", weights_path)
     body.requires_grad_(train_backbone)
-    return Backbone(body=body, num_channels=STAGE_CHANNELS[-1], stride=8 if dilation else 16)
+    return Backbone(body=body, num_channels=STAGE_CHANNELS[-1], stride=8 if dilation else 16,
+                    fpn_channels=(STAGE_CHANNELS[2], STAGE_CHANNELS[1], STAGE_CHANNELS[0]), fpn_strides=(8, 4, 2))
 
 
 @register_backbone("small_cnn")

@@ -112,7 +112,8 @@ class Decoder(nn.Module):
 
 class Transformer(nn.Module):
     """``src`` [B, C, H, W], ``mask`` [B, H, W], ``query_embed`` [Q, C], ``pos`` [B, C, H, W]
-    -> decoder states [L, B, Q, C] (one per decoder layer)."""
+    -> decoder states [L, B, Q, C] (one per decoder layer); :meth:`forward_with_memory` also returns the
+    encoder memory."""
 
     def __init__(self, *, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
@@ -130,11 +131,18 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(param)
 
     def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos: Tensor) -> Tensor:
+        return self.forward_with_memory(src, mask, query_embed, pos)[0]
+
+    def forward_with_memory(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos: Tensor
+                            ) -> tuple[Tensor, Tensor]:
+        """-> decoder states [L, B, Q, C] and the encoder memory [B, C, H, W] (the panoptic head reads it)."""
         batch = src.shape[0]
+        src_shape = src.shape
         src = src.flatten(2).transpose(1, 2)
         pos = pos.flatten(2).transpose(1, 2)
         mask = mask.flatten(1)
         query_pos = query_embed.unsqueeze(0).expand(batch, -1, -1)
         memory = self.encoder(src, pos, mask)
         tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, mask)
+        states = self.decoder(tgt, memory, pos, query_pos, mask)
+        return states, memory.transpose(1, 2).reshape(src_shape)
