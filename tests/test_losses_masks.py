@@ -9,16 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from detr_core.checkpoint import load_checkpoint
 from detr_core.config import LossConfig
 from detr_core.losses import build_criterion, build_weight_dict, weighted_total
-from tests.conftest import reference_path
 
 MASK_KEYS = ("loss_mask", "loss_dice")
-
-
-@pytest.fixture(scope="module")
-def segm_expected() -> dict:
-    return torch.load(reference_path("segm_tiny_expected.pt"), weights_only=True)
 
 
 @pytest.fixture()
@@ -200,3 +195,17 @@ def test_bilinear_upsampling_is_the_one_applied(criterion, segm_expected):
         again = criterion({**outputs, "pred_masks": big}, segm_expected["targets"])
         close = abs(float(again["loss_mask"]) - float(losses["loss_mask"])) <= 1e-6
         assert close == same, mode
+
+
+def test_gradients_and_pred_masks_match_the_reference(criterion, segm_checkpoint_path, segm_expected):
+    """The reference's model in eval mode, forward on the padded batch, weighted total backward: the six
+    named gradients within 1e-4 relative (max |Δ| / max |ref|) and pred_masks within 1e-4."""
+    model = load_checkpoint(segm_checkpoint_path, nheads=8)
+    outputs = model(segm_expected["padded"], segm_expected["mask"])
+    torch.testing.assert_close(outputs["pred_masks"].detach(), segm_expected["outputs"]["pred_masks"],
+                               rtol=0, atol=1e-4)
+    weighted_total(criterion(outputs, segm_expected["targets"]), criterion.weight_dict).backward()
+    params = dict(model.named_parameters())
+    for name, want in segm_expected["grads"].items():
+        rel = float((params[name].grad - want).abs().max() / want.abs().max())
+        assert rel <= 1e-4, f"{name}: relative difference {rel:.2e}"
