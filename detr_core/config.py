@@ -63,6 +63,12 @@ class ModelConfig:
     aux_loss: bool = True
     masks: bool = False  # True: the panoptic model (DETRsegm, a mask head on the detector)
     class_names: tuple[str, ...] = ()
+    stuff_classes: tuple[int, ...] = ()  # class ids that are "stuff" in panoptic output; every other id is a thing
+
+    def is_thing(self) -> dict[int, bool]:
+        """Class id -> True for things, False for :attr:`stuff_classes` (the panoptic post-processing's map)."""
+        stuff = set(self.stuff_classes)
+        return {c: c not in stuff for c in range(self.num_classes + 1)}
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -70,8 +76,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
-        if "class_names" in data and data["class_names"] is not None:
-            data["class_names"] = tuple(data["class_names"])
+        for key in ("class_names", "stuff_classes"):
+            if key in data and data[key] is not None:
+                data[key] = tuple(data[key])
         return from_dict(cls, data)
 
 
