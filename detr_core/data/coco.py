@@ -7,6 +7,9 @@ Conventions (the reference DETR's):
 - crowd annotations (``iscrowd=1``) are dropped; boxes are clipped to the image; boxes with no area after
   clipping (w or h ≤ 0) and boxes with NaN/inf coordinates are removed.
 - images are converted to RGB (grayscale, RGBA, palette, CMYK, 16-bit) and their EXIF orientation is applied.
+- ``masks=True`` adds ``masks`` bool [N, H, W] (each kept annotation's ``segmentation`` decoded by
+  :mod:`detr_core.data.coco_masks`, moved by the transforms as a ``tv_tensors.Mask``), row-aligned with
+  ``labels``/``boxes``: every filter of per-object fields (:data:`PER_OBJECT_KEYS`) drops the same rows.
 
 Bad files never surface as an obscure traceback from a DataLoader worker: they raise :class:`DatasetError`
 naming the file and the problem.
@@ -36,6 +39,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as F
 
+from detr_core.data.coco_masks import decode_segmentation, segmentation_problem
 from detr_core.data.image_cache import ImageCache
 from detr_core.data.integrity import duplicate_id_problems, outside_reason, reference_problems, shape_problems
 
@@ -222,7 +226,13 @@ def class_names_from_categories(categories: list[dict[str, Any]]) -> tuple[int, 
 
 
 #: Target fields holding one entry per object (filtered together with ``boxes``).
-PER_OBJECT_KEYS: tuple[str, ...] = ("labels", "area", "iscrowd", "difficult")
+PER_OBJECT_KEYS: tuple[str, ...] = ("labels", "area", "iscrowd", "difficult", "masks")
+
+
+def _rows(value: Tensor, keep: Tensor) -> Tensor:
+    """``value[keep]``, still a tv_tensor (e.g. ``Mask``) when it was one, so later transforms move it."""
+    rows = value[keep]
+    return tv_tensors.wrap(rows, like=value) if isinstance(value, tv_tensors.TVTensor) else rows
 
 
 def clean_boxes(target: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +249,7 @@ def clean_boxes(target: dict[str, Any]) -> dict[str, Any]:
     out = dict(target)
     for key in PER_OBJECT_KEYS:
         if key in target:
-            out[key] = target[key][keep]
+            out[key] = _rows(target[key], keep)
     out["boxes"] = tv_tensors.wrap(clipped[keep], like=boxes)
     return out
 
@@ -252,7 +262,8 @@ def finalize_sample(
     ``image`` is an RGB PIL image or a uint8 [3, H, W] tensor (not modified).
 
     Returns ``image`` float32 [3, H, W] (normalised by the transforms, or in [0, 1] without them) and the
-    target with ``boxes`` float32 [N, 4] normalised cx,cy,w,h and ``size`` = (H, W) after transforms.
+    target with ``boxes`` float32 [N, 4] normalised cx,cy,w,h, ``size`` = (H, W) after transforms and, when
+    the target had a ``masks`` ``tv_tensors.Mask`` [N, H0, W0], ``masks`` bool [N, H, W] (a plain tensor).
     """
     img = tv_tensors.Image(image if isinstance(image, Tensor) else F.pil_to_tensor(image))
     target = clean_boxes(target)
@@ -265,6 +276,8 @@ def finalize_sample(
     boxes = box_convert(target["boxes"].as_subclass(Tensor).float(), "xyxy", "cxcywh")
     target["boxes"] = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
     target["size"] = torch.tensor([h, w], dtype=torch.int64)
+    if "masks" in target:
+        target["masks"] = target["masks"].as_subclass(Tensor).bool()
     return img.as_subclass(Tensor), target
 
 
@@ -279,11 +292,16 @@ class CocoDetection(torch.utils.data.Dataset):
     file (its boxes are in the stated frame).
     The file passes :func:`load_coco_json`'s rules; a ``file_name`` leaving ``images_dir`` (absolute or
     ``..``) is refused unless ``allow_outside_images`` (then a counted warning).
+    ``masks=True`` adds ``masks`` bool [N, H, W] at the transformed size, row-aligned with ``labels``; a kept
+    annotation whose ``segmentation`` is missing or malformed is a :class:`DatasetError` naming the file,
+    image id and annotation id (:func:`detr_core.data.coco_masks.segmentation_problem`).
     """
 
     def __init__(self, images_dir: str | Path, ann_file: str | Path, *, transforms: Transforms | None = None,
-                 drop_crowd: bool = True, cache_images: bool = False, allow_outside_images: bool = False) -> None:
+                 drop_crowd: bool = True, cache_images: bool = False, allow_outside_images: bool = False,
+                 masks: bool = False) -> None:
         self.images_dir = Path(images_dir)
+        self.masks = masks
         self.ann_file = Path(ann_file)
         self.transforms = transforms
         self.drop_crowd = drop_crowd
@@ -319,10 +337,22 @@ class CocoDetection(torch.utils.data.Dataset):
         """``[x, y, w, h]`` floats (JSON null -> NaN, dropped later); :func:`load_coco_json` checked the shape."""
         return [float("nan") if v is None else float(v) for v in ann["bbox"]]
 
+    def _masks(self, anns: list[dict[str, Any]], image_id: int, h: int, w: int) -> tv_tensors.Mask:
+        """``tv_tensors.Mask`` uint8 [N, H, W] of ``anns``' segmentations (checked first, one line each)."""
+        planes = [np.zeros((0, h, w), dtype=np.uint8)]
+        for ann in anns:
+            problem = ("has no 'segmentation'" if "segmentation" not in ann
+                       else segmentation_problem(ann["segmentation"], (h, w)))
+            if problem:
+                raise DatasetError(f"{self.ann_file}: image {image_id}, annotation {ann['id']}: segmentation {problem}")
+            planes.append(decode_segmentation(ann["segmentation"], h, w)[None])
+        return tv_tensors.Mask(torch.from_numpy(np.concatenate(planes)))
+
     def _raw_target(self, image_id: int, h: int, w: int) -> dict[str, Any]:
         anns = self.coco.imgToAnns.get(image_id, [])
         if self.drop_crowd:
             anns = [a for a in anns if not a.get("iscrowd", 0)]
+        extra = {"masks": self._masks(anns, image_id, h, w)} if self.masks else {}
         xywh = torch.tensor([self._bbox(a) for a in anns], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([int(a.get("category_id", -1)) for a in anns], dtype=torch.int64)
         boxes = tv_tensors.BoundingBoxes(xywh, format="XYWH", canvas_size=(h, w))
@@ -333,6 +363,7 @@ class CocoDetection(torch.utils.data.Dataset):
             "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
             "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
+            **extra,
         }
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
