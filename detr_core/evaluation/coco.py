@@ -1,4 +1,4 @@
-"""COCO box evaluation of DETR detections with pycocotools (the reference) or faster-coco-eval.
+"""COCO box and mask evaluation of DETR detections with pycocotools (the reference) or faster-coco-eval.
 
 Data contracts
 --------------
@@ -6,10 +6,13 @@ Data contracts
   only its ``.dataset`` dict is used, so either backend can evaluate it).
 * ``process`` input: ``{image_id: {"scores": [Q], "labels": [Q], "boxes": [Q, 4]}}`` with boxes as
   absolute ``x0, y0, x1, y1`` pixels of the *original* image (what ``PostProcess`` returns), torch
-  tensors or numpy arrays. An image may have ``Q == 0`` detections. Processing an image id again replaces
-  its detections (DistributedSampler pads with repeated images; they are counted once).
+  tensors or numpy arrays, plus ``"masks": [Q, 1, H, W]`` (0/1, the image's original size, what
+  ``PostProcessSegm`` returns) for ``iou_type="segm"``. An image may have ``Q == 0`` detections.
+  Processing an image id again replaces its detections (DistributedSampler pads with repeated images;
+  they are counted once).
 * ``results()``: COCO results, one dict per query: ``image_id``, ``category_id``, ``bbox`` (x, y, w, h),
-  ``score`` -- every query of every image, as the reference evaluates them (no score threshold).
+  ``score`` -- every query of every image, as the reference evaluates them (no score threshold); for
+  ``segm`` a compressed RLE ``segmentation`` (pycocotools.mask.encode, counts as text) instead of ``bbox``.
 * ``evaluate()``: the 12 standard COCO numbers under ``STAT_NAMES`` plus ``stats`` (list of 12 floats).
   -1 means "no ground truth in that bucket", as in pycocotools.
 
@@ -53,10 +56,10 @@ _SUMMARY_ROWS = (  # (AP or AR, IoU label, area, maxDets) for the 12 standard li
 class ImageDetections:
     """One image's detections as numpy: ``scores [Q]``, ``labels [Q]`` (int64), ``boxes [Q, 4]`` xyxy."""
 
-    __slots__ = ("scores", "labels", "boxes")
+    __slots__ = ("scores", "labels", "boxes", "rles")
 
-    def __init__(self, scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray):
-        self.scores, self.labels, self.boxes = scores, labels, boxes
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, rles: list | None = None):
+        self.scores, self.labels, self.boxes, self.rles = scores, labels, boxes, rles
 
     @classmethod
     def from_prediction(cls, prediction: Mapping[str, Any]) -> ImageDetections:
@@ -68,22 +71,39 @@ class ImageDetections:
             raise ValueError(
                 f"scores/labels/boxes lengths differ: {len(scores)}, {len(labels)}, {len(boxes)}"
             )
-        return cls(scores, labels, boxes)
+        rles = _encode_masks(prediction["masks"], len(scores)) if "masks" in prediction else None
+        return cls(scores, labels, boxes, rles)
 
     def __getstate__(self):
-        return (self.scores, self.labels, self.boxes)
+        return (self.scores, self.labels, self.boxes, self.rles)
 
     def __setstate__(self, state):
-        self.scores, self.labels, self.boxes = state
+        self.scores, self.labels, self.boxes, self.rles = (*state, None)[:4]
 
-    def to_results(self, image_id: int) -> list[dict[str, Any]]:
-        """COCO result dicts (bbox x, y, w, h computed in the boxes' dtype, like the reference)."""
+    def to_results(self, image_id: int, iou_type: str = "bbox") -> list[dict[str, Any]]:
+        """COCO result dicts (bbox x, y, w, h computed in the boxes' dtype, like the reference; for
+        ``segm`` the RLE ``segmentation`` and no bbox: pycocotools' loadRes would take a bbox first)."""
+        if iou_type == "segm":
+            return [{"image_id": image_id, "category_id": label, "segmentation": rle, "score": score}
+                    for label, rle, score in zip(self.labels.tolist(), self.rles, self.scores.tolist())]
         x0, y0, x1, y1 = (self.boxes[:, i] for i in range(4))
         xywh = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).tolist()
         return [
             {"image_id": image_id, "category_id": label, "bbox": box, "score": score}
             for label, box, score in zip(self.labels.tolist(), xywh, self.scores.tolist())
         ]
+
+
+def _encode_masks(masks: Any, count: int) -> list[dict[str, Any]]:
+    """[Q, 1, H, W] or [Q, H, W] 0/1 masks -> Q compressed RLEs (``counts`` decoded to text for JSON)."""
+    from pycocotools import mask as mask_utils
+
+    array = _to_numpy(masks)
+    array = array[:, 0] if array.ndim == 4 and array.shape[1] == 1 else array
+    if array.ndim != 3 or len(array) != count:
+        raise ValueError(f"masks must be [Q, 1, H, W] with Q = {count} detections, got {list(array.shape)}")
+    rles = mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -142,7 +162,8 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     return atomic_write(path, lambda handle: json.dump(payload, handle), binary=False)
 
 
-def _pycocotools_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int]) -> list[float]:
+def _pycocotools_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int],
+                       iou_type: str = "bbox") -> list[float]:
     """The 12 stats of pycocotools' COCOeval (its stdout is captured and logged at debug level)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -153,7 +174,7 @@ def _pycocotools_stats(gt: dict[str, Any], results: list[dict], img_ids: list[in
         coco_gt.dataset = gt
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(results) if results else _empty_results_pycocotools(coco_gt)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.imgIds = img_ids
         evaluator.evaluate()
         evaluator.accumulate()
@@ -173,7 +194,8 @@ def _empty_results_pycocotools(coco_gt: Any) -> Any:
     return coco_dt
 
 
-def _faster_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int]) -> list[float]:
+def _faster_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int],
+                  iou_type: str = "bbox") -> list[float]:
     """The 12 stats of faster-coco-eval's C++ COCOeval, configured to match pycocotools exactly:
     ``lvis_style=False`` (standard AP, not LVIS), ``separate_eval=False`` (same numbers, one C++ pass),
     ``extra_calc=False``; its ``stats`` is the first 12 of ``all_stats`` (which adds AR50/AR75)."""
@@ -182,7 +204,7 @@ def _faster_stats(gt: dict[str, Any], results: list[dict], img_ids: list[int]) -
     quiet = log.debug
     coco_gt = COCO(gt, print_function=quiet)
     coco_dt = coco_gt.loadRes(results)
-    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=quiet,
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=quiet,
                                 lvis_style=False, separate_eval=False, extra_calc=False)  # fmt: skip
     evaluator.params.imgIds = img_ids
     evaluator.evaluate()
@@ -198,18 +220,21 @@ class CocoEvaluator:
     """Accumulate per-image detections, gather them across ranks and compute the 12 COCO box numbers.
 
     ``backend="faster"`` (faster-coco-eval, C++) or ``"pycocotools"`` (the reference); both give the same
-    12 numbers (to 1e-4, tested). Only ``iou_type="bbox"`` is supported (DETR without a mask head).
+    12 numbers (to 1e-4, tested). ``iou_type="bbox"`` scores boxes; ``"segm"`` scores the ``masks`` of
+    ``PostProcessSegm`` (mask AP; the ground truth's polygons or RLEs, each image's mask at its size).
     """
 
     def __init__(self, coco_gt: Any, *, backend: str = "faster", iou_type: str = "bbox"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown evaluator backend {backend!r}; choose from {BACKENDS}")
-        if iou_type != "bbox":
-            raise ValueError(f"iou_type {iou_type!r} is not supported (only 'bbox')")
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type {iou_type!r} is not supported ('bbox' or 'segm')")
         self.backend, self.iou_type = backend, iou_type
         self.gt = load_gt_dataset(coco_gt)
         self._gt_image_ids = {int(image["id"]) for image in self.gt["images"]}
         self._gt_category_ids = {int(category["id"]) for category in self.gt["categories"]}
+        self._gt_sizes = {int(i["id"]): [int(i.get("height", -1)), int(i.get("width", -1))]
+                          for i in self.gt["images"]}  # fmt: skip
         self._detections: dict[int, ImageDetections] = {}
         self._metrics: dict[str, Any] | None = None
 
@@ -226,8 +251,20 @@ class CocoEvaluator:
             image_id = int(image_id)
             if image_id not in self._gt_image_ids:
                 raise ValueError(f"image id {image_id} is not in the ground truth images")
-            self._detections[image_id] = ImageDetections.from_prediction(prediction)
+            detections = ImageDetections.from_prediction(prediction)
+            if self.iou_type == "segm":
+                self._check_masks(image_id, detections)
+            self._detections[image_id] = detections
         self._metrics = None
+
+    def _check_masks(self, image_id: int, detections: ImageDetections) -> None:
+        """Mask AP needs every image's masks at its ground-truth size (h, w)."""
+        size = self._gt_sizes[image_id]
+        if detections.rles is None:
+            raise ValueError(f"image {image_id}: iou_type 'segm' needs 'masks' [Q, 1, H, W] in predictions")
+        if any(rle["size"] != size for rle in detections.rles):
+            got = detections.rles[0]["size"]
+            raise ValueError(f"image {image_id}: masks are {got} (h, w), the ground-truth image is {size}")
 
     @property
     def image_ids(self) -> list[int]:
@@ -253,7 +290,7 @@ class CocoEvaluator:
         """COCO result dicts of every query of every processed image, by image id (fresh list each call)."""
         results: list[dict[str, Any]] = []
         for image_id in self.image_ids:
-            results.extend(self._detections[image_id].to_results(image_id))
+            results.extend(self._detections[image_id].to_results(image_id, self.iou_type))
         return results
 
     def write_detections(self, path: str | Path) -> Path:
@@ -267,7 +304,7 @@ class CocoEvaluator:
         img_ids = self.image_ids or sorted(self._gt_image_ids)
         if not self._detections:
             log.warning("no image was processed: evaluating empty detections on all %d images", len(img_ids))
-        stats = _STATS_FUNCTIONS[self.backend](self.gt, results, img_ids)
+        stats = _STATS_FUNCTIONS[self.backend](self.gt, results, img_ids, self.iou_type)
         self._metrics = {**dict(zip(STAT_NAMES, stats)), "stats": stats}
         return dict(self._metrics)
 
