@@ -18,6 +18,7 @@ from cli.options import RegularFile
 from detr_core.data.check import check_coco, check_voc, check_yolo
 from detr_core.data.coco import DatasetError
 from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
+from detr_core.data.shapes_panoptic import MAX_OBJECTS, STUFF_CLASSES
 from detr_core.data.voc import voc_to_coco
 from detr_core.data.yolo import yolo_to_coco
 
@@ -36,8 +37,11 @@ def data() -> None:
 @click.option("--classes", default=",".join(SHAPE_CLASSES), show_default=True,
               help="Comma-separated shape classes (category ids 0..K-1 in this order).")
 @click.option("--max-objects", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--panoptic", is_flag=True,
+              help="The panoptic variant: stuff backgrounds (ids after the shapes'), panoptic_{train,val}2017/ "
+                   "PNGs + annotations/panoptic_*.json, and instances_*.json with masks (things).")
 def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: int, classes: str,
-           max_objects: int) -> None:
+           max_objects: int, panoptic: bool) -> None:
     """Generate the synthetic-shapes dataset into OUT (train2017/, val2017/, annotations/)."""
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     try:
@@ -45,12 +49,17 @@ def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: in
                               classes=names, max_objects=max_objects)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if panoptic and max_objects > MAX_OBJECTS:
+        raise click.BadParameter(f"{max_objects} is over {MAX_OBJECTS}, the most the panoptic segment ids allow",
+                                 param_hint="'--max-objects'")
     try:
-        root = generate_shapes(out, params, progress=sys.stderr.isatty())
+        root = generate_shapes(out, params, progress=sys.stderr.isatty(), panoptic=panoptic)
     except OSError as exc:
         raise click.ClickException(_write_error(exc, out)) from None
-    click.echo(f"wrote {train_count} train + {val_count} val images ({len(names)} classes, ids 0..{len(names) - 1}) "
-               f"to {root}")
+    stuff = (f"; stuff {', '.join(STUFF_CLASSES)}: ids {len(names)}..{len(names) + len(STUFF_CLASSES) - 1}"
+             if panoptic else "")
+    click.echo(f"wrote {train_count} train + {val_count} val images ({len(names)} classes, ids 0..{len(names) - 1}"
+               f"{stuff}) to {root}")
 
 
 @data.command()

@@ -3,6 +3,7 @@
 from detr_core.data.batching import collate_fn, make_collate, pad_images, parse_hw
 from detr_core.data.check import Report, check_coco, check_voc, validate_num_classes
 from detr_core.data.coco import CocoDetection, DatasetError, load_coco_json, load_rgb_image
+from detr_core.data.coco_panoptic import CocoPanoptic
 from detr_core.data.shapes import (
     SHAPE_CLASSES,
     ShapesParams,
@@ -11,6 +12,7 @@ from detr_core.data.shapes import (
     ensure_default_shapes,
     generate_shapes,
 )
+from detr_core.data.shapes_panoptic import STUFF_CLASSES
 from detr_core.data.sources import BuiltDataset, DatasetSource, build_dataset
 from detr_core.data.transforms import (
     IMAGENET_MEAN,
@@ -27,8 +29,8 @@ from detr_core.data.transforms import (
 from detr_core.data.voc import VOC_CLASSES, VocDetection, voc_to_coco
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "SHAPE_CLASSES", "VOC_CLASSES",
-    "BuiltDataset", "CocoDetection", "DatasetError", "DatasetSource", "RandomSizeCrop", "Report",
+    "IMAGENET_MEAN", "IMAGENET_STD", "SHAPE_CLASSES", "STUFF_CLASSES", "VOC_CLASSES",
+    "BuiltDataset", "CocoDetection", "CocoPanoptic", "DatasetError", "DatasetSource", "RandomSizeCrop", "Report",
     "ResizeShorterSide", "ShapesParams", "VocDetection",
     "build_dataset", "cache_dir", "check_coco", "check_voc", "collate_fn", "default_shapes_root",
     "ensure_default_shapes", "eval_resize_size", "fit_size_to_canvas", "generate_shapes", "load_coco_json",

@@ -47,7 +47,8 @@ def make_collate(pad_to: tuple[int, int] | None = None) -> Callable[[Sequence[Sa
     """A DataLoader ``collate_fn``: ``[(image [3, H_i, W_i], target), ...] -> (images, mask, targets)``.
 
     ``images`` [B, 3, H, W] float, ``mask`` [B, H, W] bool (True on padding), ``targets`` the list of
-    target dicts. ``H, W`` is the batch maximum, or the fixed ``pad_to`` canvas (e.g. ``--pad-to 800x1333``);
+    target dicts as the dataset gave them: segmentation targets' ``masks`` bool [N_i, H_i, W_i] stay at their
+    own image's size, unpadded (the loss pads them to the batch, as the reference's criterion does). ``H, W`` is the batch maximum, or the fixed ``pad_to`` canvas (e.g. ``--pad-to 800x1333``);
     an image larger than the canvas raises ``ValueError`` naming its ``image_id`` and size.
     """
 

@@ -157,7 +157,12 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarr
 
 def render_image(rng: np.random.Generator, p: ShapesParams) -> tuple[np.ndarray, list[ShapeObject]]:
     """One sample: image uint8 [H, W, 3] and its objects (visible masks are exact for the pixels drawn)."""
-    image = _background(rng, p.image_size)
+    return _render_objects(rng, p, _background(rng, p.image_size))
+
+
+def _render_objects(rng: np.random.Generator, p: ShapesParams,
+                    image: np.ndarray) -> tuple[np.ndarray, list[ShapeObject]]:
+    """Place and paint the objects on ``image`` float32 [H, W, 3], add noise; uint8 image and objects."""
     objects: list[ShapeObject] = []
     for _ in range(int(rng.integers(p.min_objects, p.max_objects + 1))):
         _place_object(rng, p, int(rng.integers(len(p.classes))), objects)
@@ -233,17 +238,24 @@ def _params_dict(p: ShapesParams) -> dict[str, Any]:
     return data
 
 
-def generate_shapes(out: str | Path, params: ShapesParams | None = None, *, progress: bool = True) -> Path:
+def generate_shapes(out: str | Path, params: ShapesParams | None = None, *, progress: bool = True,
+                    panoptic: bool = False) -> Path:
     """Write the shapes dataset for ``params`` into ``out`` (COCO layout); returns ``out``.
+
+    ``panoptic=True`` writes the panoptic variant instead (:mod:`detr_core.data.shapes_panoptic`: stuff
+    backgrounds, panoptic PNGs + JSON, instances JSON with masks).
 
     Generated into a staging folder and swapped in at the end (:func:`detr_core.atomic.atomic_folder`):
     ``train2017/``, ``val2017/`` and ``annotations/`` of an earlier dataset in ``out`` are kept until the new
     ones are complete, then replaced whole; a failure (disk full, Ctrl-C) leaves them byte for byte."""
     params = params or ShapesParams()
     out = Path(out)
+    from detr_core.data.shapes_panoptic import write_panoptic_split
+
+    write = write_panoptic_split if panoptic else _write_split
     with atomic_folder(out) as stage:
         for split in SPLITS:
-            n = _write_split(stage, params, split, progress=progress)
+            n = write(stage, params, split, progress=progress)
             logger.info("shapes: wrote %d %s images to %s", n, split, out / f"{split}2017")
     return out
 
@@ -254,26 +266,29 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "detrtool"
 
 
-def default_shapes_root(params: ShapesParams | None = None) -> Path:
-    """Cache folder of the shapes dataset for ``params``, named by them (readable prefix + digest)."""
+def default_shapes_root(params: ShapesParams | None = None, *, panoptic: bool = False) -> Path:
+    """Cache folder of the shapes dataset for ``params``, named by them (readable prefix + digest);
+    ``panoptic`` names the panoptic variant's folder (``shapes-panoptic-...``)."""
     params = params or ShapesParams()
-    blob = json.dumps({"v": GENERATOR_VERSION, **_params_dict(params)}, sort_keys=True).encode()
+    extra = {"panoptic": True} if panoptic else {}
+    blob = json.dumps({"v": GENERATOR_VERSION, **_params_dict(params), **extra}, sort_keys=True).encode()
     digest = hashlib.sha1(blob).hexdigest()[:10]
-    name = (f"shapes-v{GENERATOR_VERSION}-{params.image_size}px-{params.train_count}tr-{params.val_count}va"
+    name = (f"shapes-{'panoptic-' if panoptic else ''}v{GENERATOR_VERSION}-{params.image_size}px-{params.train_count}tr-{params.val_count}va"
             f"-seed{params.seed}-{digest}")
     return cache_dir() / name
 
 
-def ensure_default_shapes(*, progress: bool = True, **params: Any) -> Path:
-    """Generate the cached shapes dataset once (into a temp dir, then an atomic rename) and reuse it."""
+def ensure_default_shapes(*, progress: bool = True, panoptic: bool = False, **params: Any) -> Path:
+    """Generate the cached shapes dataset once (into a temp dir, then an atomic rename) and reuse it;
+    ``panoptic=True``: the panoptic variant (its own cache folder, :func:`default_shapes_root`)."""
     p = ShapesParams(**{k: tuple(v) if k == "classes" else v for k, v in params.items()})
-    root = default_shapes_root(p)
+    root = default_shapes_root(p, panoptic=panoptic)
     if (root / _DONE_MARKER).exists():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-shapes-", dir=root.parent))
     try:
-        generate_shapes(tmp, p, progress=progress)
+        generate_shapes(tmp, p, progress=progress, panoptic=panoptic)
         atomic_write(tmp / _DONE_MARKER, lambda handle: json.dump(_params_dict(p), handle), binary=False)
         if root.exists() and not (root / _DONE_MARKER).exists():
             shutil.rmtree(root)  # a half-written folder from an older crashed run

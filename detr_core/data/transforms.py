@@ -1,8 +1,12 @@
 """DETR train/eval transform presets on ``torchvision.transforms.v2`` with tv_tensors.
 
 Samples are ``(image, target)`` pairs: ``image`` a ``tv_tensors.Image`` (uint8 [3, H, W]) and ``target`` a
-dict whose ``boxes`` is a ``tv_tensors.BoundingBoxes`` in XYXY pixels. Every geometric step (flip, resize,
-crop) is a torchvision kernel, so boxes move with the pixels; this module never does box arithmetic.
+dict whose ``boxes`` is a ``tv_tensors.BoundingBoxes`` in XYXY pixels and, for segmentation, ``masks`` a
+``tv_tensors.Mask`` [N, H, W]. Every geometric step (flip, resize, crop) is a torchvision kernel, so boxes and
+masks move with the pixels (masks resized nearest-neighbour, as the reference's ``interpolate(..., "nearest")``;
+``ToDtype``/``Normalize`` touch images only); this module never does box arithmetic. A crop clips boxes as
+the reference does (a box is not re-fitted to the part of its mask left inside). Tested: the box of a
+transformed mask equals the transformed box within a pixel per step (flip and crop: exactly).
 
 The resize rule is the reference DETR one (``detr/datasets/transforms.py::get_size_with_aspect_ratio``),
 reproduced exactly by :func:`eval_resize_size` because official checkpoints are evaluated with it.
