@@ -15,7 +15,7 @@ from detr_core.atomic import atomic_output
 from exporters.artifact_file import companion_files
 from exporters.formats import get_format
 from exporters.metadata import DYNAMIC_LIMITS, ArtifactMetadata, build_metadata
-from exporters.wrapper import io_names, wrap
+from exporters.wrapper import has_masks, io_names, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def export(model: nn.Module, format: str, path: str | Path, *, input_size: tuple
     if dynamic:
         check_dynamic(fmt.name, options, input_size=input_size, batch_size=batch_size)
         batch_size = max(2, batch_size)  # torch.export specialises a dimension whose example is 1
-    inputs_names, output_names = io_names(with_postprocess=with_postprocess)
+    inputs_names, output_names = io_names(with_postprocess=with_postprocess, masks=has_masks(model))
     metadata = build_metadata(
         model, format=fmt.name, input_size=input_size, batch_size=batch_size,
         size=size or min(input_size), max_size=max_size or max(input_size), with_postprocess=with_postprocess,

@@ -90,7 +90,9 @@ class ArtifactMetadata:
     ``content_sha256``: :func:`seal` of the artifact's content (see :mod:`exporters.artifact_file`) and of
     every other metadata field, verified on every load.
     ``dynamic``: batch, height and width are symbolic (``input_size``/``batch_size`` are then the example
-    used at export); ``dynamic_limits``: ``{"batch": [min, max], "height": [...], "width": [...]}``."""
+    used at export); ``dynamic_limits``: ``{"batch": [min, max], "height": [...], "width": [...]}``.
+    ``masks``: a segmentation model (one more output, ``pred_masks`` or ``mask_probs`` [B, Q, H/s, W/s]);
+    ``mask_stride``: that s (0 for a detector)."""
 
     format: str
     input_size: tuple[int, int]
@@ -114,6 +116,8 @@ class ArtifactMetadata:
     content_sha256: str = ""
     dynamic: bool = False
     dynamic_limits: dict[str, list[int]] = field(default_factory=dict)
+    masks: bool = False
+    mask_stride: int = 0
     detrtool_version: str = field(default_factory=detrtool_version)
     torch_version: str = torch.__version__
     schema_version: int = SCHEMA_VERSION
@@ -165,7 +169,7 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
                    input_names: tuple[str, ...], output_names: tuple[str, ...],
                    format_options: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None, dynamic: bool = False) -> ArtifactMetadata:
-    """Metadata of ``model`` (a ``DETR`` with ``.config``) exported with these settings."""
+    """Metadata of ``model`` (a ``DETR`` or ``DETRsegm`` with ``.config``) exported with these settings."""
     config = getattr(model, "config", None)
     model_config = dataclasses.asdict(config) if config is not None else {}
     model_config.pop("class_names", None)
@@ -178,6 +182,7 @@ def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int]
         format_options=dict(format_options or {}), model_config=model_config, extra=dict(extra or {}),
         assumed=dict(getattr(model, "assumed_config", None) or {}),
         dynamic=bool(dynamic), dynamic_limits=dynamic_limits() if dynamic else {},
+        masks=hasattr(model, "mask_head"), mask_stride=int(getattr(model, "mask_stride", 0)),
     )
 
 

@@ -13,7 +13,8 @@ The rule, an allowlist by operator name (any overload):
 - ``aten``: the operators detrtool's own exports contain — TorchScript ``script`` and ``trace``, static and
   dynamic, with and without post-processing, of the ``small_cnn``/``small_cnn_gn``/ResNet-18..101 backbones,
   sine and learned position embeddings, pre-norm, both attention implementations, torch.export static and
-  dynamic — plus the families a DETR can need beyond those (elementwise math, reductions, shape and
+  dynamic, and the segmentation model's mask head (``einsum``, ``group_norm``, ``masked_fill``, ``softmax``,
+  ``conv2d``, ``repeat``, ``upsample_nearest2d``: only ``einsum`` was added for it) — plus the families a DETR can need beyond those (elementwise math, reductions, shape and
   indexing, normalisation, pooling, convolution, matmul, attention, tensor creation, the Python builtins
   TorchScript lowers to ``aten``). None of them takes a file name or talks to anything but its tensors:
   ``tests/exporters/test_op_policy.py`` checks every allowed name against torch's own schemas
@@ -40,7 +41,7 @@ ATEN_OPS: frozenset[str] = frozenset("""
     abs add add_ addmm alias all amax amin any arange argmax argmin argsort atan atan2 baddbmm batch_norm
     bitwise_and bitwise_not bitwise_or bmm broadcast_tensors cat ceil chunk clamp clamp_ clamp_max clamp_min
     clip clone contiguous conv1d conv2d convolution _convolution copy_ cos cumsum detach div div_ dropout
-    dropout_ embedding empty empty_like eq erf exp expand expand_as fill_ flatten flip floor floor_divide fmod
+    dropout_ einsum embedding empty empty_like eq erf exp expand expand_as fill_ flatten flip floor floor_divide fmod
     full full_like gather ge gelu group_norm gt hardtanh index index_select instance_norm is_floating_point
     isfinite isinf isnan layer_norm le leaky_relu lift_fresh_copy linear linspace log log1p log_softmax
     logical_and logical_not logical_or lt masked_fill masked_fill_ matmul max max_pool2d

@@ -6,6 +6,11 @@ artifact's batch equal eager's on that image alone (batch 1, same canvas), and, 
 artifact's outputs follow a permutation of the batch. A row fails when an fp32 max |Δ| exceeds the
 tolerance (1e-4) or the detection sets above the score threshold differ.
 
+A segmentation artifact (``pred_masks`` or ``mask_probs``) adds two figures to each row: the max |Δ| of the
+masks (same tolerance) and the minimum mask IoU over the confident queries of each image — eager's score
+above the threshold, or, when none is, eager's top :data:`MASK_TOP_K` — with sigmoid(mask) > 0.5 on both
+sides (over the whole canvas); a row fails below :data:`MASK_IOU_MIN`.
+
 A dynamic artifact replaces (a) by rows at batch 1 and 3 on two canvases (its example canvas and one of
 another aspect) with padded masks, and a batch of 3 with an all-False mask; its real images go in
 batches of 3, each padded to the largest of its batch.
@@ -21,22 +26,27 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from exporters.compare import detection_agreement, detections_of, output_deltas
+from exporters.compare import detection_agreement, detections_of, max_abs_diff, output_deltas
 from exporters.prepare import prepare_for
 from exporters.runtime import Runtime, eager_runtime, load_runtime
 from exporters.validation_inputs import full_canvas_batch, validation_images
-from exporters.wrapper import wrap
+from exporters.wrapper import MASK_OUTPUT, MASK_POST_OUTPUT, wrap
 
 logger = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor, Tensor]
 #: The batch sizes a dynamic artifact is validated at.
 DYNAMIC_BATCHES = (1, 3)
+#: A confident query's binarised mask must overlap eager's by at least this IoU.
+MASK_IOU_MIN = 0.99
+#: Queries checked per image when none is above the score threshold: the best by eager's score.
+MASK_TOP_K = 3
 
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One check: max |Δ| of logits (scores with post-processing) and boxes, detections agreeing."""
+    """One check: max |Δ| of logits (scores with post-processing) and boxes, detections agreeing; for a
+    segmentation artifact also max |Δ| of the masks and the minimum mask IoU of ``mask_queries`` queries."""
 
     name: str
     max_logits: float
@@ -44,11 +54,15 @@ class CheckRow:
     detections: int
     agreeing: int
     tolerance: float
+    max_masks: float | None = None
+    mask_iou: float | None = None
+    mask_queries: int = 0
 
     @property
     def ok(self) -> bool:
+        masks_ok = self.max_masks is None or (self.max_masks <= self.tolerance and self.mask_iou >= MASK_IOU_MIN)
         return self.max_logits <= self.tolerance and self.max_boxes <= self.tolerance and \
-            self.agreeing == self.detections
+            self.agreeing == self.detections and masks_ok
 
 
 @dataclass
@@ -66,14 +80,25 @@ class ValidationReport:
 
     @property
     def max_abs_diff(self) -> float:
-        return max((max(r.max_logits, r.max_boxes) for r in self.rows), default=0.0)
+        return max((max(r.max_logits, r.max_boxes, r.max_masks or 0.0) for r in self.rows), default=0.0)
+
+    @property
+    def masks(self) -> bool:
+        return any(r.max_masks is not None for r in self.rows)
+
+    @property
+    def min_mask_iou(self) -> float | None:
+        """The lowest mask IoU of any checked query in any row (None for a detector)."""
+        return min((r.mask_iou for r in self.rows if r.mask_iou is not None), default=None)
 
     def table(self) -> str:
-        head = f"| check | max abs Δ logits | max abs Δ boxes | detections > {self.threshold:g} agreeing | result |"
-        lines = [head, "|---|---:|---:|---:|---|"]
+        head = f"| check | max abs Δ logits | max abs Δ boxes | detections > {self.threshold:g} agreeing |"
+        head += " max abs Δ masks | min mask IoU (queries) | result |" if self.masks else " result |"
+        lines = [head, "|---|---:|---:|---:|" + ("---:|---:|---|" if self.masks else "---|")]
         for r in self.rows:
-            lines.append(f"| {r.name} | {r.max_logits:.2e} | {r.max_boxes:.2e} | {r.agreeing}/{r.detections} | "
-                         f"{'ok' if r.ok else 'FAIL'} |")
+            masks = f" {r.max_masks:.2e} | {r.mask_iou:.4f} ({r.mask_queries}) |" if self.masks else ""
+            lines.append(f"| {r.name} | {r.max_logits:.2e} | {r.max_boxes:.2e} | {r.agreeing}/{r.detections} |"
+                         f"{masks} {'ok' if r.ok else 'FAIL'} |")
         return "\n".join(lines)
 
 
@@ -84,20 +109,74 @@ class ValidationError(RuntimeError):
         failed = ", ".join(r.name for r in report.rows if not r.ok)
         super().__init__(f"{report.path}: {report.format} artifact differs from eager ({failed}); "
                          f"max |Δ| {report.max_abs_diff:.2e}, tolerance {report.rows[0].tolerance:g}"
-                         f"{'; ' + note if note else ''}")
+                         f"{_iou_note(report)}{'; ' + note if note else ''}")
         self.report = report
+
+
+def _iou_note(report: ValidationReport) -> str:
+    iou = report.min_mask_iou
+    return "" if iou is None else f", min mask IoU {iou:.4f} (minimum {MASK_IOU_MIN})"
+
+
+def binary_masks(outputs: dict[str, Tensor]) -> Tensor | None:
+    """sigmoid(mask) > 0.5 as bool [B, Q, h, w], from ``pred_masks`` (logits) or ``mask_probs``; None for a
+    detector's outputs."""
+    if MASK_OUTPUT in outputs:
+        return outputs[MASK_OUTPUT].float().sigmoid() > 0.5
+    return outputs[MASK_POST_OUTPUT].float() > 0.5 if MASK_POST_OUTPUT in outputs else None
+
+
+def mask_key(outputs: dict[str, Tensor]) -> str:
+    return MASK_OUTPUT if MASK_OUTPUT in outputs else MASK_POST_OUTPUT
+
+
+def confident_queries(scores: Tensor, *, threshold: float, top_k: int = MASK_TOP_K) -> Tensor:
+    """Indices of the queries of one image (``scores`` [Q]) above ``threshold``, else the ``top_k`` best."""
+    above = torch.nonzero(scores > threshold).flatten()
+    return above if above.numel() else scores.topk(min(top_k, scores.numel())).indices
+
+
+def mask_ious(ref: Tensor, out: Tensor) -> Tensor:
+    """IoU of each pair of bool masks ``ref``, ``out`` [K, h, w] -> [K] (1 where both are empty)."""
+    inter = (ref & out).flatten(1).sum(1).double()
+    union = (ref | out).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def mask_agreement(ref: dict[str, Tensor], out: dict[str, Tensor], scores: Tensor, *,
+                   threshold: float) -> tuple[float, int]:
+    """(minimum mask IoU, queries checked) over each image's :func:`confident_queries` by eager's
+    ``scores`` [B, Q]."""
+    ref_bin, out_bin = binary_masks(ref), binary_masks(out)
+    ious = [mask_ious(ref_bin[b, idx], out_bin[b, idx])
+            for b in range(scores.shape[0]) for idx in [confident_queries(scores[b], threshold=threshold)]]
+    ious_all = torch.cat(ious)
+    return float(ious_all.min()) if ious_all.numel() else 1.0, int(ious_all.numel())
 
 
 def _row(name: str, ref: dict[str, Tensor], out: dict[str, Tensor], orig_sizes: Tensor, *,
          threshold: float, tolerance: float) -> CheckRow:
     d_logits, d_boxes = output_deltas(ref, out, orig_sizes)
-    union, agree = detection_agreement(detections_of(ref, orig_sizes), detections_of(out, orig_sizes),
-                                       threshold=threshold)
-    return CheckRow(name, d_logits, d_boxes, union, agree, tolerance)
+    ref_dets = detections_of(ref, orig_sizes)
+    union, agree = detection_agreement(ref_dets, detections_of(out, orig_sizes), threshold=threshold)
+    if binary_masks(ref) is None:
+        return CheckRow(name, d_logits, d_boxes, union, agree, tolerance)
+    key = mask_key(ref)
+    iou, queries = mask_agreement(ref, out, ref_dets.scores, threshold=threshold)
+    return CheckRow(name, d_logits, d_boxes, union, agree, tolerance, max_abs_diff(ref[key], out[key]), iou, queries)
 
 
 def _cat(outputs: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+    """Concatenated along the batch; masks of batches on different canvases (dynamic artifacts) are
+    zero-padded to the largest h, w first (0 on both sides: no |Δ|, and not above 0.5 once binarised)."""
+    return {k: torch.cat(_same_size([o[k] for o in outputs])) for k in outputs[0]}
+
+
+def _same_size(tensors: list[Tensor]) -> list[Tensor]:
+    if tensors[0].dim() < 4:
+        return tensors
+    h, w = max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors)
+    return [torch.nn.functional.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in tensors]
 
 
 def _run_batches(runtime: Runtime, batches: list[tuple[Batch, int]]) -> dict[str, Tensor]:
@@ -188,7 +267,8 @@ def validate_artifact(model: nn.Module, path: str | Path, *, images: str | Path 
     real, description = validation_images(images, count=count or max(3, 2 * meta.batch_size))
     report = ValidationReport(meta.format, Path(path), threshold)
     report.rows = run_checks(eager, artifact, real, description, threshold=threshold, tolerance=tolerance)
-    logger.info("validation of %s: %s, max |Δ| %.2e", path, "ok" if report.ok else "FAILED", report.max_abs_diff)
+    logger.info("validation of %s: %s, max |Δ| %.2e%s", path, "ok" if report.ok else "FAILED",
+                report.max_abs_diff, _iou_note(report))
     logger.debug("validation table:\n%s", report.table())
     if raise_on_failure and not report.ok:
         raise ValidationError(report)

@@ -61,7 +61,7 @@ class Backbone(nn.Module):
     def forward_fpn(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
         """-> the last map and the three intermediate maps, coarse to fine."""
         out = self.body(images)
-        return out["0"], [out[key] for key in FPN_KEYS]
+        return out["0"], [out["fpn0"], out["fpn1"], out["fpn2"]]  # FPN_KEYS (TorchScript reads no global tuple)
 
 
 def resnet_backbone(

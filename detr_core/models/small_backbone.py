@@ -16,7 +16,6 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from detr_core.models.backbone import (
-    FPN_KEYS,
     Backbone,
     load_backbone_state,
     read_backbone_state,
@@ -69,7 +68,8 @@ class SmallCNN(nn.Module):
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
-        return {"0": maps[-1], FPN_KEYS[0]: maps[2], FPN_KEYS[1]: maps[1], FPN_KEYS[2]: maps[0]}
+        # FPN_KEYS spelt out: TorchScript reads no global tuple
+        return {"0": maps[-1], "fpn0": maps[2], "fpn1": maps[1], "fpn2": maps[0]}
 
 
 def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_path: str | Path | None) -> Backbone:
