@@ -223,8 +223,9 @@ class PanopticEvaluator:
     PNGs named by ``file_name``).
 
     ``update(image_id, segment_ids [H, W] int, segments_info)`` scores one image at once (its PNG read then;
-    an image updated again is replaced); ``evaluate()`` / ``stats`` give :func:`pq_from_counts`' dict plus
-    flat ``PQ``, ``SQ``, ``RQ``, ``PQ_th`` ... ``RQ_st`` over the updated images; ``summary()`` the table.
+    an image updated again is replaced); ``synchronize_between_processes()`` gathers ranks under torchrun;
+    ``evaluate()`` / ``stats`` give :func:`pq_from_counts`' dict plus flat ``PQ``, ``SQ``, ``RQ``,
+    ``PQ_th`` ... ``RQ_st`` over the updated images; ``summary()`` the table.
     """
 
     def __init__(self, gt_json: Union[str, os.PathLike, Mapping[str, Any]], gt_folder: Union[str, os.PathLike]):
@@ -240,8 +241,23 @@ class PanopticEvaluator:
         if annotation is None:
             raise ValueError(f"image id {image_id} has no annotation in the panoptic ground truth")
         gt_ids = decode_png(self.gt_folder / annotation["file_name"])
-        self._counts[int(image_id)] = image_counts(gt_ids, annotation["segments_info"], segment_ids,
-                                                   segments_info, categories=self.categories)  # fmt: skip
+        try:
+            counts = image_counts(gt_ids, annotation["segments_info"], segment_ids, segments_info,
+                                  categories=self.categories)  # fmt: skip
+        except ValueError as error:
+            raise ValueError(f"image {image_id} ({annotation['file_name']}): {error}") from None
+        self._counts[int(image_id)] = counts
+
+    def synchronize_between_processes(self) -> None:
+        """Gather every rank's per-image counts onto every rank (``all_gather_object``); no-op without an
+        initialised process group of two or more. An image scored on several ranks counts once."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        gathered: list[dict[int, dict[int, ClassCounts]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self._counts)
+        self._counts = {image_id: counts for part in gathered for image_id, counts in (part or {}).items()}
 
     def evaluate(self) -> dict[str, Any]:
         """The PQ dict over the updated images (see the class doc)."""

@@ -148,7 +148,7 @@ def _assign(mask_logits: Tensor, shape: tuple[int, int], target: tuple[int, int]
         for member in group[1:]:
             ids[ids == member] = group[0]
     resized = torch.from_numpy(resize_nearest(ids, target))
-    areas = [int((resized == i).sum()) for i in range(len(mask_logits))]
+    areas = torch.bincount(resized.flatten(), minlength=len(mask_logits))[: len(mask_logits)].tolist()
     return resized, areas
 
 

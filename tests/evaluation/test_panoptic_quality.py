@@ -154,12 +154,13 @@ def test_equals_torchmetrics_on_random_cases_with_void():
 
 
 def _torchmetrics_pq(case: tuple[tuple, tuple]) -> float:
-    """torchmetrics' PQ with the crowd segments void (category 0)."""
+    """torchmetrics' PQ with the crowd segments void (category 0); unlabelled predicted pixels (category 0)
+    are refused unless ``allow_unknown_preds_category``, which makes them void."""
     from torchmetrics.detection import PanopticQuality
 
     (gt, gt_segments), (pred, pred_segments) = case
     visible = [s for s in gt_segments if not s.get("iscrowd")]
-    metric = PanopticQuality(things=[1, 2], stuffs=[3, 4])
+    metric = PanopticQuality(things=[1, 2], stuffs=[3, 4], allow_unknown_preds_category=True)
     metric.update(_torchmetrics_map(pred, pred_segments)[None], _torchmetrics_map(gt, visible)[None])
     return float(metric.compute())
 
@@ -190,3 +191,70 @@ def test_evaluator_reads_a_coco_panoptic_folder(tmp_path):
     assert evaluator.summary().splitlines()[2].split() == ["All", "|", "60.9", "79.6", "75.0", "2"]
     with pytest.raises(ValueError, match="image id 6"):
         evaluator.update(6, pred, pred_segments)
+
+
+def test_unlabelled_predicted_pixels_differ_from_torchmetrics():
+    """A prediction covering 3 of a gt segment's 8 pixels, the other 5 unlabelled: COCO keeps them in the
+    union (IoU 3/8: a FN and a FP, PQ 0); torchmetrics makes them void and drops them (IoU 1, PQ 1)."""
+    gt = np.zeros((4, 4), np.int64)
+    gt[:2] = 7
+    pred = np.zeros((4, 4), np.int64)
+    pred[0, :3] = 5
+    case = ((gt, [{"id": 7, "category_id": 1, "iscrowd": 0}]), (pred, [{"id": 5, "category_id": 1}]))
+    assert panoptic_quality([case], categories=CATEGORIES)["per_class"][1] == {
+        "pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 1, "fn": 1}  # fmt: skip
+    assert _torchmetrics_pq(case) == 1.0
+
+
+def _write_two_image_ground_truth(folder) -> tuple[dict, list]:
+    """Image 5: the hand case; image 6: its prediction used as ground truth (a perfect image)."""
+    (gt, gt_segments), (pred, pred_segments) = _hand_case()
+    write_png(folder / "gt" / "a.png", gt)
+    write_png(folder / "gt" / "b.png", pred)
+    perfect = [{**s, "iscrowd": 0} for s in pred_segments]
+    dataset = {"images": [{"id": 5, "file_name": "a.jpg"}, {"id": 6, "file_name": "b.jpg"}],
+               "annotations": [{"image_id": 5, "file_name": "a.png", "segments_info": gt_segments},
+                               {"image_id": 6, "file_name": "b.png", "segments_info": perfect}],
+               "categories": [{"id": c, "name": str(c), "isthing": int(t)} for c, t in CATEGORIES.items()]}  # fmt: skip
+    (folder / "gt.json").write_text(json.dumps(dataset))
+    return dataset, _updates()
+
+
+def _panoptic_ddp_worker(rank: int, world_size: int, folder, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder / 'init'}", rank=rank, world_size=world_size)
+    try:
+        evaluator = PanopticEvaluator(folder / "gt.json", folder / "gt")
+        image_id, pred, segments = _updates()[rank]
+        evaluator.update(image_id, pred, segments)
+        evaluator.synchronize_between_processes()
+        queue.put(evaluator.stats["All"])
+    finally:
+        dist.destroy_process_group()
+
+
+def _updates() -> list:
+    (_, _), (pred, pred_segments) = _hand_case()
+    return [(5, pred, pred_segments), (6, pred, pred_segments)]
+
+
+def test_evaluator_synchronizes_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    _, updates = _write_two_image_ground_truth(tmp_path)
+    single = PanopticEvaluator(tmp_path / "gt.json", tmp_path / "gt")
+    for image_id, pred, segments in updates:
+        single.update(image_id, pred, segments)
+    expected = single.stats["All"]
+    assert expected["n"] == 3 and expected["pq"] != panoptic_quality([_hand_case()], categories=CATEGORIES)["All"]["pq"]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_panoptic_ddp_worker, args=(2, tmp_path, queue), nprocs=2, start_method="spawn")
+    assert [queue.get() for _ in range(2)] == [expected, expected]
+
+
+def test_evaluator_names_the_image_of_a_bad_prediction(tmp_path):
+    _, updates = _write_two_image_ground_truth(tmp_path)
+    evaluator = PanopticEvaluator(tmp_path / "gt.json", tmp_path / "gt")
+    with pytest.raises(ValueError, match=r"image 6 \(b.png\): gt and predicted segment_ids differ in size"):
+        evaluator.update(6, np.zeros((3, 3), np.int64), [])
