@@ -65,6 +65,7 @@ class PostProcessSegm(nn.Module):
         return results
 
 
+@torch.no_grad()
 def panoptic_predictions(outputs: Mapping[str, Tensor], processed_sizes: Tensor,
                          target_sizes: Optional[Tensor] = None, *, is_thing: Mapping[int, bool],
                          threshold: float = 0.85, input_sizes: Optional[Tensor] = None) -> list[dict[str, Any]]:
@@ -75,10 +76,13 @@ def panoptic_predictions(outputs: Mapping[str, Tensor], processed_sizes: Tensor,
     best class is not "no object" and its softmax score > ``threshold``; every pixel goes to the kept query
     of highest mask logit (softmax-argmax over queries), queries of one stuff class share the first one's
     id, the map is resized by PIL NEAREST, and segments of area <= 4 are dropped until none is left (the
-    assignment re-run without them, stuff no longer merged: the reference's order). Segment ids are the
+    assignment re-run without them and without merging, as the reference; the merged stuff members, left
+    with area 0, go in the first round, their pixels to the best remaining query). Segment ids are the
     indices 0..K-1 of the surviving queries (0 is a segment, not void); no kept query: an all-zero map
     with no segments. ``input_sizes`` [B, 2] (the padded canvas): crop the padding first (module doc).
     """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1] (a probability), got {threshold}")
     target_sizes = processed_sizes if target_sizes is None else target_sizes
     _check_sizes(outputs["pred_masks"], processed_sizes=processed_sizes, target_sizes=target_sizes,
                  input_sizes=input_sizes)  # fmt: skip
