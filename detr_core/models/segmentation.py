@@ -166,7 +166,8 @@ class DETRsegm(nn.Module):
         """``queries`` [B, Q, C] (last decoder layer) -> mask logits [B, Q, h, w]."""
         attention = self.bbox_attention(queries, memory, feature_mask)
         masks = self.mask_head(features, attention, fpns)
-        return masks.reshape(queries.shape[0], queries.shape[1], masks.shape[-2], masks.shape[-1])
+        # squeeze + unflatten, not reshape: torch.export cannot prove a symbolic stride-4 map's reshape guard
+        return masks.squeeze(1).unflatten(0, (queries.shape[0], queries.shape[1]))
 
     def forward(self, images: Tensor, mask: Optional[Tensor] = None) -> Dict[str, Any]:
         logits, boxes, masks = self.forward_raw(images, mask)
