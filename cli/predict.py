@@ -1,4 +1,5 @@
-"""``detrtool predict``: detections on images from a checkpoint or an exported artifact, drawn as PNGs."""
+"""``detrtool predict``: detections on images from a checkpoint or an exported artifact, drawn as PNGs
+(with instance masks and, asked for, panoptic maps for a segmentation model)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from detr_core.evaluation.class_mapped import names_by_id, remap_found
 from exporters.image_inputs import Failure, collect_image_paths
 from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
 from exporters.predict.model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
-from exporters.predict.results import OutputNames, coco_results, summary_line
+from exporters.predict.panoptic import PanopticWriter
+from exporters.predict.results import OutputNames, coco_results, image_ids, summary_line
 from exporters.predict.run import ImageDetections, Predictor
 
 logger = logging.getLogger(__name__)
-
 
 
 @click.command("predict")
@@ -49,16 +50,28 @@ logger = logging.getLogger(__name__)
 @click.option("--class-map", metavar="coco-voc|FILE.json",
               help="Label detections with the dataset's categories (model classes outside the map are dropped); "
                    "a model without class names is taken as COCO's 91.")
+@click.option("--mask-threshold", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
+              help="Segmentation models: the mask probability a pixel needs to belong to a detection's mask.")
+@click.option("--panoptic", is_flag=True,
+              help="Segmentation models: also write panoptic/NAME.png (COCO panoptic ids), NAME_panoptic.png "
+                   "(the map in colour, with a legend) and panoptic.json (COCO panoptic predictions).")
+@click.option("--panoptic-threshold", type=FiniteFloatRange(0, 1), default=0.85, show_default=True,
+              help="With --panoptic: the class score a query needs to become a segment (the reference's 0.85).")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | None, fmt: str | None, device: str,
             threshold: float, batch_size: int, output_dir: str, save_json: bool, show_attention: bool,
-            input_size: tuple[int, int] | None, nheads: int | None, class_map: str | None = None) -> None:
-    """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores).
+            input_size: tuple[int, int] | None, nheads: int | None, class_map: str | None = None,
+            mask_threshold: float = 0.5, panoptic: bool = False, panoptic_threshold: float = 0.85) -> None:
+    """Detect objects in IMAGES_OR_DIRS and write one PNG per image (boxes, class names, scores; a
+    segmentation model's masks in colour under them).
 
     Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
     writable_dir(output_dir)
+    if panoptic and class_map is not None:
+        raise click.UsageError("--panoptic writes the model's own classes: it cannot be combined with --class-map")
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
+    _check_panoptic(panoptic, model)
     if not model.class_names:
         click.echo("predict: the model carries no class names; labels are class ids")
     mapping = _class_map(class_map, model)
@@ -67,9 +80,13 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
         click.echo(f"predict: the artifact's batch size is {model.spec.batch}; --batch-size {batch_size} ignored")
         batch_size = model.spec.batch
     predictor = Predictor(model.runtime, model.spec, threshold=threshold, batch_size=batch_size,
-                          attention_runtime=model.attention, class_names=model.class_names)
-    click.echo(f"predict: {len(paths)} image(s) with {model.description}, threshold {threshold}")
+                          attention_runtime=model.attention, class_names=model.class_names,
+                          mask_threshold=mask_threshold, panoptic_threshold=panoptic_threshold if panoptic else None,
+                          is_thing=model.is_thing)
+    click.echo(f"predict: {len(paths)} image(s) with {model.description}, threshold {threshold}"
+               + (f", masks > {mask_threshold}" if model.masks else ""))
     names = OutputNames(Path(output_dir))
+    writer = PanopticWriter(names.root, class_names=model.class_names, is_thing=model.is_thing) if panoptic else None
     found: list[ImageDetections] = []
     class_names, unmapped = (model.class_names if mapping is None else names_by_id(mapping)), 0
     progress = tqdm(predictor.predict(paths), total=len(paths), unit="img", disable=len(paths) < 10, leave=False)
@@ -78,19 +95,43 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
             failures.append(item)
             continue
         if mapping is not None:
-            item, dropped = remap_found(item, mapping)
+            item, dropped = _remap(item, mapping)
             unmapped += dropped
         found.append(item)
         png = _write_pictures(item, names, class_names)
+        if writer is not None and item.panoptic is not None:
+            writer.add(item.image.pixels, item.panoptic, png)
         tqdm.write(summary_line(item, class_names, png))  # stays above the progress bar
     if mapping is not None:
         click.echo(f"class map {mapping.name}: {unmapped} detection(s) of model classes outside the map dropped")
+    if writer is not None and found:
+        click.echo(f"wrote {writer.finish(image_ids(found))} and {len(found)} panoptic PNG(s) "
+                   f"(threshold {panoptic_threshold})")
     if save_json:
         names.root.mkdir(parents=True, exist_ok=True)
         json_path = names.root / "detections.json"
         atomic_write(json_path, lambda f: json.dump(coco_results(found), f), binary=False)
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
     _report_failures(failures)
+
+
+def _check_panoptic(panoptic: bool, model: PredictModel) -> None:
+    """``--panoptic`` needs a segmentation model (a detector has no masks)."""
+    if panoptic and not model.masks:
+        raise click.ClickException(f"--panoptic: {model.description} is a detector without masks; "
+                                   "give a segmentation model (trained with --masks, or a panoptic checkpoint)")
+    if panoptic and getattr(getattr(model.runtime, "metadata", None), "with_postprocess", False):
+        raise click.ClickException(f"--panoptic: {model.description} was exported --with-postprocess (no class "
+                                   "logits); export it without post-processing")
+
+
+def _remap(item: ImageDetections, mapping) -> tuple[ImageDetections, int]:
+    """:func:`remap_found`, the masks of the detections kept carried along."""
+    new, dropped = remap_found(item, mapping)
+    if item.masks is not None:
+        row = {int(q): i for i, q in enumerate(item.queries.tolist())}
+        new.masks = item.masks[[row[int(q)] for q in new.queries.tolist()]]
+    return new, dropped
 
 
 def _class_map(spec: str | None, model: PredictModel):
@@ -125,7 +166,7 @@ def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_atte
 
 def _write_pictures(item: ImageDetections, names: OutputNames, class_names: tuple[str, ...]) -> Path:
     png = names.picture(item.image.path)
-    save_png(draw_detections(item.image.pixels, item.boxes, item.labels, item.scores, class_names), png)
+    save_png(draw_detections(item.image.pixels, item.boxes, item.labels, item.scores, class_names, item.masks), png)
     if item.attention is not None and len(item):
         k = item.attention.shape[0]
         save_attention_grid(item.image.pixels, item.attention, item.boxes[:k], item.labels[:k], item.scores[:k],

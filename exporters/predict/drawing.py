@@ -1,4 +1,5 @@
-"""Pictures of detections: boxes with "name 0.93" labels, and a grid of decoder cross-attention maps.
+"""Pictures of detections: boxes with "name 0.93" labels (over semi-transparent instance masks for a
+segmentation model), and a grid of decoder cross-attention maps.
 
 Boxes are drawn by ``torchvision.utils.draw_bounding_boxes``: one colour per class (a fixed, well-spread
 hue sequence), a dark halo under each box line and a filled label background whose text colour is
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from detr_core.atomic import atomic_write
 
@@ -24,12 +25,22 @@ logger = logging.getLogger(__name__)
 
 _GOLDEN = 0.618033988749895
 _HALO = (0, 0, 0)
+MASK_ALPHA = 0.45
 
 
 @functools.lru_cache(maxsize=256)
 def class_color(label: int) -> tuple[int, int, int]:
     """A saturated RGB colour for class ``label``: hues spread by the golden ratio, the same every run."""
     r, g, b = colorsys.hsv_to_rgb((0.08 + label * _GOLDEN) % 1.0, 0.85, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def instance_color(label: int, index: int) -> tuple[int, int, int]:
+    """The colour of the ``index``-th detection (or segment) of class ``label``: the class hue, shifted a
+    little and lighter or darker per instance, so that neighbours of one class stay apart."""
+    hue = (0.08 + label * _GOLDEN + 0.045 * (index % 5)) % 1.0
+    value = (0.95, 0.7, 0.85, 0.6, 1.0)[index % 5]
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, value)
     return round(r * 255), round(g * 255), round(b * 255)
 
 
@@ -56,17 +67,20 @@ def font_size(height: int, width: int) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _font_path() -> str:
+def font_path() -> str:
     from matplotlib import font_manager  # matplotlib ships DejaVu Sans, so a TrueType font always exists
 
     return font_manager.findfont("DejaVu Sans")
 
 
 def draw_detections(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor,
-                    class_names: Sequence[str] = ()) -> Tensor:
-    """Draw boxes (x0, y0, x1, y1 pixels) on ``image`` uint8 [3, H, W]; returns a new uint8 [3, H, W]."""
+                    class_names: Sequence[str] = (), masks: Tensor | None = None) -> Tensor:
+    """Draw boxes (x0, y0, x1, y1 pixels) on ``image`` uint8 [3, H, W], over ``masks`` [N, H, W] bool
+    (one semi-transparent colour per detection) when given; returns a new uint8 [3, H, W]."""
     if boxes.numel() == 0:
         return image.clone()
+    if masks is not None:
+        image = draw_masks(image, masks, labels)
     h, w = int(image.shape[-2]), int(image.shape[-1])
     boxes = _clip(boxes.detach().float().cpu(), h, w)
     colors = [class_color(int(lab)) for lab in labels.tolist()]
@@ -74,9 +88,21 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor
     width = line_width(h, w)
     halo = draw_bounding_boxes(image, boxes, colors=_HALO, width=width + 1)
     return draw_bounding_boxes(
-        halo, boxes, labels=texts, colors=colors, width=width, font=_font_path(), font_size=font_size(h, w),
+        halo, boxes, labels=texts, colors=colors, width=width, font=font_path(), font_size=font_size(h, w),
         fill_labels=True, label_colors=[text_color(c) for c in colors], label_background_colors=colors,
     )
+
+
+def draw_masks(image: Tensor, masks: Tensor, labels: Tensor, *, alpha: float = MASK_ALPHA) -> Tensor:
+    """``masks`` [N, H, W] bool blended over ``image`` uint8 [3, H, W], detection i in
+    :func:`instance_color` (its class, i); where masks overlap, the better detection's colour is on top."""
+    if masks.shape[0] == 0:
+        return image.clone()
+    colors = [instance_color(int(lab), i) for i, lab in enumerate(labels.tolist())]
+    out = image
+    for i in reversed(range(masks.shape[0])):  # the best detection's colour ends on top where masks overlap
+        out = draw_segmentation_masks(out, masks[i : i + 1].bool().cpu(), alpha=alpha, colors=[colors[i]])
+    return out
 
 
 def _clip(boxes: Tensor, height: int, width: int) -> Tensor:

@@ -7,14 +7,18 @@ their batch, or, with ``input_size`` HxW, fitted into that static canvas (the ru
 fit, never cropped). Exported on the fly, the canvas is ``input_size`` or (size, max_size). An artifact carries its canvas, resize rule, batch size and
 class names in its metadata (a dynamic one: the resize rule only; each batch is padded to its largest
 image, any batch size); an artifact without class names falls back to class ids.
+
+A segmentation model (``masks``) also says which classes are things: its config's ``stuff_classes`` (a
+checkpoint's, or the one stored in an artifact's metadata); none given, every class is a thing.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -35,13 +39,16 @@ DEFAULT_SIZE, DEFAULT_MAX_SIZE = 800, 1333
 
 @dataclass
 class PredictModel:
-    """A runtime and what goes with it: input rule, class names (may be empty), optional attention."""
+    """A runtime and what goes with it: input rule, class names (may be empty), optional attention;
+    ``masks``: a segmentation model, ``is_thing``: class id -> thing (True) or stuff (False)."""
 
     runtime: Runtime
     spec: InputSpec
     class_names: tuple[str, ...]
     description: str
     attention: EagerRuntime | None = None
+    masks: bool = False
+    is_thing: dict[int, bool] = field(default_factory=dict)
 
 
 def checkpoint_resize_rule(path: str | Path) -> tuple[int, int | None]:
@@ -72,17 +79,26 @@ def open_checkpoint(path: str | Path, *, fmt: str = "eager", device: str = "cpu"
     model = load_checkpoint(path, **overrides)
     names = tuple(model.config.class_names)
     size, max_size = checkpoint_resize_rule(path)
+    masks, is_thing = hasattr(model, "mask_head"), things_of(model.config.num_classes, model.config.stuff_classes)
     if fmt == "eager":
         eager = EagerRuntime(model, device, capture_attention=attention)
         spec = InputSpec(input_size, size, max_size)
-        return PredictModel(eager, spec, names, f"{Path(path).name} (eager, {device})", eager if attention else None)
+        return PredictModel(eager, spec, names, f"{Path(path).name} (eager, {device})", eager if attention else None,
+                            masks, is_thing)
     canvas = input_size or (size, max_size or size)
     opened = open_exported(model, InputSpec(canvas, size, max_size, batch_size), fmt, device)
     opened.class_names = opened.class_names or names
     opened.description = (f"{Path(path).name} exported to {fmt} ({device}, canvas {canvas[0]}x{canvas[1]}, "
                           f"batch {batch_size})")
     opened.attention = EagerRuntime(model, device, capture_attention=True) if attention else None
+    opened.masks, opened.is_thing = masks, is_thing
     return opened
+
+
+def things_of(num_classes: int, stuff_classes: Any = ()) -> dict[int, bool]:
+    """Class id -> True for things, False for ``stuff_classes`` (ids 0..num_classes-1; none: all things)."""
+    stuff = {int(c) for c in stuff_classes or ()}
+    return {c: c not in stuff for c in range(num_classes)}
 
 
 def open_exported(model: nn.Module, spec: InputSpec, fmt: str, device: str) -> PredictModel:
@@ -111,4 +127,6 @@ def open_artifact(path: str | Path, *, fmt: str | None = None, device: str = "cp
         spec = InputSpec(tuple(meta.input_size), meta.size, meta.max_size, meta.batch_size, tuple(meta.mean),
                          tuple(meta.std))
         canvas = f"canvas {meta.input_size[0]}x{meta.input_size[1]}, batch {meta.batch_size}"
-    return PredictModel(runtime, spec, names, f"{Path(path).name} ({runtime.format}, {device}, {canvas})")
+    is_thing = things_of(meta.num_classes, (meta.model_config or {}).get("stuff_classes"))
+    return PredictModel(runtime, spec, names, f"{Path(path).name} ({runtime.format}, {device}, {canvas})",
+                        masks=bool(getattr(meta, "masks", False)), is_thing=is_thing)

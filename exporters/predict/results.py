@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pycocotools import mask as mask_util
+from torch import Tensor
+
 from exporters.predict.drawing import label_text
 from exporters.predict.run import ImageDetections
 
@@ -49,12 +53,23 @@ def image_ids(found: Sequence[ImageDetections]) -> list[int]:
 
 def coco_results(found: Sequence[ImageDetections]) -> list[dict[str, Any]]:
     """COCO results format: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] pixels, ``score``, plus
-    ``file_name`` so results of arbitrary images can be traced back."""
+    ``file_name`` so results of arbitrary images can be traced back; with masks, ``segmentation`` (COCO
+    RLE, ``{"size": [h, w], "counts": str}``), so the file also serves as COCO segm results."""
     results = []
     for image_id, item in zip(image_ids(found), found):
-        for score, label, box in zip(item.scores.tolist(), item.labels.tolist(), item.boxes.tolist()):
+        rles = encode_masks(item.masks) if item.masks is not None else [None] * len(item)
+        for score, label, box, rle in zip(item.scores.tolist(), item.labels.tolist(), item.boxes.tolist(), rles):
             x0, y0, x1, y1 = box
-            results.append({"image_id": image_id, "category_id": int(label),
-                            "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                            "score": round(float(score), 5), "file_name": str(item.image.path)})
+            result = {"image_id": image_id, "category_id": int(label),
+                      "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                      "score": round(float(score), 5), "file_name": str(item.image.path)}
+            results.append(result if rle is None else {**result, "segmentation": rle})
     return results
+
+
+def encode_masks(masks: Tensor) -> list[dict[str, Any]]:
+    """``masks`` [N, H, W] bool -> N COCO RLEs (``pycocotools.mask.encode``, counts as str for JSON)."""
+    if masks.shape[0] == 0:
+        return []
+    rles = mask_util.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]

@@ -42,6 +42,12 @@ CASES = [
     ("artifact with attention", lambda c, t: ["--model", t, "--show-attention"], ["--show-attention"], 2),
     ("artifact of unknown suffix", lambda c, t: ["--model", t], ["model.bin", "cannot tell the format"], 1),
     ("text file as checkpoint", lambda c, t: ["--resume", t, "--nheads", "4"], ["model.bin"], 1),
+    ("mask threshold below 0", lambda c, t: [*_ckpt(c), "--mask-threshold", "-0.1"], ["--mask-threshold"], 2),
+    ("panoptic threshold above 1", lambda c, t: [*_ckpt(c), "--panoptic", "--panoptic-threshold", "1.5"],
+     ["--panoptic-threshold"], 2),
+    ("panoptic from a detector", lambda c, t: [*_ckpt(c), "--panoptic"], ["--panoptic", "detector"], 1),
+    ("panoptic with a class map", lambda c, t: [*_ckpt(c), "--panoptic", "--class-map", "coco-voc"],
+     ["--panoptic", "--class-map"], 2),
 ]
 
 
