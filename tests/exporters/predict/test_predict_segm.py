@@ -229,3 +229,20 @@ def test_the_reference_panoptic_path_stretches_padded_images(images):
     cropped = panoptic_predictions(runtime(batch, mask, orig), sizes, orig, input_sizes=canvas, **kwargs)
     assert min(_iou((cropped[0]["segment_ids"] == s).numpy(), (alone == s).numpy()) for s in range(3)) >= 0.99
     assert min(_iou((stretched == s).numpy(), (alone == s).numpy()) for s in range(3)) < 0.9
+
+
+def test_a_class_map_keeps_each_mask_with_its_detection(crafted, images, tmp_path):
+    """``--class-map`` drops "green"; the masks left are those of the same detections without the map."""
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"red": 10, "blue": 12}))
+    found = {}
+    for name, extra in (("plain", []), ("mapped", ["--class-map", mapping])):
+        result = _invoke(*images, "--resume", images[0], "--batch-size", 2, "--save-json", "--output-dir",
+                         tmp_path / name, *extra)
+        assert result.exit_code == 0, result.output
+        found[name] = json.loads((tmp_path / name / "detections.json").read_text())
+    plain = {(d["image_id"], d["category_id"]): d["segmentation"] for d in found["plain"]}
+    assert sorted((d["image_id"], d["category_id"]) for d in found["mapped"]) == [(1, 10), (1, 12), (2, 10), (2, 12)]
+    for d in found["mapped"]:
+        assert d["segmentation"] == plain[(d["image_id"], {10: 0, 12: 2}[d["category_id"]])]
+    assert len({d["segmentation"]["counts"] for d in found["mapped"]}) == 4  # four different masks
