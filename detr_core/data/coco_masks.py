@@ -9,7 +9,9 @@ Decoding is ``pycocotools.mask`` (``frPyObjects`` / ``merge`` / ``decode``), so 
 
 Every problem is found here first, as one line (:func:`segmentation_problem`): pycocotools' C decoder
 trusts the run lengths (a compressed string whose runs sum past ``h * w`` writes past its buffer), so an RLE
-whose runs do not sum to exactly ``h * w`` is refused, never decoded.
+whose runs do not sum to exactly ``h * w`` is refused, never decoded; and it rasterises a polygon's whole
+outline, so a vertex more than the image's size outside the image (x outside [-W, 2W], y outside [-H, 2H])
+is refused too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _polygon_problem(polygons: list[Any]) -> str | None:
+def _far_outside(poly: list[float], hw: tuple[int, int]) -> bool:
+    """A vertex more than the image's own size outside it (pycocotools rasterises the whole outline: a
+    coordinate of 3e7 took 3.5 GB)."""
+    h, w = hw
+    return bool(h and w) and any(not -w <= x <= 2 * w or not -h <= y <= 2 * h for x, y in zip(poly[::2], poly[1::2]))
+
+
+def _polygon_problem(polygons: list[Any], hw: tuple[int, int]) -> str | None:
     if not polygons:
         return "is an empty polygon list"
     for index, poly in enumerate(polygons):
@@ -35,6 +44,8 @@ def _polygon_problem(polygons: list[Any]) -> str | None:
             return f"polygon {index} is not a list of finite numbers"
         if len(poly) % 2:
             return f"polygon {index} has an odd number of coordinates ({len(poly)})"
+        if _far_outside(poly, hw):
+            return f"polygon {index} has a vertex far outside the {hw[0]}x{hw[1]} (HxW) image"
     return None
 
 
@@ -88,7 +99,7 @@ def segmentation_problem(segmentation: Any, hw: tuple[int, int]) -> str | None:
     """What is wrong with one annotation's ``segmentation`` for an image of ``hw`` = (H, W) (a zero side:
     size unknown, not compared); ``None`` when it decodes."""
     if isinstance(segmentation, list):
-        return _polygon_problem(segmentation)
+        return _polygon_problem(segmentation, hw)
     if isinstance(segmentation, dict):
         return _rle_problem(segmentation, hw)
     return f"is a {type(segmentation).__name__}, not polygons (a list) or an RLE (a dict)"

@@ -87,6 +87,7 @@ BAD = [
     ("odd_polygon", [[1, 2, 3, 4, 5, 6, 7]], "polygon 0 has an odd number of coordinates (7)"),
     ("nan_polygon", [[1, 2, 3, None, 5, 6]], "polygon 0 is not a list of finite numbers"),
     ("empty", [], "is an empty polygon list"),
+    ("far_vertex", [[0, 0, 3e7, 0, 3e7, 3e7]], f"polygon 0 has a vertex far outside the {H}x{W} (HxW) image"),
     ("rle_size", {"size": [H, W + 1], "counts": [H * (W + 1)]}, f"RLE size {H}x{W + 1} does not match"),
     ("rle_runs", {"size": [H, W], "counts": [5, 5]}, "RLE runs sum to 10 (or hold a negative run), not height"),
     ("rle_negative", {"size": [H, W], "counts": [H * W + 5, -5]}, "negative run"),
