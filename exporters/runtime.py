@@ -4,7 +4,8 @@ Inputs are checked against the static shapes and dtypes in the artifact's metada
 ranks, dtypes, one batch/height/width across inputs, the symbolic ranges) before the format's own
 runtime sees them, so a wrong input is one clear :class:`InputError` line, not a backend trace.
 Outputs come back as CPU tensors named as in the metadata (``pred_logits``, ``pred_boxes`` or
-``scores``, ``labels``, ``boxes``).
+``scores``, ``labels``, ``boxes``; a segmentation artifact, ``metadata.masks``, adds ``pred_masks`` or
+``mask_probs`` [B, Q, H/s, W/s], s = ``metadata.mask_stride``).
 """
 
 from __future__ import annotations
