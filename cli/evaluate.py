@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from cli.options import ReferenceSpellings, RegularFile, dataset_options, pop_dataset_options
+from cli.options import (
+    FiniteFloatRange,
+    ReferenceSpellings,
+    RegularFile,
+    dataset_options,
+    pop_dataset_options,
+)
 from detr_core.checkpoint import CheckpointError
 from detr_core.data.coco import DatasetError
 
@@ -35,6 +41,11 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 @click.option("--dilation/--no-dilation", default=None, help="Official DC5 checkpoints: --dilation.")
 @click.option("--aux-loss/--no-aux-loss", default=True, show_default=True,
               help="Count the auxiliary decoder layers in the loss statistics (the reference's --no_aux_loss: off).")
+@click.option("--masks/--no-masks", default=None,
+              help="Segmentation checkpoints are scored on boxes, masks and PQ by default; --masks insists on one, "
+                   "--no-masks scores its boxes only.")
+@click.option("--panoptic-threshold", type=FiniteFloatRange(0, 1), default=0.85, show_default=True,
+              help="Segmentation: class score a query needs to enter the panoptic map (the reference's 0.85).")
 @click.option("--progress/--no-progress", default=True)
 def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
     """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json.

@@ -79,6 +79,9 @@ def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ``(H, W)`` or None."""
     options = [
         click.option("--coco-path", type=_DIR, help="COCO layout: DIR/{train,val}2017 + DIR/annotations/."),
+        click.option("--coco-panoptic-path", type=_DIR,
+                     help="COCO panoptic (segmentation models): DIR/annotations/panoptic_{train,val}2017.json + "
+                          "DIR/panoptic_{train,val}2017/ PNGs; images from --coco-path (else DIR)."),
         click.option("--train-images", type=_DIR, help="Training images folder (overrides --coco-path)."),
         click.option("--train-ann", type=_ANN, help="Training COCO annotation JSON."),
         click.option("--val-images", type=_DIR, help="Validation images folder (overrides --coco-path)."),
@@ -132,12 +135,12 @@ REFERENCE_OPTIONS: dict[str, bool] = {
     "--hidden_dim": True, "--dropout": True, "--nheads": True, "--num_queries": True, "--pre_norm": False,
     "--no_aux_loss": False, "--set_cost_class": True, "--set_cost_bbox": True, "--set_cost_giou": True,
     "--mask_loss_coef": True, "--dice_loss_coef": True, "--bbox_loss_coef": True, "--giou_loss_coef": True,
-    "--eos_coef": True, "--dataset_file": True, "--coco_path": True, "--coco_panoptic_path": True,
+    "--eos_coef": True, "--dataset_file": True, "--coco_path": True,
     "--remove_difficult": False, "--output_dir": True, "--device": True, "--seed": True, "--resume": True,
     "--start_epoch": True, "--eval": False, "--num_workers": True, "--world_size": True, "--dist_url": True,
 }  # fmt: skip
 #: Reference options no command can honour: refused in one line rather than silently ignored.
-REFERENCE_REFUSED = {"--masks": "segmentation (--masks) is not supported: detrtool trains and evaluates boxes only"}
+REFERENCE_REFUSED: dict[str, str] = {}
 
 
 def _known_names(command: click.Command) -> set[str]:
@@ -171,7 +174,7 @@ def reference_args(command: click.Command, args: list[str]) -> tuple[list[str], 
 
 class ReferenceSpellings(click.Command):
     """A command that also runs the reference ``main.py``'s command line: underscore spellings are its own
-    options' aliases, reference options it has no use for are ignored with one line (``--masks`` refused)."""
+    options' aliases, reference options it has no use for are ignored with one line."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args, ignored = reference_args(self, list(args))

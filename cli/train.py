@@ -64,6 +64,9 @@ def _model_options(func: Any) -> Any:
         _num("dropout", float),
         click.option("--pre-norm/--no-pre-norm", default=None),
         click.option("--aux-loss/--no-aux-loss", default=None, help="Auxiliary decoding losses (default on)."),
+        click.option("--masks/--no-masks", default=None,
+                     help="Train the panoptic model: a mask head on the detector (--init DET.pth starts it from a "
+                          "trained detector; --frozen-weights DET.pth trains the mask head alone)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -72,7 +75,7 @@ def _model_options(func: Any) -> Any:
 
 def _loss_options(func: Any) -> Any:
     names = ("set-cost-class", "set-cost-bbox", "set-cost-giou", "ce-loss-coef", "bbox-loss-coef",
-             "giou-loss-coef", "eos-coef")
+             "giou-loss-coef", "eos-coef", "mask-loss-coef", "dice-loss-coef")
     for name in reversed(names):
         func = _num(name.replace("-", "_"), float)(func)
     return func
@@ -95,7 +98,8 @@ def _run_options(func: Any) -> Any:
         click.option("--amp", type=click.Choice(OPTION_CHOICES["amp"]), help="Mixed precision (CUDA)."),
         click.option("--resume", type=_FILE, help="Continue a detrtool run, or start from an official checkpoint."),
         click.option("--init", type=_FILE, help="Start from these weights (heads of another size dropped)."),
-        click.option("--frozen-weights", type=_FILE, help="Load a detector and train only its heads."),
+        click.option("--frozen-weights", type=_FILE,
+                     help="Load a detector and train only its heads (with --masks: only the mask head)."),
         click.option("--backbone-weights", type=_FILE, help="Local ImageNet weights for the backbone."),
         _num("pretrain_epochs", int,
              help="First train the backbone this many passes to classify object crops (0 = off)."),
@@ -159,7 +163,7 @@ def _quiet_non_main_ranks() -> None:
 EVAL_OPTIONS = {"resume": "checkpoint", "output_dir": "output_dir", "batch_size": "batch_size",
                 "num_workers": "num_workers", "device": "device", "amp": "amp", "evaluator": "evaluator",
                 "image_size": "image_size", "nheads": "nheads", "dilation": "dilation", "aux_loss": "aux_loss",
-                "progress": "progress"}
+                "progress": "progress", "masks": "masks"}
 
 
 def eval_instead(kwargs: dict[str, Any]) -> None:

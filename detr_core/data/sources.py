@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 from torch.utils.data import Dataset
 
 from detr_core.data.coco import CocoDetection, DatasetError, Transforms
+from detr_core.data.coco_panoptic import CocoPanoptic
 from detr_core.data.shapes import ShapesParams, ensure_default_shapes
 from detr_core.data.voc import VocDetection, resolve_voc_dir
 from detr_core.data.yolo import YoloDetection
@@ -37,6 +38,8 @@ class DatasetSource:
     ``allow_outside_images``: read an image whose ``file_name`` (COCO) or ``<filename>`` (VOC) leaves its
     images folder (an absolute path, or ``..`` out of it); refused by default. ``yolo_root``: a folder with a
     ``data.yaml`` (:mod:`detr_core.data.yolo`). ``class_map``: model class -> dataset category.
+    ``coco_panoptic_path``: COCO panoptic, the reference's layout (``DIR/annotations/panoptic_{split}2017.json``
+    + ``DIR/panoptic_{split}2017/`` PNGs; the images from ``{split}_images`` or ``coco_path``, else ``DIR``).
     """
 
     coco_path: str | None = None
@@ -50,11 +53,13 @@ class DatasetSource:
     allow_outside_images: bool = False
     yolo_root: str | None = None
     class_map: str | None = None
+    coco_panoptic_path: str | None = None
 
     @property
     def is_default(self) -> bool:
         """True when no dataset is named (the shapes default is used)."""
-        names = ("coco_path", "train_images", "train_ann", "val_images", "val_ann", "voc_root", "yolo_root")
+        names = ("coco_path", "train_images", "train_ann", "val_images", "val_ann", "voc_root", "yolo_root",
+                 "coco_panoptic_path")
         return all(getattr(self, n) is None for n in names)
 
     @classmethod
@@ -93,14 +98,19 @@ def voc_split_name(source: DatasetSource, split: Split) -> str:
 
 def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | None = None, *,
                   shapes_params: dict[str, Any] | None = None, progress: bool = True,
-                  cache_images: bool = False) -> BuiltDataset:
+                  cache_images: bool = False, masks: bool = False) -> BuiltDataset:
     """The dataset for ``split`` plus the ``num_classes``/``class_names`` it implies.
 
     ``shapes_params`` (``ShapesParams`` fields) apply only to the shapes default; ``cache_images`` keeps
-    decoded images in memory.
+    decoded images in memory. ``masks``: targets carry ``masks`` (a segmentation model): COCO panoptic with
+    ``coco_panoptic_path`` (and the shapes default, whose panoptic variant is used), COCO instance masks
+    otherwise; VOC and YOLO boxes have no masks (refused).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if masks:
+        return _segmentation_dataset(source, split, transforms, shapes_params=shapes_params, progress=progress,
+                                     cache_images=cache_images)
     if source.voc_root is not None:
         ds = VocDetection(source.voc_root, year=source.voc_year, split=voc_split_name(source, split),
                           transforms=transforms, remove_difficult=source.remove_difficult,
@@ -117,6 +127,35 @@ def build_dataset(source: DatasetSource, split: Split, transforms: Transforms | 
     ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images,
                        allow_outside_images=source.allow_outside_images)
     return BuiltDataset(ds, ds.num_classes, ds.class_names)
+
+
+def _segmentation_dataset(source: DatasetSource, split: Split, transforms: Transforms | None, *,
+                          shapes_params: dict[str, Any] | None, progress: bool, cache_images: bool) -> BuiltDataset:
+    """``build_dataset(..., masks=True)``: COCO panoptic, or COCO instances with their masks."""
+    if source.voc_root is not None or source.yolo_root is not None:
+        kind = "--voc-root" if source.voc_root is not None else "--yolo-root"
+        raise DatasetError(f"{kind}: Pascal VOC / YOLO labels hold boxes only, a segmentation model (--masks) needs "
+                           "COCO instance masks (--coco-path, --{train,val}-ann) or COCO panoptic (--coco-panoptic-path)")
+    if source.is_default:
+        root = ensure_default_shapes(progress=progress, panoptic=True, **(shapes_params or {}))
+        source = DatasetSource(coco_path=str(root), coco_panoptic_path=str(root))
+        logger.info("no dataset given: using the synthetic shapes, panoptic variant, at %s", root)
+    if source.coco_panoptic_path is not None:
+        images, ann, pngs = panoptic_split_paths(source, split)
+        ds = CocoPanoptic(images, ann, pngs, transforms=transforms, cache_images=cache_images,
+                          allow_outside_images=source.allow_outside_images)
+        return BuiltDataset(ds, ds.num_classes, ds.class_names)
+    images, ann = coco_split_paths(source, split)
+    ds = CocoDetection(images, ann, transforms=transforms, cache_images=cache_images,
+                       allow_outside_images=source.allow_outside_images, masks=True)
+    return BuiltDataset(ds, ds.num_classes, ds.class_names)
+
+
+def panoptic_split_paths(source: DatasetSource, split: Split) -> tuple[Path, Path, Path]:
+    """(images dir, panoptic JSON, panoptic PNG dir) of ``split`` in the reference's layout."""
+    root = Path(source.coco_panoptic_path)  # type: ignore[arg-type]
+    images = getattr(source, f"{split}_images") or Path(source.coco_path or root) / f"{split}2017"
+    return Path(images), root / "annotations" / f"panoptic_{split}2017.json", root / f"panoptic_{split}2017"
 
 
 def _voc_year_of(folder: Path) -> str | None:

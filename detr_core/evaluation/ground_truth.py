@@ -6,12 +6,41 @@ import contextlib
 import io
 from typing import Any
 
+import numpy as np
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from detr_core.data.coco_panoptic import CocoPanoptic, read_panoptic_png
 from detr_core.data.sources import DatasetSource, voc_split_name
 from detr_core.data.voc import voc_to_coco
 from detr_core.data.yolo import yolo_to_coco
+
+
+def panoptic_to_coco(dataset: Any) -> dict[str, Any]:
+    """A COCO instances dataset dict from a :class:`~detr_core.data.coco_panoptic.CocoPanoptic`'s files: one
+    annotation per segment (things and stuff, crowd kept as ``iscrowd``), ``segmentation`` the segment's pixels
+    as compressed RLE, ``bbox`` and ``area`` from them (box AP and mask AP of a panoptic model, as the
+    reference scores boxes on COCO panoptic)."""
+    annotations: list[dict[str, Any]] = []
+    for image_id in dataset.ids:
+        png = dataset.png_path(image_id)
+        if png is None:
+            continue
+        ids = read_panoptic_png(png)
+        for segment in dataset.anns[image_id]["segments_info"]:
+            annotations.append(_segment_annotation(ids == int(segment["id"]), segment, image_id, len(annotations) + 1))
+    data = dataset.data
+    return {"images": data["images"], "annotations": annotations,
+            "categories": [{k: v for k, v in c.items() if k != "isthing"} for c in data["categories"]]}
+
+
+def _segment_annotation(pixels: np.ndarray, segment: dict[str, Any], image_id: int, ann_id: int) -> dict[str, Any]:
+    rle = mask_utils.encode(np.asfortranarray(pixels.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {"id": ann_id, "image_id": image_id, "category_id": int(segment["category_id"]),
+            "iscrowd": int(segment.get("iscrowd", 0)), "segmentation": rle,
+            "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
 
 
 def coco_ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
@@ -35,7 +64,9 @@ def _ground_truth(dataset: Dataset, source: DatasetSource) -> COCO:
     if coco is not None:
         return coco
     data = None
-    if source.voc_root is not None:
+    if isinstance(dataset, CocoPanoptic):
+        data = panoptic_to_coco(dataset)
+    elif source.voc_root is not None:
         data = voc_to_coco(source.voc_root, voc_split_name(source, "val"), year=source.voc_year,
                            remove_difficult=source.remove_difficult, allow_outside_images=source.allow_outside_images)
     elif source.yolo_root is not None:
@@ -59,7 +90,21 @@ def require_annotations(coco_gt: COCO, where: object) -> None:
     raise ValueError(f"no annotations to score in {where}{crowd}: every AP would be -1")
 
 
-def make_evaluator(coco_gt: COCO, backend: str) -> Any:
+def make_evaluator(coco_gt: COCO, backend: str, *, masks: bool = False, dataset: Any = None,
+                   is_thing: dict[int, bool] | None = None, panoptic_threshold: float | None = None) -> Any:
+    """The evaluator of a detector (box AP), or with ``masks`` of a panoptic model: box AP, mask AP and, when
+    ``dataset`` is COCO panoptic, PQ against its PNGs (:class:`~detr_core.evaluation.segmentation.
+    SegmentationEvaluator`; ``is_thing``: the model's things/stuff map)."""
     from detr_core.evaluation.coco import CocoEvaluator
 
-    return CocoEvaluator(coco_gt, backend=backend)
+    if not masks:
+        return CocoEvaluator(coco_gt, backend=backend)
+    from detr_core.evaluation.panoptic import PanopticEvaluator
+    from detr_core.evaluation.segmentation import PANOPTIC_THRESHOLD, SegmentationEvaluator
+
+    panoptic = None
+    if isinstance(dataset, CocoPanoptic):
+        panoptic = PanopticEvaluator(dataset.data, dataset.panoptic_dir)
+    return SegmentationEvaluator(CocoEvaluator(coco_gt, backend=backend),
+                                 CocoEvaluator(coco_gt, backend=backend, iou_type="segm"), panoptic=panoptic,
+                                 is_thing=is_thing or {}, panoptic_threshold=panoptic_threshold or PANOPTIC_THRESHOLD)

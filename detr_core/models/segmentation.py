@@ -142,6 +142,13 @@ class DETRsegm(nn.Module):
         self.num_queries = detr.num_queries
         self.aux_loss = detr.aux_loss
 
+    __jit_unused_properties__ = ["backbone"]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The detector's backbone (``Joiner``), as on a ``DETR``."""
+        return self.detr.backbone
+
     def forward_raw(self, images: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """-> logits [L, B, Q, C+1], boxes [L, B, Q, 4] of every decoder layer and masks [B, Q, h, w]
         (logits, from the last decoder layer)."""

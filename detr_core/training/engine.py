@@ -223,7 +223,9 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *,
                                      "the weights are broken (a diverged run?); nothing was scored")
         if criterion is not None:
             meter.update(reference_stats(criterion(outputs, targets), weight_dict or {}))
-        if evaluator is not None:
+        if evaluator is not None and hasattr(evaluator, "process_batch"):  # masks: box AP, mask AP, PQ
+            evaluator.process_batch(outputs, targets, (int(images.shape[-2]), int(images.shape[-1])))
+        elif evaluator is not None:
             sizes = torch.stack([t["orig_size"] for t in targets])
             results = postprocess(outputs, sizes)
             evaluator.process({int(t["image_id"]): r for t, r in zip(targets, results)})

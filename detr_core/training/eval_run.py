@@ -24,8 +24,8 @@ from detr_core.data.coco import DatasetError
 from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.errors import first_line
 from detr_core.evaluation.class_mapped import ClassMappedEvaluator, map_targets
-from detr_core.evaluation.coco import CocoEvaluator, write_json_atomic
-from detr_core.evaluation.ground_truth import coco_ground_truth, dataset_where
+from detr_core.evaluation.coco import write_json_atomic
+from detr_core.evaluation.ground_truth import coco_ground_truth, dataset_where, make_evaluator
 from detr_core.losses import build_criterion
 from detr_core.presets import eval_transforms
 from detr_core.training.engine import Precision, evaluate
@@ -50,6 +50,8 @@ class EvalConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. nheads=4 for official files
     progress: bool = True
     aux_loss: bool = True  # False: the reference's --no_aux_loss (no auxiliary decoder layers in the loss)
+    panoptic_threshold: float = 0.85  # segmentation models: class score for a query to enter the panoptic map
+    masks: bool | None = None  # True: the checkpoint must be a segmentation model; False: score its boxes only
 
 
 @dataclass
@@ -67,14 +69,14 @@ def _stored_run(path: str) -> tuple[dict[str, Any], LossConfig]:
     return run, loss
 
 
-def _loader(config: EvalConfig, run: dict[str, Any]) -> tuple[Any, DataLoader]:
+def _loader(config: EvalConfig, run: dict[str, Any], *, masks: bool = False) -> tuple[Any, DataLoader]:
     preset = config.transforms or run.get("transforms") or "auto"
     if preset == "auto":
         preset = "shapes" if config.data.is_default else "detr"
     image_size = config.image_size or int(run.get("image_size", 128))
     transforms = eval_transforms(preset, image_size, config.eval_size)
     built = build_dataset(config.data, "val", transforms, shapes_params={"image_size": image_size},
-                          progress=config.progress)
+                          progress=config.progress, masks=masks)
     if len(built.dataset) == 0:  # type: ignore[arg-type]
         raise DatasetError(f"{dataset_where(built.dataset)}: the evaluation set is empty (no images)")
     loader = DataLoader(built.dataset, batch_size=config.batch_size, shuffle=False,
@@ -136,7 +138,12 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
     out = writable_output_dir(config.output_dir)
     run, loss_config = _stored_run(config.checkpoint)
     overrides = {**config.model_overrides, **({} if config.aux_loss else {"aux_loss": False})}
+    if config.masks is False:
+        overrides["masks"] = False
     model = load_checkpoint(config.checkpoint, **overrides).to(device)
+    if config.masks and not model.config.masks:
+        raise ValueError(f"--masks: {config.checkpoint} is a detector checkpoint (no mask head); segmentation "
+                         "metrics need a panoptic checkpoint (train one with `detrtool train --masks`)")
     return evaluate_model(model, config, run=run, loss_config=loss_config, device=device, out=out)
 
 
@@ -148,14 +155,19 @@ def evaluate_model(model: nn.Module, config: EvalConfig, *, run: dict[str, Any] 
     device = device or eval_device(config.device)
     out = out or writable_output_dir(config.output_dir)
     model.aux_loss = bool(model.aux_loss and config.aux_loss)
-    dataset, loader = _loader(config, run or {})
+    masks = bool(model.config.masks)
+    dataset, loader = _loader(config, run or {}, masks=masks)
     class_map = _class_map(config, model, dataset)
     if class_map is None:
         validate_num_classes(dataset, model.num_classes)
+    if masks and class_map is not None:
+        raise ValueError("--class-map: class-mapped scoring covers boxes only; a segmentation checkpoint is "
+                         "evaluated on its own classes")
     criterion = build_criterion(loss_config or LossConfig(), num_classes=model.num_classes,
-                                dec_layers=model.config.dec_layers, aux_loss=model.aux_loss).to(device)
+                                dec_layers=model.config.dec_layers, aux_loss=model.aux_loss, masks=masks).to(device)
     coco_gt = coco_ground_truth(dataset, config.data)
-    evaluator: Any = CocoEvaluator(coco_gt, backend=config.evaluator)
+    evaluator: Any = make_evaluator(coco_gt, config.evaluator, masks=masks, dataset=dataset,
+                                    is_thing=_is_thing(model.config, dataset), panoptic_threshold=config.panoptic_threshold)
     if class_map is not None:
         evaluator = ClassMappedEvaluator(evaluator, class_map)
         loader = DataLoader(loader.dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
@@ -166,11 +178,28 @@ def evaluate_model(model: nn.Module, config: EvalConfig, *, run: dict[str, Any] 
         log.info("%s", evaluator.dropped_line())
     metrics = {"checkpoint": str(config.checkpoint), "evaluator": config.evaluator, "num_images": len(dataset),
                "num_batches": len(loader), "batch_size": config.batch_size, "aux_loss": model.aux_loss,
-               "loss_averaging": LOSS_AVERAGING, "loss": stats, "coco_eval_bbox": coco,
+               "loss_averaging": LOSS_AVERAGING, "loss": stats, **_coco_metrics(coco),
                "class_map": None if class_map is None else {"name": class_map.name, "dropped": evaluator.dropped,
                                                             "kept": evaluator.kept}}
     detections, metrics_path = write_eval_outputs(out, evaluator.results(), metrics)
     return EvalResult(metrics, evaluator.summary(), metrics_path, detections)
+
+
+def _is_thing(model_config: Any, dataset: Any) -> dict[int, bool]:
+    """The things/stuff map for panoptic output: the checkpoint's (``stuff_classes``) when it has one, else the
+    dataset's categories (an official panoptic checkpoint on COCO panoptic), else every class a thing."""
+    data_map = getattr(dataset, "is_thing", None)
+    if model_config.stuff_classes or not data_map:
+        return model_config.is_thing()
+    log.info("things/stuff of the panoptic output: the dataset's categories (the checkpoint records none)")
+    return {c: bool(data_map.get(c, True)) for c in range(model_config.num_classes + 1)}
+
+
+def _coco_metrics(coco: dict[str, Any] | None) -> dict[str, Any]:
+    """``coco_eval_bbox``; for a panoptic model also ``coco_eval_masks`` and ``panoptic`` (PQ, SQ, RQ ...)."""
+    if coco is None or "bbox" not in coco:
+        return {"coco_eval_bbox": coco}
+    return {"coco_eval_bbox": coco["bbox"], "coco_eval_masks": coco["segm"], "panoptic": coco["panoptic"]}
 
 
 #: How ``metrics["loss"]`` is averaged (the reference's MetricLogger global average).

@@ -22,7 +22,7 @@ def param_groups(model: nn.Module, *, lr: float, lr_backbone: float, weight_deca
     backbone, rest = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (backbone if name.startswith("backbone.") else rest).append(param)
+            (backbone if name.removeprefix("detr.").startswith("backbone.") else rest).append(param)
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "transformer"}]
     if backbone and lr_backbone > 0:
         groups.append({"params": backbone, "lr": lr_backbone, "weight_decay": weight_decay, "name": "backbone"})

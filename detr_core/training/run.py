@@ -26,7 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from detr_core.checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
+from detr_core.checkpoint import (
+    load_state_dict_checked,
+    read_checkpoint,
+    save_checkpoint,
+    split_panoptic_state,
+)
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.class_map import ClassMapError, data_names_of, load_class_map
@@ -34,6 +39,7 @@ from detr_core.data.sources import DatasetSource, build_dataset
 from detr_core.errors import first_line
 from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
 from detr_core.losses import build_criterion
+from detr_core.models.segmentation import DETRsegm
 from detr_core.presets import transforms_for
 from detr_core.registry import build_model
 from detr_core.training import distributed
@@ -101,7 +107,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def build_data(config: TrainConfig, info: distributed.DistInfo) -> RunData:
     train_t, val_t = transforms_for(config.transforms_preset, config.image_size, vertical_flip=config.vertical_flip)
     common = {"shapes_params": {"image_size": config.image_size}, "progress": info.is_main,
-              "cache_images": config.cache_images}
+              "cache_images": config.cache_images, "masks": config.model.masks}
     built_train = build_dataset(config.data, "train", train_t, **common)
     built_val = build_dataset(config.data, "val", val_t, **common)
     for name, ds in (("training", built_train.dataset), ("validation", built_val.dataset)):
@@ -128,6 +134,10 @@ def resolve_num_classes(config: TrainConfig, data: RunData) -> TrainConfig:
         log.info("num_classes = %d (max category id + 1 of the training set)", data.num_classes)
     if not model.class_names and len(data.class_names) == model.num_classes:
         model = model.replace(class_names=tuple(data.class_names))
+    is_thing = getattr(data.train_set, "is_thing", None)
+    if model.masks and not model.stuff_classes and is_thing:
+        model = model.replace(stuff_classes=tuple(sorted(c for c, thing in is_thing.items() if not thing)))
+        log.info("stuff classes (panoptic) from the training set: %s", list(model.stuff_classes))
     return config.replace(model=model)
 
 
@@ -153,10 +163,9 @@ def load_initial_weights(model: nn.Module, path: str, *, class_map: str | None =
     with ``class_map`` (resolved against the checkpoint's classes and ``data_names``, the dataset's names by
     id) the class head keeps the rows of the mapped classes, moved to their dataset ids, and the no-object row."""
     ckpt = read_checkpoint(path)
-    state = ckpt["model"]
-    if any(k.startswith("detr.") for k in state):
-        state = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
-    own = model.state_dict()
+    state, head = split_panoptic_state(ckpt["model"])
+    detector = model.detr if isinstance(model, DETRsegm) else model
+    own = detector.state_dict()
     if class_map is not None:
         state = {**state, **mapped_class_head(state, own, _stored_names(ckpt), class_map, data_names or [], path)}
     dropped = [k for k in ("class_embed.weight", "class_embed.bias", "query_embed.weight")
@@ -164,9 +173,15 @@ def load_initial_weights(model: nn.Module, path: str, *, class_map: str | None =
     if dropped:
         log.warning("%s: %s of another size (%s) dropped: trained anew for num_classes=%d, num_queries=%d", path,
                     ", ".join(sorted({k.split('.')[0] for k in dropped})), list(state[dropped[0]].shape),
-                    model.num_classes, model.num_queries)
+                    detector.num_classes, detector.num_queries)
     state = {k: v for k, v in state.items() if k not in dropped}
-    load_state_dict_checked(model, state, source=str(path))
+    if detector is model:
+        load_state_dict_checked(model, state, source=str(path))
+        return
+    if not head:
+        log.info("%s: detector weights; the mask head starts from a fresh initialisation", path)
+    load_state_dict_checked(model, {**{f"detr.{k}": v for k, v in state.items()}, **head}, source=str(path),
+                            fresh_mask_head=not head)
 
 
 def _stored_names(ckpt: dict[str, Any]) -> tuple[str, ...]:
@@ -196,8 +211,13 @@ def mapped_class_head(state: dict[str, torch.Tensor], own: dict[str, torch.Tenso
 
 
 def freeze_all_but_heads(model: nn.Module, frozen_weights: str) -> None:
-    """``--frozen-weights``: load a trained detector and train only its heads."""
+    """``--frozen-weights``: load a trained detector and train only its heads; for a panoptic model only the
+    mask head (the reference's second stage)."""
     load_initial_weights(model, frozen_weights)
+    if isinstance(model, DETRsegm):
+        model.detr.requires_grad_(False)
+        log.info("%s: detector loaded and frozen; only the mask head trains", frozen_weights)
+        return
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(("class_embed.", "bbox_embed.")))
     log.info("%s: weights loaded and frozen except class_embed / bbox_embed", frozen_weights)
@@ -343,7 +363,8 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
         pretrain = _maybe_pretrain(config, trainer.model, data, device)
         model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
         criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
-                                    dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss).to(device)
+                                    dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss,
+                                    masks=config.model.masks).to(device)
         loop = EpochLoop(config, data, trainer, model, criterion, device, out, n_parameters, info.is_main)
         loop.run(start=start, elapsed=elapsed, pretrain=pretrain)
     return out
@@ -435,18 +456,32 @@ def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device
 
 def _eval_record(config: TrainConfig, model: nn.Module, criterion: nn.Module, data: RunData, precision: Precision,
                  device: torch.device) -> dict[str, Any]:
-    evaluator = make_evaluator(data.val_ground_truth, config.evaluator)
+    evaluator = make_evaluator(data.val_ground_truth, config.evaluator, masks=config.model.masks,
+                               dataset=data.val_set, is_thing=config.model.is_thing())
     stats, coco = evaluate(model, criterion, data.val_loader, device=device, weight_dict=criterion.weight_dict,
                            evaluator=evaluator, precision=precision, progress=config.progress)
     record = {f"test_{k}": v for k, v in stats.items()}
     if coco is not None:
-        record["test_coco_eval_bbox"] = list(coco["stats"])
-        record.update({f"test_{k}": v for k, v in coco.items() if k != "stats"})
+        record.update(coco_record(coco))
+    return record
+
+
+def coco_record(coco: dict[str, Any]) -> dict[str, Any]:
+    """The log entries of an evaluation: ``test_coco_eval_bbox`` (the 12 numbers), ``test_AP`` ...; for a
+    panoptic model also ``test_coco_eval_masks``, ``test_mask_AP`` ... and ``test_PQ``, ``test_SQ``, ``test_RQ``,
+    ``test_PQ_th`` ... ``test_RQ_st``."""
+    if "bbox" not in coco:
+        return {"test_coco_eval_bbox": list(coco["stats"]), **{f"test_{k}": v for k, v in coco.items() if k != "stats"}}
+    record = coco_record(coco["bbox"])
+    record["test_coco_eval_masks"] = list(coco["segm"]["stats"])
+    record.update({f"test_mask_{k}": v for k, v in coco["segm"].items() if k != "stats"})
+    pq = coco.get("panoptic") or {}
+    record.update({f"test_{k}{g}": pq[f"{k}{g}"] for k in ("PQ", "SQ", "RQ") for g in ("", "_th", "_st") if pq})
     return record
 
 
 def _summary(record: dict[str, Any]) -> str:
-    keys = ("train_loss", "test_loss", "test_AP", "test_AP50", "train_images_per_s")
+    keys = ("train_loss", "test_loss", "test_AP", "test_AP50", "test_mask_AP", "test_PQ", "train_images_per_s")
     return ", ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
 

@@ -131,6 +131,7 @@ OPTION_RANGES: dict[str, Range] = {
     # loss
     "set_cost_class": Range(0), "set_cost_bbox": Range(0), "set_cost_giou": Range(0), "ce_loss_coef": Range(0),
     "bbox_loss_coef": Range(0), "giou_loss_coef": Range(0), "eos_coef": Range(0, 1, min_open=True),
+    "mask_loss_coef": Range(0), "dice_loss_coef": Range(0),
     # run
     "epochs": Range(1), "batch_size": Range(1), "num_workers": Range(0), "seed": Range(0, 2**63 - 1),
     "lr": Range(0, min_open=True), "lr_backbone": Range(0), "weight_decay": Range(0), "lr_drop": Range(0),

@@ -68,8 +68,9 @@ def test_seed_command_line_on_a_coco_folder(tiny_checkpoint_path, tmp_path):
     assert "loss_ce_0" not in loss_line[0] and "cardinality_error_unscaled=" in loss_line[0]
 
 
-def test_masks_is_refused_in_one_line(tiny_checkpoint_path, tmp_path):
+def test_masks_on_a_detector_checkpoint_is_refused_in_one_line(tiny_checkpoint_path, tmp_path):
     from tests.cli.bad_input import check_bad_input
 
-    check_bad_input(["--eval", "--masks", "--resume", str(tiny_checkpoint_path), "--coco_path", str(tmp_path)],
-                    names=["--masks", "segmentation"], exit_code=2)
+    check_bad_input(["--eval", "--masks", "--resume", str(tiny_checkpoint_path), "--nheads", "4",
+                     "--output_dir", str(tmp_path / "out")],
+                    names=["--masks", "tiny_checkpoint.pth", "detector checkpoint"], exit_code=1)

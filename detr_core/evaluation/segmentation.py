@@ -1,0 +1,131 @@
+"""Evaluating a panoptic model in one pass: box AP, mask AP and, against a panoptic ground truth, PQ.
+
+:func:`segmentation_predictions` turns a batch's raw outputs into per-image predictions at the original
+size: the boxes of every query (``detr_core.postprocess``), their binary ``masks`` [Q, 1, H, W] uint8
+(``PostProcessSegm``'s maths, upsampled on the padded canvas the model saw and cropped to each image, so a
+padded batch scores as the images one by one) and the ``panoptic`` map (``segment_ids`` [H, W] int64, ids
+1..K, 0 void; ``segments_info``). :class:`SegmentationEvaluator` feeds them to a bbox and a segm
+:class:`~detr_core.evaluation.coco.CocoEvaluator` and, when given, a
+:class:`~detr_core.evaluation.panoptic.PanopticEvaluator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detr_core.postprocess import postprocess
+from detr_core.segmentation.postprocess import panoptic_predictions
+
+MASK_THRESHOLD = 0.5  # sigmoid probability above which a mask pixel is on (the reference's PostProcessSegm)
+PANOPTIC_THRESHOLD = 0.85  # class score above which a query enters the panoptic map (the reference's)
+
+
+def image_sizes(targets: list[dict[str, Tensor]], key: str) -> Tensor:
+    """[B, 2] (h, w) of ``targets[i][key]`` (``size``: as fed, ``orig_size``: original)."""
+    return torch.stack([t[key].to("cpu") for t in targets])
+
+
+def canvas_masks(pred_masks: Tensor, sizes: Tensor, orig_sizes: Tensor, canvas: tuple[int, int], *,
+                 threshold: float = MASK_THRESHOLD) -> list[Tensor]:
+    """``pred_masks`` [B, Q, h, w] logits over the padded ``canvas`` (H, W) -> per image [Q, 1, H_o, W_o] uint8:
+    bilinear to the canvas, sigmoid > ``threshold``, cropped to the image's ``sizes`` (as fed), nearest to its
+    ``orig_sizes``. With an unpadded canvas this is exactly the reference's ``PostProcessSegm``."""
+    binary = F.interpolate(pred_masks.float(), size=canvas, mode="bilinear", align_corners=False).sigmoid() > threshold
+    out = []
+    for masks, (h, w), orig in zip(binary.cpu(), sizes.tolist(), orig_sizes.tolist()):
+        cropped = masks[:, None, :h, :w].float()
+        out.append(F.interpolate(cropped, size=tuple(orig), mode="nearest").to(torch.uint8))
+    return out
+
+
+def one_based(panoptic: Mapping[str, Any]) -> dict[str, Any]:
+    """A panoptic prediction renumbered to COCO's convention: segment ids 1..K, 0 void (the reference's
+    post-processing numbers segments from 0, which COCO tools read as void)."""
+    info = [{**s, "id": int(s["id"]) + 1} for s in panoptic["segments_info"]]
+    ids = torch.as_tensor(panoptic["segment_ids"]).to(torch.int64) + 1
+    if not info:
+        ids = torch.zeros_like(ids)
+    return {"segment_ids": ids, "segments_info": info}
+
+
+def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[str, Tensor]],
+                             canvas: tuple[int, int], *, is_thing: Mapping[int, bool],
+                             mask_threshold: float = MASK_THRESHOLD, panoptic_threshold: float = PANOPTIC_THRESHOLD,
+                             panoptic: bool = True) -> list[dict[str, Any]]:
+    """Per image ``scores``, ``labels``, ``boxes`` (every query), ``masks`` [Q, 1, H, W] uint8 and, with
+    ``panoptic``, ``panoptic`` (:func:`one_based` ids) at the original size; ``canvas`` is the padded input's
+    (H, W). ``targets`` need ``size`` and ``orig_size``."""
+    sizes, orig_sizes = image_sizes(targets, "size"), image_sizes(targets, "orig_size")
+    results = postprocess({k: v for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}, orig_sizes)
+    masks = canvas_masks(outputs["pred_masks"], sizes, orig_sizes, canvas, threshold=mask_threshold)
+    for result, mask in zip(results, masks):
+        result["masks"] = mask
+    if panoptic:
+        input_sizes = torch.tensor([list(canvas)] * len(targets), dtype=torch.int64)
+        maps = panoptic_predictions({k: outputs[k].float().cpu() for k in ("pred_logits", "pred_masks")}, sizes,
+                                    orig_sizes, is_thing=is_thing, threshold=panoptic_threshold,
+                                    input_sizes=input_sizes)
+        for result, pan in zip(results, maps):
+            result["panoptic"] = one_based(pan)
+    return results
+
+
+class SegmentationEvaluator:
+    """Box AP (``bbox``), mask AP (``segm``) and, with ``panoptic`` (a ``PanopticEvaluator``), PQ.
+
+    ``process_batch(outputs, targets, canvas)`` post-processes a batch (:func:`segmentation_predictions`) and
+    scores it; ``evaluate()`` -> ``{"bbox": CocoEvaluator.evaluate(), "segm": ..., "panoptic": PQ dict or
+    None}``; ``summary()`` the three tables.
+    """
+
+    def __init__(self, box: Any, segm: Any, *, panoptic: Any = None, is_thing: Mapping[int, bool],
+                 mask_threshold: float = MASK_THRESHOLD, panoptic_threshold: float = PANOPTIC_THRESHOLD) -> None:
+        self.box, self.segm, self.panoptic = box, segm, panoptic
+        self.is_thing = dict(is_thing)
+        self.mask_threshold, self.panoptic_threshold = mask_threshold, panoptic_threshold
+
+    def process_batch(self, outputs: Mapping[str, Tensor], targets: list[dict[str, Tensor]],
+                      canvas: tuple[int, int]) -> None:
+        results = segmentation_predictions(outputs, targets, canvas, is_thing=self.is_thing,
+                                           mask_threshold=self.mask_threshold,
+                                           panoptic_threshold=self.panoptic_threshold,
+                                           panoptic=self.panoptic is not None)
+        by_id = {int(t["image_id"]): r for t, r in zip(targets, results)}
+        self.box.process(by_id)
+        self.segm.process(by_id)
+        if self.panoptic is not None:
+            for image_id, result in by_id.items():
+                self.panoptic.update(image_id, result["panoptic"]["segment_ids"], result["panoptic"]["segments_info"])
+
+    def synchronize_between_processes(self) -> None:
+        """Every rank's detections, masks and per-image PQ counts onto every rank (``all_gather_object``)."""
+        import torch.distributed as dist
+
+        self.box.synchronize_between_processes()
+        self.segm.synchronize_between_processes()
+        if self.panoptic is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.panoptic._counts)
+        for part in gathered:
+            self.panoptic._counts.update(part or {})
+
+    def evaluate(self) -> dict[str, Any]:
+        pq: Optional[dict[str, Any]] = None
+        if self.panoptic is not None:
+            pq = {k: v for k, v in self.panoptic.evaluate().items() if k != "per_class"}
+        return {"bbox": self.box.evaluate(), "segm": self.segm.evaluate(), "panoptic": pq}
+
+    def summary(self) -> str:
+        parts = [f"bbox:\n{self.box.summary()}", f"segm:\n{self.segm.summary()}"]
+        if self.panoptic is not None:
+            parts.append(f"panoptic:\n{self.panoptic.summary()}")
+        return "\n".join(parts)
+
+    def results(self) -> list[dict[str, Any]]:
+        return self.segm.results()
