@@ -110,14 +110,19 @@ class SetCriterion(nn.Module):
         """Sigmoid focal (mean over pixels) and dice loss of matched masks, each summed and divided by
         ``num_boxes``.
 
-        ``pred_masks``: [B, Q, h, w] logits; ``targets[i]["masks"]``: bool [N_i, H_i, W_i]. Target masks are
+        ``pred_masks``: [B, Q, h, w] logits (or ``mask_predictor``, a training forward's
+        :class:`~detr_core.models.segmentation.MaskPredictor`: the same logits of the matched queries alone);
+        ``targets[i]["masks"]``: bool [N_i, H_i, W_i]. Target masks are
         zero-padded bottom/right to the batch's largest (H, W) (over all targets, empty images included);
         the matched predictions are upsampled bilinearly to that size, so the focal mean runs over it.
         """
-        if "pred_masks" not in outputs:
-            raise ValueError("the masks loss needs outputs['pred_masks'] [B, Q, h, w] (a segmentation model)")
         batch_idx, query_idx = _matched_queries(indices)
-        pred = outputs["pred_masks"][batch_idx, query_idx]
+        if "pred_masks" in outputs:
+            pred = outputs["pred_masks"][batch_idx, query_idx]
+        elif "mask_predictor" in outputs:  # a training forward: only the matched queries' masks are computed
+            pred = outputs["mask_predictor"](batch_idx, query_idx)
+        else:
+            raise ValueError("the masks loss needs outputs['pred_masks'] [B, Q, h, w] (a segmentation model)")
         target = padded_target_masks(targets, indices).to(pred.device, pred.dtype)
         pred = F.interpolate(pred[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
         pred, target = pred.flatten(1), target.flatten(1)

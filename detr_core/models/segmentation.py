@@ -177,9 +177,42 @@ class DETRsegm(nn.Module):
         return masks.squeeze(1).unflatten(0, (queries.shape[0], queries.shape[1]))
 
     def forward(self, images: Tensor, mask: Optional[Tensor] = None) -> Dict[str, Any]:
-        logits, boxes, masks = self.forward_raw(images, mask)
-        out: Dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "pred_masks": masks}
+        """The output dict (module docstring). In training mode ``pred_masks`` is replaced by
+        ``mask_predictor`` (:class:`MaskPredictor`): the loss asks it for the matched queries' masks only."""
+        if self.training:
+            states, memory, features, feature_mask, fpns = self.encode(images, mask)
+            logits, boxes = self.detr.class_embed(states), self.detr.bbox_embed(states).sigmoid()
+            out: Dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "mask_predictor":
+                                   MaskPredictor(self, states[-1], memory, features, feature_mask, fpns)}
+        else:
+            logits, boxes, masks = self.forward_raw(images, mask)
+            out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "pred_masks": masks}
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": logits[i], "pred_boxes": boxes[i]}
                                   for i in range(logits.shape[0] - 1)]
         return out
+
+
+class MaskPredictor:
+    """The mask head's inputs of one forward, run for chosen (image, query) pairs only.
+
+    Every query's mask depends on that query alone (its attention map is normalised on its own, the head
+    convolves and group-normalises each map on its own), so ``predictor(batch_idx, query_idx)`` [N] -> [N, h, w]
+    equals ``pred_masks[batch_idx, query_idx]``, values and gradients. Training asks for the matched queries'
+    masks alone (the loss reads no other): the shapes panoptic default trains ~2x faster.
+    """
+
+    def __init__(self, model: DETRsegm, queries: Tensor, memory: Tensor, features: Tensor, feature_mask: Tensor,
+                 fpns: List[Tensor]) -> None:
+        self.model, self.queries, self.memory, self.features = model, queries, memory, features
+        self.feature_mask, self.fpns = feature_mask, fpns
+
+    def __call__(self, batch_idx: Tensor, query_idx: Tensor) -> Tensor:
+        empty = batch_idx.numel() == 0
+        if empty:  # one pair anyway, so the head stays in the graph (DDP expects every parameter used)
+            batch_idx, query_idx = batch_idx.new_zeros(1), query_idx.new_zeros(1)
+        queries = self.queries[batch_idx, query_idx].unsqueeze(1)
+        attention = self.model.bbox_attention(queries, self.memory[batch_idx], self.feature_mask[batch_idx])
+        masks = self.model.mask_head(self.features[batch_idx], attention, [f[batch_idx] for f in self.fpns])
+        masks = masks.squeeze(1)
+        return masks[:0] if empty else masks

@@ -146,3 +146,42 @@ def test_mask_head_dims_are_checked_with_one_line(tmp_path, hidden_dim, nheads):
                                                   "config": {"model": {**vars(config), "class_names": []}}})
     with pytest.raises(CheckpointError, match=r"det.pth: the mask head needs hidden_dim a multiple of 128"):
         load_checkpoint(path, masks=True)
+
+
+def test_the_mask_predictor_equals_the_full_masks_values_and_gradients(segm_model, segm_expected):
+    """Training computes only the matched queries' masks (MaskPredictor): same values and gradients."""
+    from detr_core.models.segmentation import MaskPredictor
+
+    model = segm_model
+    batch_idx, query_idx = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([5, 1, 0, 3, 2])
+    weights = torch.rand(5, 30, 32, generator=torch.Generator().manual_seed(0))
+
+    def grads(masks_of) -> tuple[torch.Tensor, dict]:
+        model.zero_grad()
+        states, memory, features, feature_mask, fpns = model.encode(segm_expected["padded"], segm_expected["mask"])
+        masks = masks_of(states, memory, features, feature_mask, fpns)
+        (masks * weights).sum().backward()
+        return masks.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = grads(lambda *a: model.predict_masks(a[0][-1], *a[1:])[batch_idx, query_idx])
+    some, some_grads = grads(lambda *a: MaskPredictor(model, a[0][-1], *a[1:])(batch_idx, query_idx))
+    assert _max_diff(some, full) < 1e-5
+    assert set(some_grads) == set(full_grads)
+    scale = max(g.abs().max().item() for g in full_grads.values())
+    worst = {name: _max_diff(some_grads[name], grad) / max(grad.abs().max().item(), 1e-3 * scale)
+             for name, grad in full_grads.items()}  # conv biases before GroupNorm get ~0: float noise
+    assert max(worst.values()) < 1e-4, max(worst.items(), key=lambda kv: kv[1])
+    model.zero_grad()
+
+
+def test_training_forward_hands_the_loss_a_mask_predictor():
+    config = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
+                         dim_feedforward=64, num_queries=3, num_classes=2, masks=True)
+    model = build_model(config).train()
+    out = model(torch.rand(2, 3, 64, 64))
+    assert "pred_masks" not in out
+    masks = out["mask_predictor"](torch.tensor([1]), torch.tensor([2]))
+    assert masks.shape == (1, 32, 32) and masks.requires_grad
+    empty = out["mask_predictor"](torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
+    assert empty.shape == (0, 32, 32) and empty.requires_grad
+    assert "pred_masks" in model.eval()(torch.rand(1, 3, 64, 64))
