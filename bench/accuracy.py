@@ -5,6 +5,8 @@
 (the last batch is filled with black images whose outputs are dropped). :func:`collect_outputs` runs a
 runtime over them; :func:`coco_metrics` scores raw outputs through ``detr_core.evaluation.coco``;
 :func:`max_abs_diff` and :func:`detection_agreement` compare a runtime's outputs with eager's.
+A segmentation model's outputs also carry ``masks``: :func:`accuracy_metrics` adds mask AP and, with a
+panoptic ground truth, PQ (:mod:`bench.segm`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from detr_core.postprocess import postprocess_tensors
 
 logger = logging.getLogger(__name__)
 
-Runner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+Runner = Callable[[Tensor, Tensor], tuple[Tensor, ...]]
 
 
 @dataclass
@@ -45,6 +47,7 @@ class EvalSet:
     size: int | None = None
     max_size: int | None = None
     class_map: Any = None  # a ResolvedClassMap: predictions scored in the dataset's ids (unmapped dropped)
+    panoptic: Any = None  # a bench.segm.PanopticTruth: PQ of a segmentation model's rows
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,10 +71,14 @@ class EvalSet:
 
 @dataclass
 class RawOutputs:
-    """Per-image raw outputs in eval-set order: ``logits`` [N, Q, C+1], ``boxes`` [N, Q, 4] (float32)."""
+    """Per-image raw outputs in eval-set order: ``logits`` [N, Q, C+1], ``boxes`` [N, Q, 4] (float32); a
+    segmentation model's ``masks`` [N, Q, h, w] logits over the canvas and each image's size as fed,
+    ``sizes`` [N, 2] int64 (None for a detector)."""
 
     logits: np.ndarray
     boxes: np.ndarray
+    masks: np.ndarray | None = None
+    sizes: np.ndarray | None = None
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -79,13 +86,19 @@ def _numpy(t: Tensor) -> np.ndarray:
 
 
 def collect_outputs(runner: Runner, evalset: EvalSet) -> RawOutputs:
-    """Run ``runner`` over every batch; keep the real images' outputs."""
-    logits, boxes = [], []
+    """Run ``runner`` over every batch; keep the real images' outputs (masks too when it returns them)."""
+    from bench.segm import fed_sizes
+
+    logits, boxes, masks, sizes = [], [], [], []
     for batch in evalset.batches():
-        out_logits, out_boxes = runner(batch.images, batch.mask)
-        logits.append(_numpy(out_logits)[: batch.count])
-        boxes.append(_numpy(out_boxes)[: batch.count])
-    return RawOutputs(np.concatenate(logits), np.concatenate(boxes))
+        out = runner(batch.images, batch.mask)
+        logits.append(_numpy(out[0])[: batch.count])
+        boxes.append(_numpy(out[1])[: batch.count])
+        if len(out) > 2:
+            masks.append(_numpy(out[2])[: batch.count])
+            sizes.append(fed_sizes(batch.mask)[: batch.count].numpy())
+    extra = (np.concatenate(masks), np.concatenate(sizes)) if masks else (None, None)
+    return RawOutputs(np.concatenate(logits), np.concatenate(boxes), *extra)
 
 
 def _detections(outputs: RawOutputs, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -108,9 +121,28 @@ def coco_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faste
     return {name: float(metrics[name]) for name in STAT_NAMES}
 
 
+def accuracy_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faster") -> dict[str, float]:
+    """Box AP (:func:`coco_metrics`); with masks also the 12 ``mask_*`` numbers and, when the eval set has a
+    panoptic ground truth, ``PQ``/``SQ``/``RQ`` (+ ``_th``/``_st``) — all 0..1 (:mod:`bench.segm`)."""
+    from bench.segm import mask_metrics, panoptic_metrics
+
+    metrics = coco_metrics(outputs, evalset, backend=backend)
+    if outputs.masks is None:
+        return metrics
+    metrics.update(mask_metrics(outputs.logits, outputs.boxes, outputs.masks, outputs.sizes, evalset=evalset,
+                                backend=backend))
+    if evalset.panoptic is not None:
+        metrics.update(panoptic_metrics(outputs.logits, outputs.masks, outputs.sizes, evalset=evalset,
+                                        truth=evalset.panoptic))
+    return metrics
+
+
 def max_abs_diff(a: RawOutputs, b: RawOutputs) -> float:
-    """max |a - b| over logits and boxes."""
-    return float(max(np.abs(a.logits - b.logits).max(initial=0.0), np.abs(a.boxes - b.boxes).max(initial=0.0)))
+    """max |a - b| over logits and boxes (and masks when both have them)."""
+    diffs = [np.abs(a.logits - b.logits).max(initial=0.0), np.abs(a.boxes - b.boxes).max(initial=0.0)]
+    if a.masks is not None and b.masks is not None:
+        diffs.append(np.abs(a.masks - b.masks).max(initial=0.0))
+    return float(max(diffs))
 
 
 def _pairwise_iou(a: Tensor, b: Tensor) -> Tensor:

@@ -40,14 +40,13 @@ def session_options(*, threads: int | None = None, opt_level: str = "all"):
     return options
 
 
-def cpu_runner(session) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``(images, mask) -> (logits, boxes)`` through numpy on the host."""
+def cpu_runner(session) -> Callable[[Tensor, Tensor], tuple[Tensor, ...]]:
+    """``(images, mask) -> (logits, boxes[, masks])`` through numpy on the host."""
     names = [i.name for i in session.get_inputs()]
 
-    def run(images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def run(images: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
         feed = {names[0]: images.detach().cpu().numpy(), names[1]: mask.detach().cpu().numpy()}
-        logits, boxes = session.run(None, feed)[:2]
-        return torch.from_numpy(logits), torch.from_numpy(boxes)
+        return tuple(torch.from_numpy(out) for out in session.run(None, feed)[:3])
 
     return run
 
@@ -58,13 +57,13 @@ def _bind(binding, name: str, tensor: Tensor, ort_type: str, output: bool = Fals
     bind(name, "cuda", tensor.device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
 
 
-def iobinding_runner(session, device: str = "cuda") -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``(images, mask) -> (logits, boxes)`` with inputs and outputs bound in CUDA memory."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()[:2]
+def iobinding_runner(session, device: str = "cuda") -> Callable[[Tensor, Tensor], tuple[Tensor, ...]]:
+    """``(images, mask) -> (logits, boxes[, masks])`` with inputs and outputs bound in CUDA memory."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()[:3]
     out_specs = [(o.name, o.type, [int(d) for d in o.shape]) for o in outputs]
     binding = session.io_binding()
 
-    def run(images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def run(images: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
         images = images.to(device, torch.float32).contiguous()
         mask = mask.to(device, torch.bool).contiguous()
         _bind(binding, inputs[0].name, images, inputs[0].type)
@@ -77,6 +76,6 @@ def iobinding_runner(session, device: str = "cuda") -> Callable[[Tensor, Tensor]
         binding.synchronize_inputs()
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
-        return results[0], results[1]
+        return tuple(results)
 
     return run

@@ -13,6 +13,9 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ("format", "device", "precision", "status", "size MB", "AP", "AP50", "ΔAP", "max |Δ|",
            "p50 ms", "p90 ms", "img/s", "× eager", "GFLOP/s", "% peak", "pad ×")
+#: A segmentation model's columns, after ΔAP: mask AP and PQ (points; – when the eval set has no panoptic truth).
+SEGM_COLUMNS = ("mask AP", "PQ")
+_SEGM_AT = COLUMNS.index("ΔAP") + 1
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -50,10 +53,22 @@ def header_lines(report: BenchReport) -> list[str]:
             "÷ p50 at batch B, same canvas", ""]
 
 
+def has_masks(report: BenchReport) -> bool:
+    return any(row.mask_ap is not None for row in report.rows)
+
+
+def _with_segm(cells: list[str], extra: list[str], segm: bool) -> list[str]:
+    return cells[:_SEGM_AT] + extra + cells[_SEGM_AT:] if segm else cells
+
+
 def markdown_table(report: BenchReport) -> str:
-    """The ultralytics-style table, one line per row; failed rows carry their error below the table."""
-    lines = header_lines(report) + ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(table_row(row, report)) + " |" for row in report.rows]
+    """The ultralytics-style table, one line per row (a segmentation model's with mask AP and PQ); failed
+    rows carry their error below the table."""
+    segm = has_masks(report)
+    columns = _with_segm(list(COLUMNS), list(SEGM_COLUMNS), segm)
+    lines = header_lines(report) + ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_with_segm(table_row(row, report), [_num(row.mask_ap, ".2f"), _num(row.pq, ".2f")],
+                                           segm)) + " |" for row in report.rows]
     errors = [f"- ⏭️ {r.name} ({r.device}) skipped: {r.skipped}" for r in report.rows if r.skipped]
     errors += [f"- ❌ {r.name} ({r.device}): {r.error}" for r in report.rows if r.error and not r.skipped]
     errors += [f"- ❌ {reason}" for reason in report.failures if "failed:" not in reason]

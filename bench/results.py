@@ -49,6 +49,16 @@ class BenchResult:
         return 100.0 * self.metrics["AP50"] if "AP50" in self.metrics else None
 
     @property
+    def mask_ap(self) -> float | None:
+        """Mask AP@[.5:.95] in points (a segmentation model's rows)."""
+        return 100.0 * self.metrics["mask_AP"] if "mask_AP" in self.metrics else None
+
+    @property
+    def pq(self) -> float | None:
+        """Panoptic quality in points (a segmentation model on a panoptic eval set)."""
+        return 100.0 * self.metrics["PQ"] if "PQ" in self.metrics else None
+
+    @property
     def status(self) -> str:
         if self.skipped:
             return "⏭️"
@@ -69,7 +79,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(status=self.status, ap=self.ap, ap50=self.ap50)
+        data.update(status=self.status, ap=self.ap, ap50=self.ap50, mask_ap=self.mask_ap, pq=self.pq)
         return data
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from bench.accuracy import (
     EvalSet,
     RawOutputs,
-    coco_metrics,
+    accuracy_metrics,
     collect_outputs,
     detection_agreement,
     max_abs_diff,
@@ -105,8 +105,11 @@ def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: st
 def _fill_accuracy(result: BenchResult, runtime: LoadedRuntime, evalset: EvalSet, ref: Reference,
                    config: BenchConfig) -> None:
     outputs = collect_outputs(runtime, evalset)
-    result.metrics = coco_metrics(outputs, evalset, backend=config.eval_backend)
+    result.metrics = accuracy_metrics(outputs, evalset, backend=config.eval_backend)
     result.delta_ap = 100.0 * (result.metrics["AP"] - ref.metrics["AP"])
+    for key in ("mask_AP", "PQ"):  # a segmentation model's rows: Δ mask AP and ΔPQ beside ΔAP
+        if key in result.metrics and key in ref.metrics:
+            result.notes[f"delta_{key}"] = 100.0 * (result.metrics[key] - ref.metrics[key])
     result.max_abs_diff = max_abs_diff(outputs, ref.outputs)
     result.agreement = detection_agreement(ref.outputs, outputs, evalset.orig_sizes)
 
@@ -252,7 +255,7 @@ def release(scored: Scored) -> None:
 
 def reference_outputs(model: nn.Module, evalset: EvalSet, backend: str) -> Reference:
     outputs = collect_outputs(eager_runtime(model, "cpu"), evalset)
-    return Reference(outputs, coco_metrics(outputs, evalset, backend=backend))
+    return Reference(outputs, accuracy_metrics(outputs, evalset, backend=backend))
 
 
 def device_available(device: str) -> bool:

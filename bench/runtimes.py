@@ -1,4 +1,5 @@
-"""Every way the benchmark runs DETR, behind one protocol: ``runtime(images, mask) -> (logits, boxes)``.
+"""Every way the benchmark runs DETR, behind one protocol: ``runtime(images, mask) -> (logits, boxes)``, and
+for a segmentation model ``(logits, boxes, masks)`` (``pred_masks`` [B, Q, H/s, W/s] logits, every row alike).
 
 Rows come from the exporters' format table (``exporters.formats.FORMATS``: one fp32 row per format,
 loaded by the format's own loader) plus variant rows that no exporter writes: eager and eager autocast
@@ -30,7 +31,7 @@ from bench import ort, quantize
 from bench.artifacts import Artifact, ArtifactCache
 from exporters.wrapper import wrap
 
-Outputs = tuple[Tensor, Tensor]
+Outputs = tuple[Tensor, ...]  # (pred_logits, pred_boxes[, pred_masks])
 AMP_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 PRECISION_NAME = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -106,7 +107,8 @@ class RowSpec:
 
 
 def _pair(out) -> Outputs:
-    return out[0], out[1]
+    """The wrapper's raw outputs: (logits, boxes), plus masks for a segmentation model."""
+    return tuple(out[:3])
 
 
 def _eager_module(ctx: BuildContext, device: str) -> nn.Module:
@@ -128,8 +130,8 @@ def eager_runtime(model: nn.Module, device: str = "cpu", *, amp: bool = False) -
 
     def run(images: Tensor, mask: Tensor) -> Outputs:
         with torch.inference_mode(), autocast():
-            logits, boxes = module(*move(images, mask))
-        return logits.float(), boxes.float()
+            out = module(*move(images, mask))
+        return tuple(t.float() for t in out)
 
     return LoadedRuntime("eager", "eager", device, "fp32", run)
 
@@ -143,8 +145,8 @@ class _Autocast(nn.Module):
 
     def forward(self, images: Tensor, mask: Tensor) -> Outputs:
         with torch.autocast(self.device, dtype=self.dtype):
-            logits, boxes = self.module(images, mask)
-        return logits.float(), boxes.float()
+            out = self.module(images, mask)
+        return tuple(t.float() for t in out)
 
 
 def build_compile(ctx: BuildContext, device: str, *, amp: bool = False) -> LoadedRuntime:

@@ -91,7 +91,8 @@ def run_from_options(model, title: str, opts: dict[str, Any]):
 
     source, pad_to = pop_dataset_options(opts)
     canvas = opts["input_size"] or pad_to or (SHAPES_CANVAS if source.is_default else DEFAULT_CANVAS)
-    evalset = load_eval_set(source, canvas=canvas, batch_size=opts["batch_size"], max_images=opts["max_images"])
+    evalset = load_eval_set(source, canvas=canvas, batch_size=opts["batch_size"], max_images=opts["max_images"],
+                            masks=hasattr(model, "mask_head"))  # a segmentation model: mask AP and PQ rows
     evalset.class_map = class_map_for(source.class_map, model, evalset.coco_gt)  # --class-map: scored in dataset ids
     config = BenchConfig(devices=_csv(opts["devices"]) or ("cpu",), formats=_csv(opts["formats"]),
                          threads=opts["threads"], warmup=opts["warmup"], runs=opts["runs"],

@@ -109,7 +109,9 @@ def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: i
     click.echo(f"wrote {result.path} ({fmt}, {size_mb:.1f} MB, {shapes}) in {result.export_seconds:.1f} s")
     if result.validation is not None:
         click.echo(result.validation.table())
-        click.echo(f"validation ok: max |Δ| {result.validation.max_abs_diff:.2e} vs eager")
+        iou = result.validation.min_mask_iou
+        masks = "" if iou is None else f", min mask IoU {iou:.4f} (confident queries)"
+        click.echo(f"validation ok: max |Δ| {result.validation.max_abs_diff:.2e} vs eager{masks}")
 
 
 def _load(path: Path, *, nheads: int | None, dilation: bool):
