@@ -176,6 +176,7 @@ class DETRsegm(nn.Module):
         # squeeze + unflatten, not reshape: torch.export cannot prove a symbolic stride-4 map's reshape guard
         return masks.squeeze(1).unflatten(0, (queries.shape[0], queries.shape[1]))
 
+    @torch.jit.unused  # exports script forward_raw (exporters.wrapper); MaskPredictor is no TorchScript type
     def forward(self, images: Tensor, mask: Optional[Tensor] = None) -> Dict[str, Any]:
         """The output dict (module docstring). In training mode ``pred_masks`` is replaced by
         ``mask_predictor`` (:class:`MaskPredictor`): the loss asks it for the matched queries' masks only."""
