@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detr_core.postprocess import postprocess
+from detr_core.segmentation.panoptic_format import one_based
 from detr_core.segmentation.postprocess import panoptic_predictions
 
 MASK_THRESHOLD = 0.5  # sigmoid probability above which a mask pixel is on (the reference's PostProcessSegm)
@@ -41,16 +42,6 @@ def canvas_masks(pred_masks: Tensor, sizes: Tensor, orig_sizes: Tensor, canvas: 
         cropped = masks[:, None, :h, :w].float()
         out.append(F.interpolate(cropped, size=tuple(orig), mode="nearest").to(torch.uint8))
     return out
-
-
-def one_based(panoptic: Mapping[str, Any]) -> dict[str, Any]:
-    """A panoptic prediction renumbered to COCO's convention: segment ids 1..K, 0 void (the reference's
-    post-processing numbers segments from 0, which COCO tools read as void)."""
-    info = [{**s, "id": int(s["id"]) + 1} for s in panoptic["segments_info"]]
-    ids = torch.as_tensor(panoptic["segment_ids"]).to(torch.int64) + 1
-    if not info:
-        ids = torch.zeros_like(ids)
-    return {"segment_ids": ids, "segments_info": info}
 
 
 def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[str, Tensor]],

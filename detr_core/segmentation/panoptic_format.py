@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -102,3 +103,13 @@ def _as_int64(segment_ids: IdMap) -> np.ndarray:
 
 def _name(source: Union[bytes, str, Path]) -> str:
     return "PNG bytes" if isinstance(source, bytes) else str(source)
+
+
+def one_based(panoptic: Mapping[str, Any]) -> dict[str, Any]:
+    """A panoptic prediction renumbered to COCO's convention: segment ids 1..K, 0 void (the reference's
+    post-processing numbers segments from 0, which COCO tools read as void)."""
+    info = [{**s, "id": int(s["id"]) + 1} for s in panoptic["segments_info"]]
+    ids = torch.as_tensor(panoptic["segment_ids"]).to(torch.int64) + 1
+    if not info:
+        ids = torch.zeros_like(ids)
+    return {"segment_ids": ids, "segments_info": info}

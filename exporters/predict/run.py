@@ -28,6 +28,7 @@ from detr_core.cross_attention import capture_cross_attention, crop_to_image
 from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.errors import first_line
 from detr_core.postprocess import postprocess_tensors
+from detr_core.segmentation.panoptic_format import one_based
 from detr_core.segmentation.postprocess import panoptic_predictions, upsample_query_masks
 from exporters.image_inputs import Failure, InputImage, read_image
 from exporters.prepare import prepare
@@ -56,7 +57,8 @@ class InputSpec:
 @dataclass(frozen=True)
 class PanopticImage:
     """One image's panoptic map: ``segment_ids`` [H, W] int64 at the original size and ``segments_info``
-    ``[{id, isthing, category_id, area}]`` (see :func:`detr_core.segmentation.panoptic_predictions`)."""
+    ``[{id, isthing, category_id, area}]``, ids 1..K (0: void, COCO's convention; :func:`one_based` of
+    :func:`detr_core.segmentation.panoptic_predictions`'s)."""
 
     segment_ids: Tensor
     segments_info: list[dict]
@@ -205,7 +207,7 @@ class Predictor:
         found = panoptic_predictions(raw, sizes[:count], orig_sizes[:count], is_thing=self.is_thing,
                                      threshold=self.panoptic_threshold,
                                      input_sizes=torch.tensor([canvas] * count))
-        return [PanopticImage(r["segment_ids"], r["segments_info"]) for r in found]
+        return [PanopticImage(**one_based(r)) for r in found]
 
     def _attention(self, pixels: Tensor, mask: Tensor, orig_sizes: Tensor) -> Tensor | None:
         if self.attention_runtime is None:

@@ -204,8 +204,8 @@ def test_a_padded_batch_gives_each_image_its_own_masks(crafted, images, tmp_path
     alone, padded = (json.loads((runs[b] / "panoptic.json").read_text())["annotations"] for b in (1, 2))
     for one, two in zip(alone, padded):
         ids1, ids2 = (decode_png(runs[b] / "panoptic" / one["file_name"]) for b in (1, 2))
-        assert [i["id"] for i in one["segments_info"]] == [i["id"] for i in two["segments_info"]] == [0, 1, 2]
-        for segment in (0, 1, 2):
+        assert [i["id"] for i in one["segments_info"]] == [i["id"] for i in two["segments_info"]] == [1, 2, 3]
+        for segment in (1, 2, 3):
             assert _iou(ids1 == segment, ids2 == segment) >= 0.99
     masks = {b: json.loads((runs[b] / "detections.json").read_text()) for b in (1, 2)}
     assert len(masks[1]) == len(masks[2]) == 6
