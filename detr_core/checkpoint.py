@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 _RESNET_BY_STAGE3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
 _BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl", "freeze_detr")
 _FINE_TUNED_HEADS = ("class_embed.", "query_embed.")
+#: The official panoptic checkpoints' class count and COCO panoptic's stuff ids (things are 1..90, stuff 92..200).
+COCO_PANOPTIC_CLASSES = 250
+COCO_PANOPTIC_STUFF = tuple(range(92, COCO_PANOPTIC_CLASSES + 1))
 #: State-dict prefixes of the panoptic mask head (beside ``detr.``, the detector).
 MASK_HEAD_PREFIXES = ("bbox_attention.", "mask_head.")
 
@@ -112,6 +115,11 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
     stored = _stored_config(ckpt, path)
     config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))
     assumed = _assumed_heads(path, stored, config, overrides)
+    if stored is None and head and config.num_classes == COCO_PANOPTIC_CLASSES and "stuff_classes" not in overrides:
+        config = config.replace(stuff_classes=COCO_PANOPTIC_STUFF)
+        log.info("%s: official panoptic checkpoint (250 classes): ids >= %d are stuff, as in COCO panoptic", path,
+                 COCO_PANOPTIC_STUFF[0])
+        assumed["stuff_classes"] = f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"
     build_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _BUILD_KEYS}
     wanted = config.replace(**overrides)
     check_heads(wanted, source=str(path))

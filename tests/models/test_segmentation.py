@@ -185,3 +185,14 @@ def test_training_forward_hands_the_loss_a_mask_predictor():
     empty = out["mask_predictor"](torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
     assert empty.shape == (0, 32, 32) and empty.requires_grad
     assert "pred_masks" in model.eval()(torch.rand(1, 3, 64, 64))
+
+
+def test_an_official_250_class_panoptic_checkpoint_gets_cocos_stuff_ids(tmp_path):
+    config = ModelConfig(backbone="resnet18", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
+                         dim_feedforward=64, num_queries=3, num_classes=250, masks=True)
+    path = save_checkpoint(tmp_path / "official.pth", {"model": build_model(config).state_dict()})
+    model = load_checkpoint(path, nheads=8)
+    is_thing = model.config.is_thing()
+    assert [c for c in (1, 90, 91) if not is_thing[c]] == [] and not is_thing[92] and not is_thing[200]
+    assert model.assumed_config["stuff_classes"] == "92..250"
+    assert load_checkpoint(path, nheads=8, stuff_classes=(5,)).config.stuff_classes == (5,)
