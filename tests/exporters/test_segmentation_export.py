@@ -173,3 +173,21 @@ def test_onnx_feature_mask_boundary(segm_model, tmp_path):
     with torch.no_grad():
         eager = wrap(segm_model.detr)(images, mask)
     assert _max_diff(load_runtime(path)(images, mask)["pred_logits"], eager[0]) <= 1e-4
+
+
+def test_cli_export_of_a_segmentation_checkpoint(small_segm, images_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from detr_core.checkpoint import model_payload, save_checkpoint
+    from exporters import read_metadata
+
+    checkpoint = save_checkpoint(tmp_path / "segm.pth", model_payload(small_segm, SMALL_SEGM))
+    out = tmp_path / "segm.ts"
+    result = CliRunner().invoke(cli, ["export", "--resume", str(checkpoint), "--format", "torchscript", "--input-size",
+                                      "64x96", "--batch-size", "2", "--output", str(out), "--validate-images",
+                                      str(images_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "min mask IoU 1.0000 (confident queries)" in result.output and "max abs Δ masks" in result.output
+    meta = read_metadata(out)
+    assert (meta.masks, meta.mask_stride, meta.output_names[-1]) == (True, 2, "pred_masks")
