@@ -1,7 +1,8 @@
 """One measured row of the benchmark and the verdict on it.
 
 A row is ``ok`` when it was built and measured; it *fails the run* when it is fp32 and either crashed,
-moved AP by more than ``max_map_drop`` points (|ΔAP|) or moved raw outputs by more than ``tolerance``.
+moved AP (a segmentation model's: also mask AP or PQ) by more than ``max_map_drop`` points or moved raw
+outputs (masks included) by more than ``tolerance``.
 Lossy rows (bf16, fp16, int8) report their ΔAP and max |Δ| but never fail the run. A row the machine
 cannot run (``skipped``, with the reason) never fails it either.
 """
@@ -74,6 +75,10 @@ class BenchResult:
             return
         if self.delta_ap is not None and abs(self.delta_ap) > max_map_drop:
             self.failures.append(f"{self.name} ({self.device}): |ΔAP| {abs(self.delta_ap):.3f} > {max_map_drop}")
+        for key in ("mask_AP", "PQ"):  # a segmentation model's rows: the same bound on mask AP and PQ
+            delta = self.notes.get(f"delta_{key}")
+            if delta is not None and abs(delta) > max_map_drop:
+                self.failures.append(f"{self.name} ({self.device}): |Δ{key}| {abs(delta):.3f} > {max_map_drop}")
         if self.max_abs_diff is not None and self.max_abs_diff > tolerance:
             self.failures.append(f"{self.name} ({self.device}): max |Δ| {self.max_abs_diff:.2e} > {tolerance:.0e}")
 

@@ -103,6 +103,10 @@ def test_bench_rows_carry_mask_ap_and_pq_equal_to_eager(segm_model, panoptic_sou
         for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mask_AP", "mask_AP50", "AP"):
             assert abs(row.metrics[key] - eager.metrics[key]) <= within, (name, key)
         assert row.notes["delta_PQ"] == pytest.approx(100 * (row.metrics["PQ"] - eager.metrics["PQ"]))
+    row = report.row("onnx")
+    row.notes["delta_PQ"] = -0.2  # an fp32 row losing 0.2 PQ points fails the run (--max-map-drop 0.1)
+    row.judge(max_map_drop=0.1, tolerance=1e-4)
+    assert row.failures == ["onnx (cpu): |ΔPQ| 0.200 > 0.1"]
     table = markdown_table(report)
     assert "| mask AP | PQ |" in table and f"| {eager.mask_ap:.2f} | {eager.pq:.2f} |" in table
 
