@@ -162,8 +162,8 @@ def test_metadata_of_a_detector_records_no_masks(small_segm, tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="detector issue, not the mask head's: the padding mask resized (nearest) to "
-                   "the stride-32 map in ONNX Runtime disagrees with torch when the padding starts exactly on a "
-                   "sample (canvas 120 -> 4 rows, padding from row 90): logits move by 0.17")
+                   "the stride-32 map samples rows 0, 29, 59, 89 of a 120-row canvas in ONNX Runtime (Resize, "
+                   "x / (4/120)) where torch samples 0, 30, 60, 90: padding from row 90 is missed, logits move 0.17")
 def test_onnx_feature_mask_boundary(segm_model, tmp_path):
     path = tmp_path / "detector.onnx"
     export(segm_model.detr, "onnx", path, input_size=(120, 128), batch_size=1, validate=False, exporter="legacy",
