@@ -8,7 +8,7 @@ panoptic checkpoints: ``detr.*`` (the detector), ``bbox_attention.*`` and ``mask
 Input contract as :class:`~detr_core.models.detr.DETR`: ``images`` [B, 3, H, W], ``mask`` [B, H, W] bool
 (True on padding). Output dict: the detector's ``pred_logits`` [B, Q, C+1], ``pred_boxes`` [B, Q, 4] and
 ``aux_outputs``, plus ``pred_masks`` [B, Q, H/s, W/s]: mask logits at the backbone's finest FPN stride
-``s`` (4 for the ResNets, 2 for the small CNN) over the whole padded canvas. Masks come from the last
+``s`` (4 for the ResNets and the small CNN) over the whole padded canvas. Masks come from the last
 decoder layer only.
 """
 
@@ -102,20 +102,32 @@ class MaskHeadSmallConv(nn.Module):
     def forward(self, features: Tensor, attention: Tensor, fpns: List[Tensor]) -> Tensor:
         queries = attention.shape[1]
         x = torch.cat([_repeat_per_query(features, queries), attention.flatten(0, 1)], 1)
+        adapted = [_repeat_per_query(self.adapter1(fpns[0]), queries),
+                   _repeat_per_query(self.adapter2(fpns[1]), queries),
+                   _repeat_per_query(self.adapter3(fpns[2]), queries)]
+        return self._convolve(x, adapted)
+
+    @torch.jit.unused
+    def forward_rows(self, features: Tensor, attention: Tensor, fpns: List[Tensor], rows: Tensor) -> Tensor:
+        """Masks of chosen queries: ``attention`` [N, nheads, h, w] (one row per mask), ``rows`` [N] each row's
+        image in ``features`` / ``fpns`` (of B images) -> [N, 1, H_f, W_f]. The backbone maps are adapted once
+        per image, then gathered: the same numbers as :meth:`forward`'s rows."""
+        x = torch.cat([features[rows], attention], 1)
+        adapted = [self.adapter1(fpns[0])[rows], self.adapter2(fpns[1])[rows], self.adapter3(fpns[2])[rows]]
+        return self._convolve(x, adapted)
+
+    def _convolve(self, x: Tensor, adapted: List[Tensor]) -> Tensor:
+        """The convolution stack on [M, dim, h, w] with the adapted backbone maps (one per row, coarse to fine)."""
         x = F.relu(self.gn1(self.lay1(x)))
         x = F.relu(self.gn2(self.lay2(x)))
-        x = self._merge(x, self.adapter1(fpns[0]), queries)
-        x = F.relu(self.gn3(self.lay3(x)))
-        x = self._merge(x, self.adapter2(fpns[1]), queries)
-        x = F.relu(self.gn4(self.lay4(x)))
-        x = self._merge(x, self.adapter3(fpns[2]), queries)
-        x = F.relu(self.gn5(self.lay5(x)))
+        x = F.relu(self.gn3(self.lay3(self._merge(x, adapted[0]))))
+        x = F.relu(self.gn4(self.lay4(self._merge(x, adapted[1]))))
+        x = F.relu(self.gn5(self.lay5(self._merge(x, adapted[2]))))
         return self.out_lay(x)
 
     @staticmethod
-    def _merge(x: Tensor, fpn: Tensor, queries: int) -> Tensor:
-        """``x`` upsampled (nearest) to the adapted backbone map's size, plus that map (once per query)."""
-        fpn = _repeat_per_query(fpn, queries)
+    def _merge(x: Tensor, fpn: Tensor) -> Tensor:
+        """``x`` upsampled (nearest) to the adapted backbone map's size, plus that map."""
         return fpn + F.interpolate(x, size=[fpn.shape[-2], fpn.shape[-1]], mode="nearest")
 
 
@@ -214,6 +226,6 @@ class MaskPredictor:
             batch_idx, query_idx = batch_idx.new_zeros(1), query_idx.new_zeros(1)
         queries = self.queries[batch_idx, query_idx].unsqueeze(1)
         attention = self.model.bbox_attention(queries, self.memory[batch_idx], self.feature_mask[batch_idx])
-        masks = self.model.mask_head(self.features[batch_idx], attention, [f[batch_idx] for f in self.fpns])
+        masks = self.model.mask_head.forward_rows(self.features, attention.squeeze(1), self.fpns, batch_idx)
         masks = masks.squeeze(1)
         return masks[:0] if empty else masks

@@ -68,8 +68,9 @@ class SmallCNN(nn.Module):
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
-        # FPN_KEYS spelt out: TorchScript reads no global tuple
-        return {"0": maps[-1], "fpn0": maps[2], "fpn1": maps[1], "fpn2": maps[0]}
+        # FPN_KEYS spelt out: TorchScript reads no global tuple. The mask head's maps are the last three stages
+        # (strides 16, 8, 4; masks at H/4 as with the ResNets), not the stride-2 stem (4x the pixels to convolve).
+        return {"0": maps[-1], "fpn0": maps[3], "fpn1": maps[2], "fpn2": maps[1]}
 
 
 def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_path: str | Path | None) -> Backbone:
@@ -79,7 +80,8 @@ def _small_backbone(norm: str, dilation: bool, train_backbone: bool, weights_pat
         log.info("loaded small CNN weights from %s", weights_path)
     body.requires_grad_(train_backbone)
     return Backbone(body=body, num_channels=STAGE_CHANNELS[-1], stride=8 if dilation else 16,
-                    fpn_channels=(STAGE_CHANNELS[2], STAGE_CHANNELS[1], STAGE_CHANNELS[0]), fpn_strides=(8, 4, 2))
+                    fpn_channels=(STAGE_CHANNELS[3], STAGE_CHANNELS[2], STAGE_CHANNELS[1]),
+                    fpn_strides=(8 if dilation else 16, 8, 4))
 
 
 @register_backbone("small_cnn")

@@ -121,13 +121,13 @@ def test_a_detrtool_segmentation_checkpoint_round_trips(tmp_path, segm_model):
         assert torch.equal(again.state_dict()[key], value), key
 
 
-def test_small_cnn_masks_come_at_stride_2():
+def test_small_cnn_masks_come_at_stride_4():
     config = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
                          dim_feedforward=64, num_queries=3, num_classes=2, masks=True)
     model = build_model(config).eval()
     with torch.no_grad():
         out = model(torch.rand(2, 3, 64, 80), torch.zeros(2, 64, 80, dtype=torch.bool))
-    assert model.mask_stride == 2 and out["pred_masks"].shape == (2, 3, 32, 40)
+    assert model.mask_stride == 4 and out["pred_masks"].shape == (2, 3, 16, 20)
 
 
 def test_freeze_detr_trains_only_the_mask_head():
@@ -181,9 +181,9 @@ def test_training_forward_hands_the_loss_a_mask_predictor():
     out = model(torch.rand(2, 3, 64, 64))
     assert "pred_masks" not in out
     masks = out["mask_predictor"](torch.tensor([1]), torch.tensor([2]))
-    assert masks.shape == (1, 32, 32) and masks.requires_grad
+    assert masks.shape == (1, 16, 16) and masks.requires_grad
     empty = out["mask_predictor"](torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
-    assert empty.shape == (0, 32, 32) and empty.requires_grad
+    assert empty.shape == (0, 16, 16) and empty.requires_grad
     assert "pred_masks" in model.eval()(torch.rand(1, 3, 64, 64))
 
 

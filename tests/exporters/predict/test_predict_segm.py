@@ -118,7 +118,7 @@ def _check_picture(source: Path, picture: Path, masks: np.ndarray, boxes: torch.
     assert after.shape == before.shape
     far = np.ones(masks.shape[1:], dtype=bool)
     for x0, y0, x1, y1 in boxes.round().int().tolist():
-        far[max(y0 - 16, 0) : y0 + 16, max(x0 - 3, 0) : x1 + 4] = False  # top line and its label
+        far[max(y0 - 16, 0) : y0 + 16, max(x0 - 3, 0) :] = False  # top line and its label (wider than a narrow box)
         for ys, xs in ((slice(y1 - 3, y1 + 4), slice(x0 - 3, x1 + 4)), (slice(y0 - 3, y1 + 4), slice(x0 - 3, x0 + 4)),
                        (slice(y0 - 3, y1 + 4), slice(x1 - 3, x1 + 4))):
             far[slice(max(ys.start, 0), ys.stop), slice(max(xs.start, 0), xs.stop)] = False
