@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detr_core.models.detr import subsample_mask
+
 
 class CrossAttentionCapture:
     """What the hooks recorded during one forward pass."""
@@ -72,7 +74,7 @@ def crop_to_image(maps: Tensor, mask: Tensor, orig_hw: tuple[int, int]) -> Tenso
     saw as image (the same nearest subsampling as the backbone's feature mask).
     """
     h, w = maps.shape[-2:]
-    feature_mask = F.interpolate(mask[None, None].float(), size=(h, w))[0, 0].bool()
+    feature_mask = subsample_mask(mask[None], h, w)[0]
     rows = int((~feature_mask).any(dim=1).sum())
     cols = int((~feature_mask).any(dim=0).sum())
     valid = maps[:, : max(rows, 1), : max(cols, 1)]

@@ -42,8 +42,26 @@ class Joiner(nn.Sequential):
 
     def mask_and_position(self, features: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         """The image ``mask`` nearest-subsampled to ``features``' size, and its position encoding."""
-        feature_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        feature_mask = subsample_mask(mask, features.shape[-2], features.shape[-1])
         return feature_mask, self[1](feature_mask).to(features.dtype)
+
+
+def nearest_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:
+    """[out_size] int64: the source index of each output of torch's nearest downsampling, ``floor(i * s)`` with
+    ``s = in / out`` in float32, clamped, computed by graph ops (float32 division and product are exactly
+    rounded on every runtime). ONNX ``Resize`` instead computes ``i / (out / in)``: for 4 outputs of 120 rows it
+    reads rows 0, 29, 59, 89 where torch reads 0, 30, 60, 90, so padding starting on row 90 went unseen."""
+    scale = torch.ones((), dtype=torch.float32, device=device) * in_size / out_size
+    index = torch.floor(torch.arange(out_size, device=device).to(torch.float32) * scale).to(torch.int64)
+    return index.clamp(max=in_size - 1)
+
+
+def subsample_mask(mask: Tensor, height: int, width: int) -> Tensor:
+    """``mask`` [B, H, W] bool -> [B, height, width]: the pixels ``F.interpolate(mode="nearest")`` picks when
+    downsampling, the same in eager, TorchScript, ONNX and OpenVINO (:func:`nearest_indices`)."""
+    rows = nearest_indices(mask.shape[-2], height, mask.device)
+    cols = nearest_indices(mask.shape[-1], width, mask.device)
+    return mask.index_select(1, rows).index_select(2, cols)
 
 
 class MLP(nn.Module):

@@ -95,3 +95,20 @@ def test_no_aux_outputs_when_aux_loss_off(tiny_checkpoint_path):
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 64, 64))
     assert set(out) == {"pred_logits", "pred_boxes"}
+
+
+def test_subsample_mask_picks_the_pixels_nearest_interpolation_picks():
+    """The feature mask is gathered by explicit indices (ONNX Resize reads a row early when H / h is whole);
+    they must be exactly torch's nearest rule for every downsampling."""
+    import torch.nn.functional as F
+
+    from detr_core.models.detr import nearest_indices, subsample_mask
+
+    for in_size in range(2, 121):
+        probe = torch.arange(in_size, dtype=torch.float32)[None, None, :, None]
+        for out_size in range(1, in_size):
+            expected = F.interpolate(probe, size=(out_size, 1))[0, 0, :, 0].long()
+            assert torch.equal(nearest_indices(in_size, out_size, probe.device), expected), (in_size, out_size)
+    mask = torch.zeros(2, 120, 128, dtype=torch.bool)
+    mask[0, 90:] = True
+    assert subsample_mask(mask, 4, 4)[0, 3].all() and not subsample_mask(mask, 4, 4)[1].any()
