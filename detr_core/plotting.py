@@ -16,8 +16,8 @@ from detr_core.training.run_log import parse_lines  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-LOSS_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou")
-AP_KEYS = ("AP", "AP50", "AP75")
+LOSS_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")  # masks: segmentation runs
+AP_KEYS = ("AP", "AP50", "AP75", "mask_AP", "PQ", "PQ_th", "PQ_st")
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -71,8 +71,10 @@ class CropClassifier(nn.Module):
 
 def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int, epochs: int, device: torch.device,
                       crop_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-4,
-                      progress: bool = True) -> CropPretrainStats:
-    """Train ``backbone`` in place for ``epochs`` passes of ``loader`` (batches of images, mask, targets)."""
+                      progress: bool = True, skip_classes: Iterable[int] = ()) -> CropPretrainStats:
+    """Train ``backbone`` in place for ``epochs`` passes of ``loader`` (batches of images, mask, targets);
+    ``skip_classes`` (a panoptic model's stuff) give no crops: regions, not objects to centre a window on."""
+    skip = torch.tensor(sorted(set(skip_classes)), dtype=torch.long, device=device)
     classifier = CropClassifier(backbone, num_classes).to(device).train()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=weight_decay)
     start, crops_seen, correct, seen = time.perf_counter(), 0, 0, 0
@@ -84,6 +86,9 @@ def pretrain_backbone(backbone: Backbone, loader: Iterable, *, num_classes: int,
         for batch in bar:
             images, _mask, targets = to_device(batch, device)
             crops, labels = object_crops(images, targets, crop_size)
+            if skip.numel():
+                keep = ~torch.isin(labels, skip)
+                crops, labels = crops[keep], labels[keep]
             if labels.numel() == 0:
                 continue
             logits = classifier(conv_layout(crops))

@@ -449,7 +449,7 @@ def _maybe_pretrain(config: TrainConfig, model: nn.Module, data: RunData, device
         return {}
     stats = pretrain_backbone(model.backbone[0], data.train_loader, num_classes=config.model.num_classes,
                               epochs=config.pretrain_epochs, device=device, crop_size=config.pretrain_crop_size,
-                              lr=config.pretrain_lr, progress=config.progress)
+                              lr=config.pretrain_lr, progress=config.progress, skip_classes=config.model.stuff_classes)
     return {"pretrain_epochs": stats.epochs, "pretrain_crops": stats.crops, "pretrain_seconds": stats.seconds,
             "pretrain_accuracy": stats.accuracy}
 

@@ -64,6 +64,24 @@ def test_pretraining_learns_to_classify_the_crops_and_changes_only_the_backbone(
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_skipped_classes_give_no_crops():
+    """A panoptic model's stuff classes are regions, not objects: no crop is centred on them."""
+    backbone = small_cnn_gn_backbone()
+    stats = pretrain_backbone(backbone, _bright_or_dark_batches(6), num_classes=2, epochs=1,
+                              device=torch.device("cpu"), crop_size=16, progress=False, skip_classes=(1,))
+    labels = torch.cat([t["labels"] for _, _, targets in _bright_or_dark_batches(6) for t in targets])
+    assert 0 < stats.crops == int((labels == 0).sum()) < labels.numel()
+
+
+def test_the_panoptic_default_preset():
+    from detr_core.training.train_config import resolve_train_config
+
+    panoptic, detector = resolve_train_config({"masks": True}), resolve_train_config({})
+    assert (panoptic.epochs, panoptic.output_dir, panoptic.model.masks) == (9, "runs/shapes-panoptic", True)
+    assert (detector.epochs, detector.output_dir, detector.model.masks) == (16, "runs/shapes", False)
+    assert panoptic.model.replace(masks=False) == detector.model and panoptic.lr == detector.lr
+
+
 def test_a_run_pretrains_first_and_logs_it_but_not_when_weights_are_given(tmp_path):
     root = make_tiny_shapes(tmp_path / "shapes")
     out = train(tiny_config(root, tmp_path / "run", pretrain_epochs=2, pretrain_crop_size=32))
