@@ -155,3 +155,26 @@ def test_short_ddp_run_has_one_writer(tmp_path):
     assert len(records[0]["test_coco_eval_bbox"]) == 12
     assert sorted(p.name for p in out.iterdir()) == [".detrtool-train.lock", "checkpoint.pth", "checkpoint_0000.pth",
                                                      "config.yaml", "log.jsonl"]  # the lock file stays (see output_dir)
+
+
+def test_short_ddp_panoptic_run(tmp_path):
+    """train --masks under DDP: the masks of matched queries (MaskPredictor, computed after DDP's forward) train,
+    every rank's PQ counts are gathered, one checkpoint with the mask head."""
+    from detr_core.checkpoint import read_checkpoint
+    from detr_core.data.shapes import ShapesParams, generate_shapes
+
+    root = generate_shapes(tmp_path / "pan", ShapesParams(image_size=64, train_count=4, val_count=4,
+                                                           classes=("circle", "square"), max_objects=2),
+                           progress=False, panoptic=True)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli.main", "train", "--nproc", "2", "--masks", "--coco-panoptic-path", str(root),
+           "--output-dir", str(out), "--epochs", "1", "--batch-size", "2", "--num-workers", "0", "--transforms",
+           "shapes", "--image-size", "64", "--no-progress", "--backbone", "small_cnn", "--hidden-dim", "128",
+           "--nheads", "8", "--enc-layers", "1", "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "6",
+           "--dropout", "0", "--pretrain-epochs", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert record["train_loss_mask"] > 0 and record["train_loss_dice"] > 0 and 0 <= record["test_PQ"] <= 1
+    assert any(k.startswith("mask_head.") for k in read_checkpoint(out / "checkpoint.pth")["model"])
