@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from cli.options import (
-    FiniteFloatRange,
     ReferenceSpellings,
     RegularFile,
     dataset_options,
+    panoptic_threshold_option,
     pop_dataset_options,
 )
 from detr_core.checkpoint import CheckpointError
@@ -44,8 +44,7 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
 @click.option("--masks/--no-masks", default=None,
               help="Segmentation checkpoints are scored on boxes, masks and PQ by default; --masks insists on one, "
                    "--no-masks scores its boxes only.")
-@click.option("--panoptic-threshold", type=FiniteFloatRange(0, 1), default=0.85, show_default=True,
-              help="Segmentation: class score a query needs to enter the panoptic map (the reference's 0.85).")
+@panoptic_threshold_option
 @click.option("--progress/--no-progress", default=True)
 def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwargs: Any) -> None:
     """Print loss stats and the 12-line COCO summary; write metrics.json and detections.json.

@@ -195,3 +195,11 @@ def reference_command_line(args: list[str]) -> list[str]:
         return list(args)
     command = "eval" if "--eval" in args[index:] else "train"
     return [*args[:index], command, *args[index:]]
+
+
+def panoptic_threshold_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--panoptic-threshold`` (0..1, default the reference's 0.85): the class score a segmentation model's
+    query needs to become a segment of the panoptic map (``eval``, ``predict --panoptic``)."""
+    return click.option("--panoptic-threshold", type=FiniteFloatRange(0, 1), default=0.85, show_default=True,
+                        help="Segmentation: the class score a query needs to become a segment of the panoptic "
+                             "map (the reference's 0.85).")(func)

@@ -11,7 +11,7 @@ import click
 import torch
 from tqdm import tqdm
 
-from cli.options import FiniteFloatRange, RegularFile, parse_hw_option
+from cli.options import FiniteFloatRange, RegularFile, panoptic_threshold_option, parse_hw_option
 from cli.outputs import writable_dir
 from detr_core.atomic import atomic_write
 from detr_core.data.class_map import load_class_map
@@ -55,8 +55,7 @@ logger = logging.getLogger(__name__)
 @click.option("--panoptic", is_flag=True,
               help="Segmentation models: also write panoptic/NAME.png (COCO panoptic ids), NAME_panoptic.png "
                    "(the map in colour, with a legend) and panoptic.json (COCO panoptic predictions).")
-@click.option("--panoptic-threshold", type=FiniteFloatRange(0, 1), default=0.85, show_default=True,
-              help="With --panoptic: the class score a query needs to become a segment (the reference's 0.85).")
+@panoptic_threshold_option
 def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | None, fmt: str | None, device: str,
             threshold: float, batch_size: int, output_dir: str, save_json: bool, show_attention: bool,
             input_size: tuple[int, int] | None, nheads: int | None, class_map: str | None = None,

@@ -5,15 +5,11 @@ known (logits and boxes chosen per image and query)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from detr_core.config import ModelConfig
@@ -21,6 +17,7 @@ from detr_core.data.sources import DatasetSource
 from detr_core.data.voc import voc_to_coco
 from detr_core.training.eval_run import EvalConfig, evaluate_model
 from tests.data import write_voc
+from tests.evaluation.direct_cocoeval import cocoeval_stats
 
 #: stem -> (h, w, objects): VOC 1-based boxes
 SAMPLES = {
@@ -102,15 +99,7 @@ def _by_hand(gt: dict) -> tuple[list[dict], int]:
 
 
 def _pycocotools(gt: dict, results: list[dict]) -> list[float]:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), iouType="bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(v) for v in ev.stats]
+    return cocoeval_stats(gt, results, "bbox")
 
 
 def test_coco_voc_map_equals_pycocotools_on_detections_remapped_by_hand(voc, tmp_path, caplog):

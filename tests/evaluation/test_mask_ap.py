@@ -11,9 +11,9 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from detr_core.evaluation.coco import CocoEvaluator
+from tests.evaluation.direct_cocoeval import cocoeval_stats
 
 SIZES = {1: (40, 50), 2: (48, 36), 3: (30, 30), 4: (80, 72)}
 
@@ -91,15 +91,7 @@ def _pycocotools_segm(gt: dict, predictions: dict[int, dict]) -> list[float]:
                 "segmentation": _compressed(mask[0].numpy())}
                for image_id, p in predictions.items()
                for label, score, mask in zip(p["labels"], p["scores"], p["masks"])]  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return [float(v) for v in evaluator.stats]
+    return cocoeval_stats(gt, results, "segm")
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster"])
