@@ -91,3 +91,27 @@ def test_frozen_weights_with_masks_train_the_mask_head_alone(panoptic_root, tmp_
             continue  # BatchNorm statistics move in train mode even with frozen weights
         assert torch.equal(state[f"detr.{key}"], value), key
     assert any(k.startswith("mask_head.") for k in head)
+
+
+def test_init_from_a_detector_loads_it_under_detr_and_keeps_the_fresh_mask_head(tmp_path):
+    """``train --masks --init DET.pth``: the detector's weights go under ``detr.``, the mask head starts fresh;
+    a panoptic checkpoint's own mask head comes along."""
+    from detr_core.checkpoint import model_payload, save_checkpoint
+    from detr_core.config import ModelConfig
+    from detr_core.registry import build_model
+    from detr_core.training.run import load_initial_weights
+
+    config = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
+                         dim_feedforward=64, num_queries=4, num_classes=3)
+    detector = build_model(config)
+    det_path = save_checkpoint(tmp_path / "det.pth", model_payload(detector, config))
+    segm = build_model(config.replace(masks=True))
+    head_before = {k: v.clone() for k, v in segm.state_dict().items() if not k.startswith("detr.")}
+    load_initial_weights(segm, str(det_path))
+    state = segm.state_dict()
+    assert all(torch.equal(state[f"detr.{k}"], v) for k, v in detector.state_dict().items())
+    assert all(torch.equal(state[k], v) for k, v in head_before.items())
+    trained = build_model(config.replace(masks=True))
+    segm_path = save_checkpoint(tmp_path / "segm.pth", model_payload(trained, trained.config))
+    load_initial_weights(segm, str(segm_path))
+    assert all(torch.equal(segm.state_dict()[k], v) for k, v in trained.state_dict().items())
