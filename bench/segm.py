@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 MASK_THRESHOLD = 0.5
@@ -61,11 +60,9 @@ def fed_sizes(mask: Tensor) -> Tensor:
 def detection_masks(pred_masks: Tensor, size: tuple[int, int], canvas: tuple[int, int],
                     orig: tuple[int, int]) -> Tensor:
     """One image's ``pred_masks`` [Q, h, w] logits -> [Q, 1, H_o, W_o] uint8 (see the module doc)."""
-    from detr_core.segmentation.postprocess import upsample_query_masks
+    from detr_core.segmentation.postprocess import image_masks
 
-    logits = upsample_query_masks(pred_masks.float(), size, canvas).reshape(-1, 1, *size)
-    binary = (logits.sigmoid() > MASK_THRESHOLD).float()
-    return F.interpolate(binary, size=orig, mode="nearest").to(torch.uint8)
+    return image_masks(pred_masks, size, canvas, orig, threshold=MASK_THRESHOLD)
 
 
 def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes: np.ndarray, *,

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from detr_core.postprocess import postprocess
 from detr_core.segmentation.panoptic_format import one_based
-from detr_core.segmentation.postprocess import panoptic_predictions
+from detr_core.segmentation.postprocess import image_masks, panoptic_predictions
 
 MASK_THRESHOLD = 0.5  # sigmoid probability above which a mask pixel is on (the reference's PostProcessSegm)
 PANOPTIC_THRESHOLD = 0.85  # class score above which a query enters the panoptic map (the reference's)
@@ -33,15 +32,11 @@ def image_sizes(targets: list[dict[str, Tensor]], key: str) -> Tensor:
 
 def canvas_masks(pred_masks: Tensor, sizes: Tensor, orig_sizes: Tensor, canvas: tuple[int, int], *,
                  threshold: float = MASK_THRESHOLD) -> list[Tensor]:
-    """``pred_masks`` [B, Q, h, w] logits over the padded ``canvas`` (H, W) -> per image [Q, 1, H_o, W_o] uint8:
-    bilinear to the canvas, sigmoid > ``threshold``, cropped to the image's ``sizes`` (as fed), nearest to its
-    ``orig_sizes``. With an unpadded canvas this is exactly the reference's ``PostProcessSegm``."""
-    binary = F.interpolate(pred_masks.float(), size=canvas, mode="bilinear", align_corners=False).sigmoid() > threshold
-    out = []
-    for masks, (h, w), orig in zip(binary.cpu(), sizes.tolist(), orig_sizes.tolist()):
-        cropped = masks[:, None, :h, :w].float()
-        out.append(F.interpolate(cropped, size=tuple(orig), mode="nearest").to(torch.uint8))
-    return out
+    """``pred_masks`` [B, Q, h, w] logits over the padded ``canvas`` (H, W) -> per image [Q, 1, H_o, W_o] uint8
+    (:func:`~detr_core.segmentation.postprocess.image_masks`). With an unpadded canvas this is exactly the
+    reference's ``PostProcessSegm``."""
+    return [image_masks(masks, tuple(size), canvas, tuple(orig), threshold=threshold)
+            for masks, size, orig in zip(pred_masks.cpu(), sizes.tolist(), orig_sizes.tolist())]
 
 
 def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[str, Tensor]],

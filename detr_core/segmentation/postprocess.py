@@ -177,3 +177,15 @@ def _check_sizes(pred_masks: Tensor, **sizes: Optional[Tensor]) -> None:
     for name, value in sizes.items():
         if value is not None and tuple(value.shape) != (pred_masks.shape[0], 2):
             raise ValueError(f"{name} must be [B, 2] (h, w) with B = {pred_masks.shape[0]}, got {list(value.shape)}")
+
+
+def image_masks(masks: Tensor, size: tuple[int, int], canvas: tuple[int, int], orig_size: tuple[int, int], *,
+                threshold: float = 0.5) -> Tensor:
+    """One image's mask logits [K, h, w] over the padded ``canvas`` -> [K, 1, H_o, W_o] uint8 at ``orig_size``:
+    bilinear to the canvas, cropped to the image's ``size`` (as fed), sigmoid > ``threshold``, nearest to the
+    original size. ``PostProcessSegm``'s maths with the padding cropped first: an image scores the same alone
+    and in a padded batch (what eval, predict and bench use)."""
+    if masks.shape[0] == 0:
+        return torch.zeros((0, 1, *orig_size), dtype=torch.uint8)
+    binary = upsample_query_masks(masks.float(), size, canvas).view(-1, 1, *size).sigmoid() > threshold
+    return F.interpolate(binary.float(), size=orig_size, mode="nearest").to(torch.uint8)

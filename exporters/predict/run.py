@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detr_core.cross_attention import capture_cross_attention, crop_to_image
@@ -29,7 +28,7 @@ from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.errors import first_line
 from detr_core.postprocess import postprocess_tensors
 from detr_core.segmentation.panoptic_format import one_based
-from detr_core.segmentation.postprocess import panoptic_predictions, upsample_query_masks
+from detr_core.segmentation.postprocess import image_masks, panoptic_predictions
 from exporters.image_inputs import Failure, InputImage, read_image
 from exporters.prepare import prepare
 
@@ -244,7 +243,4 @@ def instance_masks(masks: Tensor, size: tuple[int, int], canvas: tuple[int, int]
     """One image's ``masks`` [K, h, w] logits over the padded ``canvas`` -> [K, H, W] bool at ``orig_size``:
     bilinear to the canvas, cropped to the image's ``size`` (h, w as fed), sigmoid > ``threshold``, nearest
     to the original size (``PostProcessSegm``'s maths, the padding cropped first)."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, *orig_size), dtype=torch.bool)
-    binary = upsample_query_masks(masks, size, canvas).view(-1, 1, *size).sigmoid() > threshold
-    return F.interpolate(binary.float(), size=orig_size, mode="nearest")[:, 0].bool()
+    return image_masks(masks, size, canvas, orig_size, threshold=threshold)[:, 0].bool()
