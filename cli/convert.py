@@ -66,12 +66,16 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
 def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nheads: int | None,
             dilation: bool | None) -> None:
     """Convert SOURCE (a detrtool or official checkpoint, a Hugging Face DETR folder or a .safetensors) to
-    another layout. Round trips are exact: the tensors written are the source's, bit for bit."""
+    another layout. Round trips are exact: the tensors written are the source's, bit for bit. A panoptic
+    source keeps its mask head --to official; --to hf / safetensors write its detector (logged)."""
     from detr_core.checkpoint import load_checkpoint, read_checkpoint
 
     check_output(output, target)
+    overrides = _overrides(nheads, dilation)
+    if target != "official":  # DetrForObjectDetection has no mask head: a panoptic source gives its detector
+        overrides["masks"] = False
     try:
-        model = load_checkpoint(source, **_overrides(nheads, dilation))
+        model = load_checkpoint(source, **overrides)
         if target == "hf" and hf_backbone is None:
             hf_backbone = read_checkpoint(source).get("hf_backbone", "timm")
     except (CheckpointError, ValueError) as exc:

@@ -97,3 +97,15 @@ def test_pre_norm_model_round_trips_through_safetensors_and_official(tmp_path):
     assert_same_tensors(loaded.state_dict(), model.state_dict())
     convert(tmp_path / "st" / "model.safetensors", "--to", "official", "--output", tmp_path / "official.pth")
     assert_same_tensors(load_checkpoint(tmp_path / "official.pth", nheads=2).state_dict(), model.state_dict())
+
+
+def test_a_panoptic_source_keeps_its_mask_head_to_official_and_gives_its_detector_to_hf(segm_checkpoint_path,
+                                                                                      segm_expected, tmp_path):
+    convert(segm_checkpoint_path, "--nheads", 8, "--to", "official", "--output", tmp_path / "official.pth")
+    assert_same_tensors(torch.load(tmp_path / "official.pth", weights_only=True)["model"],
+                        torch.load(segm_checkpoint_path, weights_only=True)["model"])
+    convert(segm_checkpoint_path, "--nheads", 8, "--to", "hf", "--output", tmp_path / "hf")
+    detector = load_checkpoint(tmp_path / "hf")
+    with torch.no_grad():
+        out = detector(segm_expected["padded"], segm_expected["mask"])
+    assert max_delta(out, segm_expected["outputs"]) < 1e-4
