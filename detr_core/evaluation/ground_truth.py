@@ -19,9 +19,11 @@ from detr_core.data.yolo import yolo_to_coco
 
 def panoptic_to_coco(dataset: Any) -> dict[str, Any]:
     """A COCO instances dataset dict from a :class:`~detr_core.data.coco_panoptic.CocoPanoptic`'s files: one
-    annotation per segment (things and stuff, crowd kept as ``iscrowd``), ``segmentation`` the segment's pixels
-    as compressed RLE, ``bbox`` and ``area`` from them (box AP and mask AP of a panoptic model, as the
-    reference scores boxes on COCO panoptic)."""
+    annotation per *thing* segment (crowd kept as ``iscrowd``), ``segmentation`` the segment's pixels as
+    compressed RLE, ``bbox`` and ``area`` from them, and the thing categories. Box AP and mask AP of a panoptic
+    model are COCO's instance metrics, over things; stuff is scored by PQ (the reference's converted ground
+    truth also boxed the stuff regions)."""
+    things = {c for c, thing in dataset.is_thing.items() if thing}
     annotations: list[dict[str, Any]] = []
     for image_id in dataset.ids:
         png = dataset.png_path(image_id)
@@ -29,10 +31,13 @@ def panoptic_to_coco(dataset: Any) -> dict[str, Any]:
             continue
         ids = read_panoptic_png(png)
         for segment in dataset.anns[image_id]["segments_info"]:
-            annotations.append(_segment_annotation(ids == int(segment["id"]), segment, image_id, len(annotations) + 1))
+            if int(segment["category_id"]) in things:
+                annotations.append(_segment_annotation(ids == int(segment["id"]), segment, image_id,
+                                                       len(annotations) + 1))
     data = dataset.data
     return {"images": data["images"], "annotations": annotations,
-            "categories": [{k: v for k, v in c.items() if k != "isthing"} for c in data["categories"]]}
+            "categories": [{k: v for k, v in c.items() if k != "isthing"} for c in data["categories"]
+                           if int(c["id"]) in things]}
 
 
 def _segment_annotation(pixels: np.ndarray, segment: dict[str, Any], image_id: int, ann_id: int) -> dict[str, Any]:

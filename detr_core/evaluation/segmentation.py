@@ -62,7 +62,8 @@ def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[s
 
 
 class SegmentationEvaluator:
-    """Box AP (``bbox``), mask AP (``segm``) and, with ``panoptic`` (a ``PanopticEvaluator``), PQ.
+    """Box AP (``bbox``), mask AP (``segm``) over the thing classes (``is_thing``) and, with ``panoptic`` (a
+    ``PanopticEvaluator``), PQ over things and stuff.
 
     ``process_batch(outputs, targets, canvas)`` post-processes a batch (:func:`segmentation_predictions`) and
     scores it; ``evaluate()`` -> ``{"bbox": CocoEvaluator.evaluate(), "segm": ..., "panoptic": PQ dict or
@@ -82,11 +83,18 @@ class SegmentationEvaluator:
                                            panoptic_threshold=self.panoptic_threshold,
                                            panoptic=self.panoptic is not None)
         by_id = {int(t["image_id"]): r for t, r in zip(targets, results)}
-        self.box.process(by_id)
-        self.segm.process(by_id)
+        things = {image_id: self._things(result) for image_id, result in by_id.items()}
+        self.box.process(things)
+        self.segm.process(things)
         if self.panoptic is not None:
             for image_id, result in by_id.items():
                 self.panoptic.update(image_id, result["panoptic"]["segment_ids"], result["panoptic"]["segments_info"])
+
+    def _things(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``result``'s detections of thing classes: box AP and mask AP are COCO's instance metrics (stuff is
+        scored by PQ)."""
+        keep = torch.tensor([self.is_thing.get(int(label), True) for label in result["labels"]], dtype=torch.bool)
+        return {k: v[keep] for k, v in result.items() if k in ("scores", "labels", "boxes", "masks")}
 
     def synchronize_between_processes(self) -> None:
         """Every rank's detections, masks and per-image PQ counts onto every rank (``all_gather_object``)."""

@@ -96,3 +96,18 @@ def test_one_based_ids_leave_zero_void():
     assert out["segment_ids"].tolist() == [[1, 2], [2, 1]]
     assert [s["id"] for s in out["segments_info"]] == [1, 2]
     assert one_based({"segment_ids": torch.zeros(2, 2, dtype=torch.long), "segments_info": []})["segment_ids"].sum() == 0
+
+
+def test_box_and_mask_ap_cover_the_things_and_pq_the_stuff_too(panoptic_val, caplog):
+    """COCO's instance metrics are over things: the ground truth for box / mask AP holds the thing segments
+    and categories only, and the stuff detections are left out (no "absent category" warning)."""
+    gt = coco_ground_truth(panoptic_val, DatasetSource()).dataset
+    things = {c for c, thing in panoptic_val.is_thing.items() if thing}
+    assert {c["id"] for c in gt["categories"]} == things and {a["category_id"] for a in gt["annotations"]} <= things
+    stuff_segments = sum(1 for a in panoptic_val.data["annotations"] for s in a["segments_info"]
+                         if s["category_id"] not in things)
+    assert stuff_segments > 0
+    with caplog.at_level("WARNING"):
+        result = evaluate(panoptic_val, [[0, 1, 2]])
+    assert not [r for r in caplog.records if "absent from the ground truth" in r.getMessage()]
+    assert result["panoptic"]["Stuff"]["n"] == 3
