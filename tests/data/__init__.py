@@ -12,6 +12,11 @@ import numpy as np
 import PIL.Image
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative path (byte-identical trees compare equal)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def write_image(path: Path, h: int, w: int, *, mode: str = "RGB", fmt: str = "PNG", value: int = 90) -> Path:
     """A flat image of (h, w) in ``mode`` (written with PIL)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,10 @@ from detr_core.data import (
     generate_shapes,
 )
 from detr_core.data.shapes import mask_to_bbox, render_image
+from tests.data import tree_bytes
 
 SMALL = ShapesParams(seed=3, image_size=64, train_count=12, val_count=4)
 
-
-def all_files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_layout_and_annotations(tmp_path):
@@ -37,10 +35,10 @@ def test_layout_and_annotations(tmp_path):
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path):
-    a = all_files(generate_shapes(tmp_path / "a", SMALL, progress=False))
-    b = all_files(generate_shapes(tmp_path / "b", SMALL, progress=False))
+    a = tree_bytes(generate_shapes(tmp_path / "a", SMALL, progress=False))
+    b = tree_bytes(generate_shapes(tmp_path / "b", SMALL, progress=False))
     assert a == b
-    c = all_files(generate_shapes(tmp_path / "c", ShapesParams(**{**SMALL.__dict__, "seed": 4}), progress=False))
+    c = tree_bytes(generate_shapes(tmp_path / "c", ShapesParams(**{**SMALL.__dict__, "seed": 4}), progress=False))
     assert c.keys() == a.keys() and c != a
 
 

@@ -17,18 +17,16 @@ from detr_core.data.shapes_panoptic import (
     panoptic_segments,
     render_panoptic_image,
 )
+from tests.data import tree_bytes
 
 SMALL = ShapesParams(seed=2, image_size=64, train_count=5, val_count=3)
 
 
-def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
 
 def test_layout_categories_and_deterministic_bytes(tmp_path):
-    a = _files(generate_shapes(tmp_path / "a", SMALL, progress=False, panoptic=True))
-    assert a == _files(generate_shapes(tmp_path / "b", SMALL, progress=False, panoptic=True))
-    other = _files(generate_shapes(tmp_path / "c", ShapesParams(**{**SMALL.__dict__, "seed": 3}), progress=False,
+    a = tree_bytes(generate_shapes(tmp_path / "a", SMALL, progress=False, panoptic=True))
+    assert a == tree_bytes(generate_shapes(tmp_path / "b", SMALL, progress=False, panoptic=True))
+    other = tree_bytes(generate_shapes(tmp_path / "c", ShapesParams(**{**SMALL.__dict__, "seed": 3}), progress=False,
                                    panoptic=True))
     assert other.keys() == a.keys() and other != a
     for split, n in (("train", 5), ("val", 3)):
