@@ -65,6 +65,17 @@ def detection_masks(pred_masks: Tensor, size: tuple[int, int], canvas: tuple[int
     return image_masks(pred_masks, size, canvas, orig, threshold=MASK_THRESHOLD)
 
 
+def thing_detections(prediction: dict[str, Tensor], evalset: Any) -> dict[str, Tensor]:
+    """``prediction``'s detections of thing classes when the eval set has a panoptic ground truth: box and mask
+    AP are COCO's instance metrics (stuff is scored by PQ), as ``detrtool eval`` scores them."""
+    truth = getattr(evalset, "panoptic", None)
+    if truth is None:
+        return prediction
+    is_thing = truth.is_thing
+    keep = torch.tensor([is_thing.get(int(label), True) for label in prediction["labels"]], dtype=torch.bool)
+    return {key: value[keep] for key, value in prediction.items()}
+
+
 def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes: np.ndarray, *,
                  evalset: Any, backend: str = "faster") -> dict[str, float]:
     """The 12 COCO mask numbers (``mask_AP`` ...) of every query's mask over the eval set."""
@@ -77,7 +88,8 @@ def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes
     predictions = {}
     for i, image_id in enumerate(evalset.image_ids):
         segm = detection_masks(torch.from_numpy(masks[i]), _hw(sizes[i]), tuple(evalset.canvas), _hw(orig_sizes[i]))
-        predictions[image_id] = {"scores": scores[i], "labels": labels[i], "boxes": pixel_boxes[i], "masks": segm}
+        predictions[image_id] = thing_detections({"scores": scores[i], "labels": labels[i], "boxes": pixel_boxes[i],
+                                                  "masks": segm}, evalset)
     evaluator.process(predictions)
     stats = evaluator.evaluate()
     return {f"mask_{name}": float(stats[name]) for name in STAT_NAMES}

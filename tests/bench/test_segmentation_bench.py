@@ -63,6 +63,8 @@ def _write_truth(root: Path, model, evalset) -> None:
         annotations.append({"image_id": image_id, "file_name": name, "segments_info": info})
         binary = detection_masks(masks[i], tuple(sizes[i].tolist()), CANVAS, tuple(evalset.orig_sizes[i].tolist()))
         for q in torch.nonzero(scores[i] > 0.7).flatten().tolist():
+            if not is_thing[int(labels[i, q])]:
+                continue  # instances are things: box and mask AP are COCO's instance metrics
             rle = _rle(binary[q, 0].numpy())
             instances.append({"id": len(instances) + 1, "image_id": image_id, "category_id": int(labels[i, q]),
                               "segmentation": rle, "area": float(mask_utils.area(rle)), "iscrowd": 0,
@@ -72,7 +74,8 @@ def _write_truth(root: Path, model, evalset) -> None:
     (root / "annotations" / "panoptic_val2017.json").write_text(json.dumps(panoptic))
     coco = json.loads((root / "annotations" / "instances_val2017.json").read_text())
     coco["annotations"] = instances
-    coco["categories"] = [{k: v for k, v in c.items() if k != "isthing"} for c in panoptic["categories"]]
+    coco["categories"] = [{k: v for k, v in c.items() if k != "isthing"} for c in panoptic["categories"]
+                          if c["isthing"]]
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(coco))
 
 
