@@ -134,15 +134,16 @@ class MaskHeadSmallConv(nn.Module):
 class DETRsegm(nn.Module):
     """The panoptic model. ``forward(images, mask=None)`` -> dict (see the module docstring).
 
-    ``freeze_detr`` stops gradients into the detector (the reference's second stage trains the mask head
-    alone on a trained detector).
+    ``freeze_detr`` (:meth:`freeze_detr`) stops gradients into the detector (the reference's second stage
+    trains the mask head alone on a trained detector).
     """
 
     def __init__(self, detr: DETR, *, freeze_detr: bool = False) -> None:
         super().__init__()
         self.detr = detr
+        self.detr_frozen = False
         if freeze_detr:
-            detr.requires_grad_(False)
+            self.freeze_detr()
         hidden_dim = detr.transformer.d_model
         nheads = detr.transformer.nhead
         check_mask_head_dims(hidden_dim=hidden_dim, nheads=nheads)
@@ -155,6 +156,27 @@ class DETRsegm(nn.Module):
         self.aux_loss = detr.aux_loss
 
     __jit_unused_properties__ = ["backbone"]
+
+    @torch.jit.unused
+    def freeze_detr(self) -> None:
+        """No gradient into the detector, and its BatchNorm statistics stay as trained (a BatchNorm backbone
+        such as ``small_cnn`` would otherwise update them in train mode); dropout behaves as the reference's."""
+        self.detr.requires_grad_(False)
+        self.detr_frozen = True
+        self._freeze_statistics()
+
+    @torch.jit.unused
+    def train(self, mode: bool = True) -> DETRsegm:
+        super().train(mode)
+        if self.detr_frozen:
+            self._freeze_statistics()
+        return self
+
+    @torch.jit.unused
+    def _freeze_statistics(self) -> None:
+        for module in self.detr.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
     @property
     def backbone(self) -> nn.Module:

@@ -215,7 +215,7 @@ def freeze_all_but_heads(model: nn.Module, frozen_weights: str) -> None:
     mask head (the reference's second stage)."""
     load_initial_weights(model, frozen_weights)
     if isinstance(model, DETRsegm):
-        model.detr.requires_grad_(False)
+        model.freeze_detr()
         log.info("%s: detector loaded and frozen; only the mask head trains", frozen_weights)
         return
     for name, param in model.named_parameters():
