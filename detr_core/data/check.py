@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from detr_core.data.box_rules import FIX_CLIPPED, FIX_DEGENERATE, FIX_NONFINITE, inspect_xyxy
 from detr_core.data.coco import DatasetError, image_path, load_rgb_image, read_coco_json
+from detr_core.data.coco_masks import segmentation_problem
 from detr_core.data.integrity import (
     bbox_is_four_numbers,
     duplicate_id_problems,
@@ -151,6 +152,11 @@ def _check_coco_annotation(report: Report, ann: dict[str, Any], sizes: dict[int,
         return
     if not _check_category(report, what, ann.get("category_id"), categories, num_classes):
         return
+    if ann.get("segmentation") not in (None, []):  # instance masks: a segmentation model's data refuses it at load
+        problem = segmentation_problem(ann["segmentation"], sizes[ann["image_id"]] or (0, 0))
+        if problem:
+            report.errors.append(f"{what}: segmentation {problem}")
+            return
     box = _coco_bbox(ann)
     if box is None:
         report.errors.append(f"{what}: bbox {ann.get('bbox')!r} is not four numbers [x, y, w, h]")
