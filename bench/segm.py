@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-MASK_THRESHOLD = 0.5
-PANOPTIC_THRESHOLD = 0.85
+from detr_core.evaluation.segmentation import MASK_THRESHOLD, PANOPTIC_THRESHOLD
+from detr_core.evaluation.segmentation import thing_detections as things_of
+
 PQ_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 
@@ -66,14 +67,10 @@ def detection_masks(pred_masks: Tensor, size: tuple[int, int], canvas: tuple[int
 
 
 def thing_detections(prediction: dict[str, Tensor], evalset: Any) -> dict[str, Tensor]:
-    """``prediction``'s detections of thing classes when the eval set has a panoptic ground truth: box and mask
-    AP are COCO's instance metrics (stuff is scored by PQ), as ``detrtool eval`` scores them."""
+    """``prediction``'s detections of thing classes when the eval set has a panoptic ground truth, as
+    ``detrtool eval`` scores them (:func:`detr_core.evaluation.segmentation.thing_detections`)."""
     truth = getattr(evalset, "panoptic", None)
-    if truth is None:
-        return prediction
-    is_thing = truth.is_thing
-    keep = torch.tensor([is_thing.get(int(label), True) for label in prediction["labels"]], dtype=torch.bool)
-    return {key: value[keep] for key, value in prediction.items()}
+    return prediction if truth is None else things_of(prediction, truth.is_thing)
 
 
 def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes: np.ndarray, *,

@@ -128,7 +128,7 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
         model = build_model(wanted, **build_kwargs)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    state = _with_mask_head(state, head, masks=wanted.masks, path=path)
+    state = with_mask_head(state, head, masks=wanted.masks, path=path)
     load_state_dict_checked(model, state, source=str(path), fresh_mask_head=wanted.masks and not head)
     model.assumed_config = assumed
     return model.eval()
@@ -143,7 +143,7 @@ def split_panoptic_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torc
     return detector, {k: v for k, v in state.items() if not k.startswith("detr.")}
 
 
-def _with_mask_head(state: dict[str, torch.Tensor], head: dict[str, torch.Tensor], *, masks: bool,
+def with_mask_head(state: dict[str, torch.Tensor], head: dict[str, torch.Tensor], *, masks: bool,
                     path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict for the model being built: panoptic layout when ``masks`` (a detector's weights under
     ``detr.``, the mask head fresh), else the detector alone (a panoptic file's mask head dropped)."""

@@ -348,10 +348,6 @@ def check_yolo(root: str | Path, *, splits: Iterable[str] | None = None, progres
 def _category_ids(dataset_or_ann: Any) -> list[int]:
     if hasattr(dataset_or_ann, "category_ids"):
         return list(dataset_or_ann.category_ids)
-    panoptic = getattr(dataset_or_ann, "data", None)
-    if isinstance(panoptic, dict):  # COCO panoptic: the segments carry the category ids
-        used = {s["category_id"] for a in panoptic.get("annotations", []) for s in a.get("segments_info", [])}
-        return sorted({c["id"] for c in panoptic.get("categories", [])} | used)
     data = dataset_or_ann
     if isinstance(data, str | Path):
         data = json.loads(Path(data).read_text())

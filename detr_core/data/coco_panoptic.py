@@ -179,6 +179,12 @@ class CocoPanoptic(torch.utils.data.Dataset):
             raise DatasetError(f"{self.ann_file}: image {image_id} has no 'file_name'")
         return image_path(folder, file_name, where=f"{self.ann_file}: image {image_id}", allow_outside=allow_outside)
 
+    @property
+    def category_ids(self) -> list[int]:
+        """Every category id a segment uses or ``categories`` lists (sorted), as ``CocoDetection.category_ids``."""
+        used = {int(s["category_id"]) for a in self.data["annotations"] for s in a.get("segments_info", [])}
+        return sorted(used | {int(c["id"]) for c in self.data["categories"]})
+
     def png_path(self, image_id: int) -> Path | None:
         """The panoptic PNG of ``image_id`` (``None`` when the JSON has no annotation for it)."""
         return self.png_paths.get(image_id)

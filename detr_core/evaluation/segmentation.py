@@ -25,6 +25,13 @@ MASK_THRESHOLD = 0.5  # sigmoid probability above which a mask pixel is on (the 
 PANOPTIC_THRESHOLD = 0.85  # class score above which a query enters the panoptic map (the reference's)
 
 
+def thing_detections(prediction: Mapping[str, Any], is_thing: Mapping[int, bool]) -> dict[str, Tensor]:
+    """``prediction``'s ``scores``, ``labels``, ``boxes`` (and ``masks``) of thing classes (a class absent from
+    ``is_thing`` counts as a thing): box AP and mask AP are COCO's instance metrics, stuff is scored by PQ."""
+    keep = torch.tensor([is_thing.get(int(label), True) for label in prediction["labels"]], dtype=torch.bool)
+    return {k: v[keep] for k, v in prediction.items() if k in ("scores", "labels", "boxes", "masks")}
+
+
 def image_sizes(targets: list[dict[str, Tensor]], key: str) -> Tensor:
     """[B, 2] (h, w) of ``targets[i][key]`` (``size``: as fed, ``orig_size``: original)."""
     return torch.stack([t[key].to("cpu") for t in targets])
@@ -83,18 +90,12 @@ class SegmentationEvaluator:
                                            panoptic_threshold=self.panoptic_threshold,
                                            panoptic=self.panoptic is not None)
         by_id = {int(t["image_id"]): r for t, r in zip(targets, results)}
-        things = {image_id: self._things(result) for image_id, result in by_id.items()}
+        things = {image_id: thing_detections(result, self.is_thing) for image_id, result in by_id.items()}
         self.box.process(things)
         self.segm.process(things)
         if self.panoptic is not None:
             for image_id, result in by_id.items():
                 self.panoptic.update(image_id, result["panoptic"]["segment_ids"], result["panoptic"]["segments_info"])
-
-    def _things(self, result: dict[str, Any]) -> dict[str, Any]:
-        """``result``'s detections of thing classes: box AP and mask AP are COCO's instance metrics (stuff is
-        scored by PQ)."""
-        keep = torch.tensor([self.is_thing.get(int(label), True) for label in result["labels"]], dtype=torch.bool)
-        return {k: v[keep] for k, v in result.items() if k in ("scores", "labels", "boxes", "masks")}
 
     def synchronize_between_processes(self) -> None:
         """Every rank's detections, masks and per-image PQ counts onto every rank (``all_gather_object``)."""

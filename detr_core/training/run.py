@@ -31,6 +31,7 @@ from detr_core.checkpoint import (
     read_checkpoint,
     save_checkpoint,
     split_panoptic_state,
+    with_mask_head,
 )
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
@@ -178,9 +179,7 @@ def load_initial_weights(model: nn.Module, path: str, *, class_map: str | None =
     if detector is model:
         load_state_dict_checked(model, state, source=str(path))
         return
-    if not head:
-        log.info("%s: detector weights; the mask head starts from a fresh initialisation", path)
-    load_state_dict_checked(model, {**{f"detr.{k}": v for k, v in state.items()}, **head}, source=str(path),
+    load_state_dict_checked(model, with_mask_head(state, head, masks=True, path=path), source=str(path),
                             fresh_mask_head=not head)
 
 
