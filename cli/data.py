@@ -16,7 +16,9 @@ import click
 
 from cli.options import RegularFile
 from detr_core.data.check import check_coco, check_voc, check_yolo
+from detr_core.data.check_panoptic import check_coco_panoptic
 from detr_core.data.coco import DatasetError
+from detr_core.data.coco_panoptic import panoptic_split_paths
 from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
 from detr_core.data.shapes_panoptic import MAX_OBJECTS, STUFF_CLASSES
 from detr_core.data.voc import voc_to_coco
@@ -124,12 +126,26 @@ def _write_error(exc: OSError, target: str) -> str:
               help="VOC year (VOCdevkit input).")
 @click.option("--allow-outside-images", is_flag=True,
               help="A file_name leaving the images folder (absolute elsewhere, or '..') is a warning, not an error.")
-def check(source: str, images: str | None, num_classes: int | None, year: str, allow_outside_images: bool) -> None:
-    """Check ANN.json --images DIR, a VOC_ROOT or a YOLO folder (data.yaml); print the report; exit 1 when
-    errors are found (the last line, 'Error: ...', counts them and repeats the first)."""
+@click.option("--panoptic", is_flag=True,
+              help="COCO panoptic: SOURCE is a folder in the reference layout (DIR/annotations/panoptic_{split}2017"
+                   ".json, DIR/panoptic_{split}2017/ PNGs, images in --images else DIR/{split}2017) or a panoptic "
+                   "JSON with --images, its PNGs in the folder of its name (COCO's download: annotations/"
+                   "panoptic_val2017/).")
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True,
+              help="The split of a --panoptic folder.")
+def check(source: str, images: str | None, num_classes: int | None, year: str, allow_outside_images: bool,
+          panoptic: bool, split: str) -> None:
+    """Check ANN.json --images DIR, a COCO panoptic folder (--panoptic), a VOC_ROOT or a YOLO folder (data.yaml);
+    print the report; exit 1 when errors are found (the last line, 'Error: ...', counts them and repeats the
+    first)."""
     path = Path(source)
     progress = sys.stderr.isatty()
-    if (path / "data.yaml").is_file() or path.suffix in (".yaml", ".yml"):
+    if panoptic:
+        ann, images_dir, png_dir = _panoptic_paths(path, images, split)
+        report = check_coco_panoptic(ann, images_dir, png_dir, num_classes, progress=progress,
+                                     allow_outside_images=allow_outside_images)
+        source = str(ann)
+    elif (path / "data.yaml").is_file() or path.suffix in (".yaml", ".yml"):
         report = check_yolo(path, progress=progress)
     elif path.is_dir():
         report = check_voc(path, year=year, progress=progress, allow_outside_images=allow_outside_images)
@@ -141,3 +157,14 @@ def check(source: str, images: str | None, num_classes: int | None, year: str, a
     if not report.ok:
         first = report.errors[0].removeprefix(f"{source}: ")
         raise click.ClickException(f"{source}: the check found {len(report.errors)} error(s) (first: {first})")
+
+
+def _panoptic_paths(path: Path, images: str | None, split: str) -> tuple[Path, Path, Path]:
+    """(panoptic JSON, images folder, PNG folder) of ``data check --panoptic``: a reference-layout folder
+    (:func:`panoptic_split_paths`), or a JSON whose PNGs are in the folder of its name."""
+    if path.is_dir():
+        images_dir, ann, png_dir = panoptic_split_paths(path, split)
+        return ann, Path(images) if images else images_dir, png_dir
+    if images is None:
+        raise click.UsageError("checking a COCO panoptic JSON needs --images DIR (or give the dataset folder)")
+    return path, Path(images), path.with_suffix("")
