@@ -74,17 +74,23 @@ class _Annotation:
 
 def segment_stats(ids: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
     """``{segment id: (pixel count, tight box x1, y1, x2, y2)}`` of every id in ``ids`` int64 [H, W] (0 too);
-    boxes in pixel edges (``x2`` = last column + 1, as :func:`~detr_core.data.coco_panoptic.masks_to_xyxy`),
-    in one pass over the pixels, whatever the number of segments."""
-    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(ids.shape)
+    boxes in pixel edges (``x2`` = last column + 1, as :func:`~detr_core.data.coco_panoptic.masks_to_xyxy`).
+
+    Reduced over the rows' runs of equal ids (a panoptic PNG has few: its segments are regions), so the cost
+    is one pass over the pixels plus the runs, whatever the number of segments."""
     h, w = ids.shape
-    rows = np.zeros((len(uniq), h), dtype=bool)
-    rows[inverse, np.arange(h)[:, None]] = True
-    cols = np.zeros((len(uniq), w), dtype=bool)
-    cols[inverse, np.arange(w)[None, :]] = True
-    y1, y2 = rows.argmax(1), h - rows[:, ::-1].argmax(1)
-    x1, x2 = cols.argmax(1), w - cols[:, ::-1].argmax(1)
+    starts = np.ones((h, w), dtype=bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    ys, xs = np.nonzero(starts)  # row-major: a run ends where the next one of its row starts, else at w
+    ends = np.append(np.where(ys[1:] == ys[:-1], xs[1:], w), w)
+    uniq, inverse = np.unique(ids[ys, xs], return_inverse=True)
+    counts = np.bincount(inverse, weights=ends - xs, minlength=len(uniq))
+    x1, y1 = np.full(len(uniq), w), np.full(len(uniq), h)
+    x2, y2 = np.zeros(len(uniq), dtype=np.int64), np.zeros(len(uniq), dtype=np.int64)
+    np.minimum.at(x1, inverse, xs)
+    np.minimum.at(y1, inverse, ys)
+    np.maximum.at(x2, inverse, ends)
+    np.maximum.at(y2, inverse, ys + 1)
     return {int(i): (int(n), (int(a), int(b), int(c), int(d)))
             for i, n, a, b, c, d in zip(uniq, counts, x1, y1, x2, y2, strict=True)}
 
