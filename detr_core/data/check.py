@@ -17,6 +17,8 @@ YOLO sets (:func:`check_yolo`, rules of :mod:`detr_core.data.yolo`): each malfor
 class id outside ``names`` is an error; a missing or empty label file (an image with no objects), a
 label file without an image and each box fix-up (coordinates outside [0, 1] clipped, zero-size dropped)
 are counted warnings.
+
+COCO panoptic sets: :func:`detr_core.data.check_panoptic.check_coco_panoptic` (this module's :class:`Report`).
 """
 
 from __future__ import annotations

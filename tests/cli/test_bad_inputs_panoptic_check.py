@@ -115,3 +115,12 @@ def test_panoptic_json_with_its_png_folder(tmp_path):
     files.pngs.rename(files.ann.with_suffix(""))
     result = CliRunner().invoke(cli, ["data", "check", str(files.ann), "--panoptic", "--images", str(files.images)])
     assert result.exit_code == 0 and "images: 2\nannotations: 6\n" in result.output, result.output
+
+
+def test_panoptic_folder_with_images_elsewhere(tmp_path):
+    files = write_panoptic(tmp_path / "pan", 2)
+    elsewhere = files.images.rename(tmp_path / "imgs")
+    check_bad_input(["data", "check", files.root, "--panoptic"],
+                    names=[str(files.image(1)), "image 1", "image file is missing", "found 2 error(s)"])
+    result = CliRunner().invoke(cli, ["data", "check", str(files.root), "--panoptic", "--images", str(elsewhere)])
+    assert result.exit_code == 0 and f"(images in {elsewhere}, PNGs in {files.pngs})" in result.output, result.output
