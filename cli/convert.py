@@ -55,8 +55,9 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
 @click.command("convert")
 @click.argument("source", type=RegularFile(dir_okay=True, path_type=Path))
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True,
-              help="hf: a DetrForObjectDetection folder; official: {'model': state_dict} (facebookresearch/detr); "
-                   "safetensors: weights-only .safetensors with the detrtool config.json beside it.")
+              help="hf: a DetrForObjectDetection folder (DetrForSegmentation for a panoptic model); official: "
+                   "{'model': state_dict} (facebookresearch/detr); safetensors: weights-only .safetensors with the "
+                   "detrtool config.json beside it.")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Folder (hf) or file to write.")
 @click.option("--hf-backbone", type=click.Choice(["timm", "transformers"]),
               help="--to hf: timm's ResNet (as the Hub's facebook/detr-*) or transformers' ResNetBackbone. "
@@ -67,13 +68,11 @@ def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nh
             dilation: bool | None) -> None:
     """Convert SOURCE (a detrtool or official checkpoint, a Hugging Face DETR folder or a .safetensors) to
     another layout. Round trips are exact: the tensors written are the source's, bit for bit. A panoptic
-    source keeps its mask head --to official; --to hf / safetensors write its detector (logged)."""
+    source keeps its mask head in every layout (--to hf: a DetrForSegmentation folder)."""
     from detr_core.checkpoint import load_checkpoint, read_checkpoint
 
     check_output(output, target)
     overrides = _overrides(nheads, dilation)
-    if target != "official":  # DetrForObjectDetection has no mask head: a panoptic source gives its detector
-        overrides["masks"] = False
     try:
         model = load_checkpoint(source, **overrides)
         if target == "hf" and hf_backbone is None:

@@ -114,7 +114,8 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
     state, head = split_panoptic_state(ckpt["model"])
     stored = _stored_config(ckpt, path)
     config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))
-    assumed = _assumed_heads(path, stored, config, overrides)
+    read = ckpt.get("assumed_config")  # what the HF reader assumed (a segmentation config's stuff ids)
+    assumed = {**(read if isinstance(read, dict) else {}), **_assumed_heads(path, stored, config, overrides)}
     if stored is None and head and config.num_classes == COCO_PANOPTIC_CLASSES and "stuff_classes" not in overrides:
         config = config.replace(stuff_classes=COCO_PANOPTIC_STUFF)
         log.info("%s: official panoptic checkpoint (250 classes): ids >= %d are stuff, as in COCO panoptic", path,

@@ -6,6 +6,11 @@ Read: both layouts transformers writes — 4.x / the Hub (``use_timm_backbone``,
 the layer sizes and the class names (``id2label``) all come from the file. Written: the Hub layout, which
 transformers 4.x and 5.x both read. What HF DETR cannot express (pre-norm, a non-ResNet backbone) is refused
 with one line.
+
+A ``DetrForSegmentation`` config is the same ``DetrConfig``; HF has no things / stuff split, so detrtool keeps
+its ``stuff_classes`` in the extra entry ``detrtool_stuff_classes`` (transformers keeps unknown entries as
+attributes). A config without it is read as :mod:`detr_core.checkpoint` reads an official panoptic file:
+250 classes are COCO panoptic's (ids >= 92 stuff, logged and reported as assumed), else every class is a thing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from detr_core.checkpoint import CheckpointError
+from detr_core.checkpoint import COCO_PANOPTIC_CLASSES, COCO_PANOPTIC_STUFF, CheckpointError
 from detr_core.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,7 @@ _RESNET_DEFAULTS = {"layer_type": "bottleneck", "depths": [3, 4, 6, 3], "hidden_
                     "embedding_size": 64, "hidden_act": "relu", "downsample_in_first_stage": False,
                     "downsample_in_bottleneck": False}
 TIMM_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+STUFF_KEY = "detrtool_stuff_classes"  #: config.json entry: the stuff class ids of a detrtool segmentation model
 
 
 def hf_to_model_config(hf: dict[str, Any], *, source: str) -> ModelConfig:
@@ -45,6 +51,31 @@ def hf_to_model_config(hf: dict[str, Any], *, source: str) -> ModelConfig:
         num_queries=int(hf.get("num_queries", 100)), num_classes=len(_id2label(hf, source=source)),
         class_names=class_names(hf, source=source),
     )
+
+
+def segmentation_config(config: ModelConfig, hf: dict[str, Any], *,
+                        source: str) -> tuple[ModelConfig, dict[str, Any]]:
+    """(``config`` of a ``DetrForSegmentation``: ``masks=True`` and its stuff ids, what was assumed): the ids
+    of ``detrtool_stuff_classes``, else COCO panoptic's for 250 classes (``{"stuff_classes": "92..250"}``
+    assumed, logged), else none."""
+    config = config.replace(masks=True)
+    if STUFF_KEY in hf:
+        return config.replace(stuff_classes=_stuff_ids(hf[STUFF_KEY], config.num_classes, source=source)), {}
+    if config.num_classes == COCO_PANOPTIC_CLASSES:
+        log.info("%s: DetrForSegmentation with 250 classes and no stuff ids: ids >= %d are stuff, as in COCO "
+                 "panoptic", source, COCO_PANOPTIC_STUFF[0])
+        return config.replace(stuff_classes=COCO_PANOPTIC_STUFF), {
+            "stuff_classes": f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"}
+    log.info("%s: DetrForSegmentation without stuff ids: every class is a thing in panoptic output", source)
+    return config, {}
+
+
+def _stuff_ids(raw: Any, num_classes: int, *, source: str) -> tuple[int, ...]:
+    """``detrtool_stuff_classes`` as class ids, or one line naming the file and the entry."""
+    ok = isinstance(raw, list) and all(type(i) is int and 0 <= i <= num_classes for i in raw)
+    if not ok:
+        raise CheckpointError(f"{source}: {STUFF_KEY} must be a list of class ids 0..{num_classes}, got {raw!r:.60}")
+    return tuple(raw)
 
 
 def _check_supported(hf: dict[str, Any], *, source: str) -> None:
@@ -126,12 +157,14 @@ def class_names(hf: dict[str, Any], *, source: str) -> tuple[str, ...]:
 
 
 def model_config_to_hf(config: ModelConfig, *, backbone_kind: str = "timm") -> dict[str, Any]:
-    """A ``config.json`` for ``DetrForObjectDetection`` (Hub layout); :class:`ValueError` when HF DETR
-    cannot express ``config`` (pre-norm, a backbone other than ResNet-18/34/50/101, DC5 without timm)."""
+    """A ``config.json`` for ``DetrForObjectDetection``, or ``DetrForSegmentation`` with its stuff ids for a
+    ``masks`` model (Hub layout); :class:`ValueError` when HF DETR cannot express ``config`` (pre-norm, a
+    backbone other than ResNet-18/34/50/101, DC5 without timm)."""
     _check_expressible(config, backbone_kind)
     names = list(config.class_names) or [f"LABEL_{i}" for i in range(config.num_classes)]
+    segmentation = {STUFF_KEY: list(config.stuff_classes)} if config.masks else {}
     return {
-        "architectures": ["DetrForObjectDetection"], "model_type": "detr",
+        "architectures": ["DetrForSegmentation" if config.masks else "DetrForObjectDetection"], "model_type": "detr",
         "d_model": config.hidden_dim, "encoder_attention_heads": config.nheads,
         "decoder_attention_heads": config.nheads, "encoder_layers": config.enc_layers,
         "decoder_layers": config.dec_layers, "encoder_ffn_dim": config.dim_feedforward,
@@ -139,7 +172,7 @@ def model_config_to_hf(config: ModelConfig, *, backbone_kind: str = "timm") -> d
         "num_queries": config.num_queries, "position_embedding_type": config.position_embedding,
         "auxiliary_loss": False, "num_channels": 3, "dilation": config.dilation,
         "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
-        "use_pretrained_backbone": False, **_backbone_entries(config, backbone_kind),
+        "use_pretrained_backbone": False, **_backbone_entries(config, backbone_kind), **segmentation,
     }
 
 
@@ -163,6 +196,7 @@ def _backbone_entries(config: ModelConfig, backbone_kind: str) -> dict[str, Any]
         return {"use_timm_backbone": True, "backbone": config.backbone, "backbone_config": None}
     layer_type = "basic" if config.backbone in ("resnet18", "resnet34") else "bottleneck"
     depths = next(d for (t, d), n in _RESNET_DEPTHS.items() if n == config.backbone)
+    stages = ["stage1", "stage2", "stage3", "stage4"] if config.masks else ["stage4"]  # the mask head's FPN
     sub = {**_RESNET_DEFAULTS, "model_type": "resnet", "layer_type": layer_type, "depths": list(depths),
-           "hidden_sizes": _WIDTHS[layer_type], "num_channels": 3, "out_features": ["stage4"]}
+           "hidden_sizes": _WIDTHS[layer_type], "num_channels": 3, "out_features": stages}
     return {"use_timm_backbone": False, "backbone": None, "backbone_config": sub}

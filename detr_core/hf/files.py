@@ -1,5 +1,8 @@
 """Read Hugging Face DETR folders and ``.safetensors`` files; write HF folders, official files, safetensors.
 
+``DetrForSegmentation`` (detector under ``detr.``, mask head beside it) is read as the official panoptic layout,
+mask head kept, and a segmentation model (``masks``) is written as one.
+
 Read (:func:`read_hf_checkpoint`, what ``read_checkpoint`` dispatches to for a folder or a ``.safetensors``):
 
 - a folder with ``config.json`` and ``model.safetensors`` (or ``model.safetensors.index.json`` shards, or
@@ -9,7 +12,8 @@ Read (:func:`read_hf_checkpoint`, what ``read_checkpoint`` dispatches to for a f
 
 Safetensors are read by the safetensors library: no pickle at all. The result is a checkpoint dict in the
 official layout — ``{"model": state_dict, "config": {"model": ModelConfig dict}, "hf_backbone": kind}``
-(``config`` absent when nothing describes the model) — so ``load_checkpoint`` builds and checks it as usual.
+(``config`` absent when nothing describes the model; ``assumed_config`` for a segmentation config whose stuff
+ids were assumed) — so ``load_checkpoint`` builds and checks it as usual.
 Every file is written through :func:`detr_core.atomic.atomic_write`.
 """
 
@@ -24,17 +28,23 @@ import torch
 from torch import Tensor
 
 from detr_core.atomic import atomic_folder, atomic_write, atomic_write_bytes, atomic_write_text
-from detr_core.checkpoint import CheckpointError, load_failure
+from detr_core.checkpoint import CheckpointError, load_failure, split_panoptic_state
 from detr_core.config import ModelConfig, to_dict
-from detr_core.hf.config import hf_to_model_config, model_config_to_hf
-from detr_core.hf.keys import hf_backbone_kind, hf_to_official, normalize_hf_keys, official_to_hf
+from detr_core.hf.config import hf_to_model_config, model_config_to_hf, segmentation_config
+from detr_core.hf.keys import (
+    SEGMENTATION_PREFIX,
+    hf_backbone_kind,
+    hf_to_official,
+    normalize_hf_keys,
+    official_to_hf,
+)
 
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 SAFETENSORS, SHARD_INDEX, PYTORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
 DETRTOOL_FORMAT = "detrtool"  #: ``config.json`` ``format`` of a detrtool safetensors config
-_HF_PREFIXES = ("model.", "class_labels_classifier.", "bbox_predictor.", "detr.")
+_HF_PREFIXES = ("model.", "class_labels_classifier.", "bbox_predictor.")
 
 
 def is_hf_source(path: str | Path) -> bool:
@@ -149,15 +159,26 @@ def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source:
     if not is_hf_layout(state):
         ckpt: dict[str, Any] = {"model": state}
     else:
-        hf_state = normalize_hf_keys(_detection_part(state, source))
+        hf_state = normalize_hf_keys(state)
         ckpt = {"model": hf_to_official(hf_state, source=source), "hf_backbone": hf_backbone_kind(hf_state)}
     if model_config is not None:
-        ckpt["config"] = {"model": to_dict(model_config)}
+        ckpt.update(_config_entries(model_config, config or {}, ckpt["model"], source=config_source))
     return ckpt
 
 
+def _config_entries(model_config: ModelConfig, config: dict[str, Any], state: dict[str, Tensor], *,
+                    source: str) -> dict[str, Any]:
+    """``{"config": ...}``, and for a segmentation state (a mask head beside ``detr.``) ``masks=True``, its stuff
+    ids and ``{"assumed_config": ...}`` when they were assumed (:func:`segmentation_config`)."""
+    if not split_panoptic_state(state)[1]:
+        return {"config": {"model": to_dict(model_config)}}
+    model_config, assumed = segmentation_config(model_config, config, source=source)
+    return {"config": {"model": to_dict(model_config)}, "assumed_config": assumed}
+
+
 def is_hf_layout(state: dict[str, Tensor]) -> bool:
-    return any(k.startswith(_HF_PREFIXES) for k in state)
+    """HF names (a ``DetrForSegmentation``'s detector under ``detr.``), not the official ones."""
+    return any(k.removeprefix(SEGMENTATION_PREFIX).startswith(_HF_PREFIXES) for k in state)
 
 
 def _detrtool_config(config: dict[str, Any], source: str) -> dict[str, Any]:
@@ -165,15 +186,6 @@ def _detrtool_config(config: dict[str, Any], source: str) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise CheckpointError(f"{source}: a detrtool config without a 'model' mapping")
     return model
-
-
-def _detection_part(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    """``DetrForSegmentation``: its detector (``detr.``), dropping the mask head with one log line."""
-    if not any(k.startswith("detr.") for k in state):
-        return state
-    dropped = sum(1 for k in state if not k.startswith("detr."))
-    log.info("%s: DetrForSegmentation; loading its detector, dropping %d mask-head tensors", source, dropped)
-    return {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
 
 
 def safetensors_bytes(state: dict[str, Tensor]) -> bytes:

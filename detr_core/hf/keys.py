@@ -1,4 +1,5 @@
-"""State-dict key mapping between Hugging Face ``DetrForObjectDetection`` and the official DETR layout.
+"""State-dict key mapping between Hugging Face ``DetrForObjectDetection`` / ``DetrForSegmentation`` and the
+official DETR layout.
 
 HF keys are read in any of the layouts transformers has used (4.x and the Hub files: ``backbone.conv_encoder``,
 ``out_proj``, ``fc1``; 5.x in memory: ``backbone.model``, ``o_proj``, ``mlp.fc1``; learned position
@@ -10,6 +11,12 @@ order). Every mapping is a pure rename, split or concatenation: tensors come out
 The backbone is either timm's ResNet (``backbone_kind="timm"``: the same names as torchvision's, under
 ``model.backbone.conv_encoder.model.``) or the transformers ``ResNetBackbone`` (``"transformers"``: embedder /
 stages / layers, renamed to torchvision's ``conv1`` / ``layer{s+1}.{b}.conv{c+1}`` ...).
+
+``DetrForSegmentation`` keeps its detector under ``detr.`` (mapped as above) and its mask head under
+``bbox_attention.`` / ``mask_head.``. The files transformers writes (the Hub's, and ``save_pretrained`` in 5.24)
+use the official mask-head names (``q_linear``, ``lay1`` .. ``lay5``, ``gn1`` .. ``gn5``, ``adapter1`` ..
+``adapter3``, ``out_lay``): kept as they are. transformers 5's in-memory names (``q_proj``, ``conv1.conv``,
+``fpn_stages.{i}.fpn_adapter`` / ``.refine.conv`` / ``.refine.norm``, ``output_conv``) are renamed to them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from detr_core.checkpoint import CheckpointError
+from detr_core.checkpoint import CheckpointError, split_panoptic_state
 
 HF_BACKBONE = "model.backbone.conv_encoder.model."
 OFFICIAL_BACKBONE = "backbone.0.body."
@@ -33,6 +40,21 @@ _LEGACY = [
     (re.compile(r"\.o_proj\."), ".out_proj."),
     (re.compile(r"\.mlp\.(fc[12])\."), r".\1."),
 ]
+
+#: transformers 5's in-memory mask-head names -> the file (= official) names (its conversion_mapping, reversed).
+_MASK_HEAD_LEGACY = [
+    (re.compile(r"^bbox_attention\.([qk])_proj\."), r"bbox_attention.\1_linear."),
+    (re.compile(r"^mask_head\.conv([12])\.conv\."), r"mask_head.lay\1."),
+    (re.compile(r"^mask_head\.conv([12])\.norm\."), r"mask_head.gn\1."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d+)\.fpn_adapter\."), lambda m: f"mask_head.adapter{int(m[1]) + 1}."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d+)\.refine\.conv\."), lambda m: f"mask_head.lay{int(m[1]) + 3}."),
+    (re.compile(r"^mask_head\.fpn_stages\.(\d+)\.refine\.norm\."), lambda m: f"mask_head.gn{int(m[1]) + 3}."),
+    (re.compile(r"^mask_head\.output_conv\."), "mask_head.out_lay."),
+]
+#: Every mask-head name of the official panoptic layout (and of DetrForSegmentation's files).
+_MASK_HEAD_KEY = re.compile(r"^(bbox_attention\.[qk]_linear|mask_head\.(lay[1-5]|gn[1-5]|adapter[1-3]|out_lay))"
+                            r"\.(weight|bias)$")
+SEGMENTATION_PREFIX = "detr."  #: the detector's prefix in a panoptic / DetrForSegmentation state dict
 
 #: HF prefix -> official prefix, outside the transformer layers and the backbone body.
 _TOP = {
@@ -85,26 +107,52 @@ _TORCHVISION = [
 
 
 def normalize_hf_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """HF keys in the file layout: legacy / in-memory names renamed, ``num_batches_tracked`` dropped."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        for pattern, replacement in _LEGACY:
-            key = pattern.sub(replacement, key)
-        out[key] = value
-    return out
+    """HF keys in the file layout: legacy / in-memory names renamed (a ``DetrForSegmentation``'s detector
+    under ``detr.`` and its mask head too), ``num_batches_tracked`` dropped."""
+    return {_file_name(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def _file_name(key: str) -> str:
+    prefix = SEGMENTATION_PREFIX if key.startswith(SEGMENTATION_PREFIX) else ""
+    key = key[len(prefix):]
+    for pattern, replacement in _LEGACY + _MASK_HEAD_LEGACY:
+        key = pattern.sub(replacement, key)
+    return prefix + key
+
+
+def is_segmentation(state: dict[str, Tensor]) -> bool:
+    """True for the panoptic layout (HF ``DetrForSegmentation`` or official): the detector under ``detr.``."""
+    return any(k.startswith(SEGMENTATION_PREFIX) for k in state)
 
 
 def hf_backbone_kind(state: dict[str, Tensor]) -> str:
     """``"transformers"`` when the (normalised) HF state dict holds a transformers ResNet, else ``"timm"``."""
-    return "transformers" if any(k.startswith(HF_BACKBONE + "embedder.") for k in state) else "timm"
+    marker = HF_BACKBONE + "embedder."
+    return "transformers" if any(k.removeprefix(SEGMENTATION_PREFIX).startswith(marker) for k in state) else "timm"
 
 
 def hf_to_official(state: dict[str, Tensor], *, source: str) -> dict[str, Tensor]:
-    """A (normalised) HF ``DetrForObjectDetection`` state dict in the official layout.
+    """A (normalised) HF state dict in the official layout: ``DetrForObjectDetection`` -> a DETR's,
+    ``DetrForSegmentation`` -> the panoptic one (detector under ``detr.``, mask head under its own names).
 
     Raises :class:`CheckpointError` naming ``source`` and the first keys that have no official name."""
+    if not is_segmentation(state):
+        return _hf_detector_to_official(state, source=source)
+    detector, head = split_panoptic_state(state)
+    official = _hf_detector_to_official(detector, source=source)
+    return {**{SEGMENTATION_PREFIX + k: v for k, v in official.items()}, **_mask_head(head, source=source)}
+
+
+def _mask_head(head: dict[str, Tensor], *, source: str) -> dict[str, Tensor]:
+    """``head`` (file names), or :class:`CheckpointError` naming ``source`` and the keys that are no
+    mask-head tensor."""
+    unknown = [k for k in head if not _MASK_HEAD_KEY.match(k)]
+    if unknown:
+        raise CheckpointError(f"{source}: not a DETR segmentation state dict, unexpected keys {_first(unknown)}")
+    return dict(head)
+
+
+def _hf_detector_to_official(state: dict[str, Tensor], *, source: str) -> dict[str, Tensor]:
     kind = hf_backbone_kind(state)
     out: dict[str, Tensor] = {}
     unknown = []
@@ -123,9 +171,18 @@ def hf_to_official(state: dict[str, Tensor], *, source: str) -> dict[str, Tensor
 
 
 def official_to_hf(state: dict[str, Tensor], *, backbone_kind: str = "timm") -> dict[str, Tensor]:
-    """An official-layout state dict in the layout transformers writes (``in_proj`` split into q/k/v)."""
+    """An official-layout state dict in the layout transformers writes (``in_proj`` split into q/k/v); a
+    panoptic one as ``DetrForSegmentation`` writes it (detector under ``detr.``, mask head names kept)."""
     if backbone_kind not in BACKBONE_KINDS:
         raise ValueError(f"unknown backbone kind {backbone_kind!r}; choose one of {BACKBONE_KINDS}")
+    if not is_segmentation(state):
+        return _official_detector_to_hf(state, backbone_kind)
+    detector, head = split_panoptic_state(state)
+    hf = _official_detector_to_hf(detector, backbone_kind)
+    return {**{SEGMENTATION_PREFIX + k: v for k, v in hf.items()}, **_mask_head(head, source="state dict")}
+
+
+def _official_detector_to_hf(state: dict[str, Tensor], backbone_kind: str) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for key, value in state.items():
         match = _IN_PROJ.match(key)

@@ -1,5 +1,6 @@
 """``detrtool convert``: detrtool -> HF loads in transformers with no missing or unexpected keys and gives
-detrtool's outputs; official and safetensors round trips are exact (bit-identical tensors)."""
+detrtool's outputs (a panoptic model as ``DetrForSegmentation``, masks included); official and safetensors
+round trips are exact (bit-identical tensors)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from transformers import DetrForObjectDetection
+from transformers import DetrForObjectDetection, DetrForSegmentation
 
 from cli.main import cli
 from detr_core.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from detr_core.config import ModelConfig
+from detr_core.models.segmentation import DETRsegm
 from detr_core.registry import build_model
 from tests.hf.models import (
     LABELS,
@@ -25,6 +27,8 @@ from tests.hf.models import (
     padded_batch,
     save_hf,
 )
+
+SEGM = ("pred_logits", "pred_boxes", "pred_masks")
 
 
 def convert(*args) -> None:
@@ -99,13 +103,51 @@ def test_pre_norm_model_round_trips_through_safetensors_and_official(tmp_path):
     assert_same_tensors(load_checkpoint(tmp_path / "official.pth", nheads=2).state_dict(), model.state_dict())
 
 
-def test_a_panoptic_source_keeps_its_mask_head_to_official_and_gives_its_detector_to_hf(segm_checkpoint_path,
-                                                                                      segm_expected, tmp_path):
-    convert(segm_checkpoint_path, "--nheads", 8, "--to", "official", "--output", tmp_path / "official.pth")
-    assert_same_tensors(torch.load(tmp_path / "official.pth", weights_only=True)["model"],
-                        torch.load(segm_checkpoint_path, weights_only=True)["model"])
+def test_official_panoptic_to_hf_is_a_detr_for_segmentation_and_round_trips(segm_checkpoint_path, segm_expected,
+                                                                            tmp_path):
+    """official panoptic -> hf: a DetrForSegmentation transformers loads with no missing or unexpected keys and
+    the reference's logits, boxes and masks on its padded batch; -> official again: the source's tensors, bit for
+    bit (as --to official and --to safetensors straight from the source)."""
     convert(segm_checkpoint_path, "--nheads", 8, "--to", "hf", "--output", tmp_path / "hf")
-    detector = load_checkpoint(tmp_path / "hf")
-    with torch.no_grad():
-        out = detector(segm_expected["padded"], segm_expected["mask"])
-    assert max_delta(out, segm_expected["outputs"]) < 1e-4
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["DetrForSegmentation"] and config["detrtool_stuff_classes"] == []
+    hf, info = DetrForSegmentation.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    got = hf_outputs(hf.eval(), segm_expected["padded"], segm_expected["mask"])
+    assert max_delta(got, segm_expected["outputs"], SEGM) <= 1e-4
+    source = torch.load(segm_checkpoint_path, weights_only=True)["model"]
+    convert(tmp_path / "hf", "--to", "official", "--output", tmp_path / "back.pth")
+    assert_same_tensors(torch.load(tmp_path / "back.pth", weights_only=True)["model"], source)
+    convert(segm_checkpoint_path, "--nheads", 8, "--to", "official", "--output", tmp_path / "official.pth")
+    assert_same_tensors(torch.load(tmp_path / "official.pth", weights_only=True)["model"], source)
+    convert(segm_checkpoint_path, "--nheads", 8, "--to", "safetensors", "--output", tmp_path / "st" / "m.safetensors")
+    assert_same_tensors(load_checkpoint(tmp_path / "st" / "m.safetensors").state_dict(),
+                        load_checkpoint(segm_checkpoint_path, nheads=8).state_dict())
+
+
+def test_hf_segmentation_official_hf_round_trip_is_bit_identical(hf_segm_folder, tmp_path):
+    convert(hf_segm_folder, "--to", "official", "--output", tmp_path / "official.pth")
+    official = load_checkpoint(tmp_path / "official.pth", nheads=8)
+    assert isinstance(official, DETRsegm)
+    assert_same_tensors(official.state_dict(), load_checkpoint(hf_segm_folder).state_dict())
+    convert(tmp_path / "official.pth", "--nheads", 8, "--to", "hf", "--output", tmp_path / "back")
+    assert_same_tensors(load_file(tmp_path / "back" / "model.safetensors"),
+                        load_file(hf_segm_folder / "model.safetensors"))
+
+
+def test_segmentation_checkpoint_to_hf_transformers_backbone_keeps_names_and_stuff(segm_checkpoint_path,
+                                                                                   segm_expected, tmp_path):
+    """A detrtool panoptic checkpoint (class names, stuff ids 6..12) -> hf with transformers' ResNet: its four
+    stages feed the mask head, the outputs are the reference's, and the folder loads back with the same config
+    (stuff ids from ``detrtool_stuff_classes``, nothing assumed) and tensors."""
+    model = load_checkpoint(segm_checkpoint_path, nheads=8)
+    config = model.config.replace(class_names=tuple(f"c{i}" for i in range(12)), stuff_classes=tuple(range(6, 13)))
+    save_checkpoint(tmp_path / "segm.pth", model_payload(model, config))
+    convert(tmp_path / "segm.pth", "--to", "hf", "--hf-backbone", "transformers", "--output", tmp_path / "hf")
+    hf, info = DetrForSegmentation.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    got = hf_outputs(hf.eval(), segm_expected["padded"], segm_expected["mask"])
+    assert max_delta(got, segm_expected["outputs"], SEGM) <= 1e-4
+    loaded = load_checkpoint(tmp_path / "hf")
+    assert loaded.config == config and loaded.assumed_config == {}
+    assert_same_tensors(loaded.state_dict(), model.state_dict())
