@@ -74,3 +74,20 @@ def test_bench_hf_folder(hf_folder, tmp_path):
     data = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert hf_folder.name in data["setup"]["title"]
     assert {r["name"]: r["status"] for r in data["rows"]}["torch-export"] == "✅"
+
+
+def test_predict_panoptic_hf_segmentation_folder_equals_its_official_conversion(hf_segm_folder, tmp_path):
+    """An HF DetrForSegmentation folder predicts as a DETRsegm (masks, panoptic map); its official conversion
+    loads as one too and gives the same panoptic PNG and segments."""
+    converted = invoke("convert", hf_segm_folder, "--to", "official", "--output", tmp_path / "segm.pth")
+    assert converted.exit_code == 0, converted.output
+    images = shapes_val_images(tmp_path / "images", count=1)
+    common = ["--threshold", 0.01, "--input-size", "128x128", "--panoptic", "--panoptic-threshold", 0.5]
+    for name, source in (("hf", ["--resume", hf_segm_folder]), ("off", ["--resume", tmp_path / "segm.pth", "--nheads", 8])):
+        result = invoke("predict", *images, *source, *common, "--output-dir", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert "masks > 0.5" in result.output and "panoptic PNG" in result.output
+    hf, off = (json.loads((tmp_path / d / "panoptic.json").read_text())["annotations"] for d in ("hf", "off"))
+    assert hf == off and hf[0]["segments_info"], hf
+    png = f"panoptic/{images[0].stem}.png"
+    assert (tmp_path / "hf" / png).read_bytes() == (tmp_path / "off" / png).read_bytes()
