@@ -6,7 +6,7 @@
 - **errors** — the loader would refuse or training would be wrong: the refusals of
   :func:`~detr_core.data.coco_panoptic.load_panoptic_json` (every annotation's and every segment's: unknown
   image or category, duplicate or zero segment id, ``segments_info`` not a list), malformed or duplicate
-  ``images`` / ``categories`` entries, two annotations of one image (the loader keeps the last), a
+  ``images`` / ``categories`` entries, two annotations of one image (the loader refuses it), a
   ``file_name`` leaving its folder, a missing / unreadable / non-RGB PNG, a PNG whose size differs from its
   image's, a missing or unreadable image, a listed segment with no pixel in the PNG, an ``iscrowd`` other than
   0/1, a non-numeric ``area``, category ids that do not fit ``num_classes``.
@@ -40,7 +40,7 @@ from detr_core.data.coco_panoptic import (
     load_panoptic_json,
     read_panoptic_png,
 )
-from detr_core.data.integrity import _crowd_flag, bbox_is_four_numbers, duplicate_id_problems, shape_problems
+from detr_core.data.integrity import bbox_is_four_numbers, duplicate_id_problems, shape_problems
 
 __all__ = ["FIX_AREA", "FIX_BBOX", "FIX_ISTHING", "FIX_NO_ANNOTATION", "FIX_VOID", "check_coco_panoptic",
            "segment_stats"]
@@ -134,10 +134,6 @@ def _segment_problems(segments: list[Any], categories: set[int]) -> tuple[list[s
     problems, kept = [], []
     for seg in segments:
         problem = _segment_problem(seg, categories, seen)
-        if problem is None and _crowd_flag(seg) is None:
-            problem = f"segment {seg['id']}: 'iscrowd' is {seg['iscrowd']!r}, not 0 or 1"
-        if problem is None and not isinstance(seg.get("area", 0), int | float):
-            problem = f"segment {seg['id']}: 'area' is {seg['area']!r}, not a number"
         problems += [problem] if problem else []
         kept += [] if problem else [seg]
     return problems, kept
@@ -172,7 +168,7 @@ def _scan_annotations(report: Report, ann_path: Path, data: dict[str, Any]) -> d
         image_id = ann["image_id"]
         if image_id in by_image:
             report.errors.append(f"{ann_path}: image {image_id}: two annotations ({by_image[image_id].file_name!r} "
-                                 f"and {scanned.file_name!r}); the loader would keep the last")
+                                 f"and {scanned.file_name!r})")
         by_image[image_id] = scanned
     return by_image
 

@@ -15,8 +15,9 @@ Crowd segments are left out of the targets unless ``drop_crowd=False`` (as for d
 Void: id 0, and any id in the PNG that ``segments_info`` does not list (the COCO panoptic evaluation ignores
 such ground-truth pixels too): those pixels belong to no target row. Refused, each as one
 :class:`~detr_core.data.coco.DatasetError` line naming the file: an unreadable JSON or one missing
-``annotations``/``categories``, an annotation of an unknown image, a segment of an unknown category or a
-duplicate segment id, a missing or unreadable PNG, a PNG that is not RGB or whose size differs from its
+``annotations``/``categories``, ``images``/``categories`` entries without COCO's shape or sharing an id,
+an annotation of an unknown image, two annotations of one image, a segment of an unknown category, a
+duplicate segment id, an ``iscrowd`` other than 0/1 or a non-numeric ``area``, a missing or unreadable PNG, a PNG that is not RGB or whose size differs from its
 image's, a listed segment with no pixel in the PNG.
 
 For the evaluator and predict: :attr:`CocoPanoptic.is_thing` ``{category_id: bool}``, ``ann_file``,
@@ -26,6 +27,7 @@ For the evaluator and predict: :attr:`CocoPanoptic.is_thing` ``{category_id: boo
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from detr_core.data.coco import (
     read_coco_json,
 )
 from detr_core.data.image_cache import ImageCache
+from detr_core.data.integrity import _crowd_flag, duplicate_id_problems, shape_problems
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ def _segment_problem(seg: Any, categories: set[int], seen: set[int]) -> str | No
     if seg["id"] in seen or seg["id"] <= 0:
         return f"segment id {seg['id']} is {'0 (void)' if seg['id'] <= 0 else 'listed twice'}"
     seen.add(seg["id"])
+    if _crowd_flag(seg) is None:
+        return f"segment {seg['id']}: 'iscrowd' is {seg['iscrowd']!r}, not 0 or 1"
+    area = seg.get("area", 0)
+    if not isinstance(area, int | float) or isinstance(area, bool) or not math.isfinite(area):
+        return f"segment {seg['id']}: 'area' is {area!r}, not a number"
     return None
 
 
@@ -113,13 +121,28 @@ def load_panoptic_json(ann_file: Path) -> dict[str, Any]:
             raise DatasetError(f"{ann_file}: not a COCO panoptic file (no '{key}' list)")
     if not all(isinstance(c, dict) and isinstance(c.get("id"), int) for c in data["categories"]):
         raise DatasetError(f"{ann_file}: a category lacks an integer 'id'")
-    images = {i.get("id") for i in data["images"] if isinstance(i, dict)}
+    lists = {"images": data.get("images"), "categories": data["categories"]}
+    problems = shape_problems(lists)
+    problems = problems or duplicate_id_problems(lists)
+    if problems:
+        raise DatasetError(f"{ann_file}: {problems[0]}")
+    images = {i["id"] for i in data["images"]}
     categories = {c["id"] for c in data["categories"]}
+    annotated: dict[int, str] = {}
     for ann in data["annotations"]:
-        problem = _annotation_problem(ann, images, categories)
+        problem = _annotation_problem(ann, images, categories) or _repeat_problem(ann, annotated)
         if problem:
             raise DatasetError(f"{ann_file}: {problem}")
     return data
+
+
+def _repeat_problem(ann: dict[str, Any], annotated: dict[int, str]) -> str | None:
+    """Two annotations for one image (a reader would keep one silently); ``annotated``: {image id: PNG}."""
+    first = annotated.get(ann["image_id"])
+    if first is not None:
+        return f"image {ann['image_id']}: two annotations ({first!r} and {ann['file_name']!r})"
+    annotated[ann["image_id"]] = ann["file_name"]
+    return None
 
 
 def masks_to_xyxy(masks: Tensor) -> Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from detr_core.data import ShapesParams, generate_shapes
 from tests.cli.bad_input import check_bad_input
 from tests.conftest import reference_path
@@ -34,3 +36,32 @@ def test_eval_masks_panoptic_segment_missing_from_png(tmp_path):
     ann.write_text(json.dumps(data))
     check_bad_input(_segm_eval(tmp_path, ["--coco-panoptic-path", root]),
                     names=["panoptic_val2017/000000000001.png", f"segment id {250 * 0x010101}", "no pixel"])
+
+
+def _edit_first_segment(ann, **fields) -> int:
+    data = json.loads(ann.read_text())
+    segment = data["annotations"][0]["segments_info"][0]
+    segment.update(fields)
+    ann.write_text(json.dumps(data))
+    return segment["id"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("iscrowd", "yes"), ("area", "many")])
+def test_eval_masks_panoptic_segment_field_of_the_wrong_type(tmp_path, field, value):
+    root = generate_shapes(tmp_path / "pan", ShapesParams(seed=0, image_size=32, train_count=1, val_count=1),
+                           progress=False, panoptic=True)
+    ann = root / "annotations" / "panoptic_val2017.json"
+    segment = _edit_first_segment(ann, **{field: value})
+    check_bad_input(_segm_eval(tmp_path, ["--coco-panoptic-path", root]),
+                    names=[str(ann), "image 1", f"segment {segment}: '{field}' is '{value}'"])
+
+
+def test_eval_masks_panoptic_two_annotations_of_one_image(tmp_path):
+    root = generate_shapes(tmp_path / "pan", ShapesParams(seed=0, image_size=32, train_count=1, val_count=1),
+                           progress=False, panoptic=True)
+    ann = root / "annotations" / "panoptic_val2017.json"
+    data = json.loads(ann.read_text())
+    data["annotations"].append({**data["annotations"][0], "file_name": "again.png"})
+    ann.write_text(json.dumps(data))
+    check_bad_input(_segm_eval(tmp_path, ["--coco-panoptic-path", root]),
+                    names=[str(ann), "image 1: two annotations ('000000000001.png' and 'again.png')"])

@@ -226,7 +226,7 @@ def test_num_classes_and_duplicates(tmp_path):
         f"{ann}: duplicate image id 1: images[0] (file_name '1.png') and images[1] (file_name '2.png')",
         f"{ann}: dataset category ids [4] do not fit num_classes=4: DETR needs num_classes = max category id + 1 = 5 "
         "(ids must be 0..3)",
-        f"{ann}: image 1: two annotations ('1.png' and '2.png'); the loader would keep the last",
+        f"{ann}: image 1: two annotations ('1.png' and '2.png')",
     ]
 
 

@@ -160,7 +160,30 @@ def _bad_cases(tmp_path):
         paths[1].write_text(json.dumps(data))
         return CocoPanoptic(*paths)
 
+    def edited(change):
+        paths = _write(tmp_path)
+        data = json.loads(paths[1].read_text())
+        change(data)
+        paths[1].write_text(json.dumps(data))
+        return CocoPanoptic(*paths)
+
+    def crowd_word():
+        return CocoPanoptic(*_write(tmp_path, [{"id": ID_A, "category_id": 1, "iscrowd": "yes"}]))
+
+    def area_word():
+        return CocoPanoptic(*_write(tmp_path, [{"id": ID_A, "category_id": 1, "area": "x"}]))
+
+    def two_annotations():
+        return edited(lambda d: d["annotations"].append({**d["annotations"][0], "file_name": "b.png"}))
+
+    def duplicate_image():
+        return edited(lambda d: d["images"].append({**d["images"][0], "file_name": "b.jpg"}))
+
     return {
+        "crowd_not_0_1": (crowd_word, ["panoptic.json", "image 7", f"segment {ID_A}: 'iscrowd' is 'yes'"]),
+        "area_not_a_number": (area_word, ["panoptic.json", "image 7", f"segment {ID_A}: 'area' is 'x'"]),
+        "two_annotations": (two_annotations, ["panoptic.json", "image 7: two annotations ('a.png' and 'b.png')"]),
+        "duplicate_image": (duplicate_image, ["panoptic.json", "duplicate image id 7"]),
         "segment_absent_from_png": (segment_absent, ["pan/a.png", f"segment id {ID_B} of image 7", "no pixel"]),
         "png_missing": (png_missing, ["pan/a.png", "panoptic PNG is missing"]),
         "png_size": (png_size, ["pan/a.png", "20x31 (HxW)", "a.jpg is 20x30"]),
@@ -173,7 +196,8 @@ def _bad_cases(tmp_path):
 
 
 BAD_IDS = ["segment_absent_from_png", "png_missing", "png_size", "png_corrupt", "png_not_rgb", "unknown_category",
-           "duplicate_segment", "png_outside"]
+           "duplicate_segment", "png_outside", "crowd_not_0_1", "area_not_a_number", "two_annotations",
+           "duplicate_image"]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)
