@@ -1,4 +1,5 @@
-"""Bad-input matrix of ``detrtool convert`` and of Hugging Face / safetensors checkpoints: each case is one
+"""Bad-input matrix of ``detrtool convert`` and of Hugging Face / safetensors checkpoints (detectors and
+``DetrForSegmentation``, whose mask head must be whole): each case is one
 ``Error:`` line naming the file, key or option, no traceback, and the source and any existing output
 untouched."""
 
@@ -129,6 +130,43 @@ def test_bad_input(row, sources, hf_folder, tmp_path):
     args, names, exit_code, protect = _rows(sources, hf_folder, tmp_path)[row]
     check_bad_input(args, names=[str(n) for n in names], exit_code=exit_code, protect=[hf_folder, *protect])
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.pth").exists()
+
+
+# --- HF DetrForSegmentation sources: a partial or malformed mask head, bad stuff ids ------------------
+@pytest.fixture(scope="module")
+def segm_sources(hf_segm_folder, tmp_path_factory) -> dict[str, Path]:
+    """One bad DetrForSegmentation source per case, built from the session's random HF segmentation folder."""
+    root = tmp_path_factory.mktemp("bad-segm-sources")
+    copy = lambda name: copy_folder(hf_segm_folder, root, name)  # noqa: E731
+    missing = edit_weights(copy("lay3-missing"), lambda s: s.pop("mask_head.lay3.weight"))
+    return {
+        "missing": missing, "missing_folder": missing.parent,
+        "shape": edit_weights(copy("out-lay-shape"), lambda s: s.update(
+            {"mask_head.out_lay.weight": s["mask_head.out_lay.weight"][:, :4].clone()})),
+        "unknown": edit_weights(copy("lay6"), lambda s: s.update({"mask_head.lay6.weight": s.pop("mask_head.lay5.weight")})),
+        "q_only": edit_weights(copy("k-missing"), lambda s: [s.pop(k) for k in list(s) if "k_linear" in k]),
+        "stuff": edit_config(copy("stuff-ids"), detrtool_stuff_classes=[2, 99]),
+    }
+
+
+SEGM_ROWS = {  # id -> (source, names in the error line)
+    "segm-mask-head-tensor-missing": ("missing", ["lay3-missing/model.safetensors", "missing keys",
+                                                  "mask_head.lay3.weight"]),
+    "segm-folder-mask-head-tensor-missing": ("missing_folder", ["lay3-missing", "mask_head.lay3.weight"]),
+    "segm-out-lay-wrong-shape": ("shape", ["out-lay-shape/model.safetensors",
+                                           "mask_head.out_lay.weight [1, 4, 3, 3] vs model [1, 8, 3, 3]"]),
+    "segm-unknown-mask-head-key": ("unknown", ["lay6/model.safetensors", "mask_head.lay6.weight"]),
+    "segm-bbox-attention-partial": ("q_only", ["k-missing/model.safetensors", "bbox_attention.k_linear.weight"]),
+    "segm-stuff-ids-out-of-range": ("stuff", ["stuff-ids/config.json", "detrtool_stuff_classes", "0..3"]),
+}
+
+
+@pytest.mark.parametrize("row", list(SEGM_ROWS))
+def test_bad_segmentation_input(row, segm_sources, hf_segm_folder, tmp_path):
+    source, names = SEGM_ROWS[row]
+    result = check_bad_input(["convert", segm_sources[source], "--to", "hf", "--output", tmp_path / "o"],
+                             names=names, protect=[hf_segm_folder, segm_sources["missing_folder"].parent])
+    assert not (tmp_path / "o").exists(), result.output
 
 
 # --- the output folder of --to hf: written whole or not at all ----------------------------------------
