@@ -98,3 +98,15 @@ def test_official_panoptic_key_set_and_coco_stuff_assumption(reference_dir, tmp_
         model = load_checkpoint(folder)
     assert model.config.stuff_classes == COCO_PANOPTIC_STUFF and model.config.num_classes == 250
     assert model.assumed_config == {"stuff_classes": "92..250"} and "ids >= 92 are stuff" in caplog.text
+
+
+def test_bare_safetensors_in_hf_and_official_panoptic_layouts(hf_segm_folder, tmp_path):
+    """Without a config.json, a DetrForSegmentation's weights and an official panoptic state dict saved as
+    .safetensors (keys under ``detr.`` too, but official names) both load as the DETRsegm they hold."""
+    reference = load_checkpoint(hf_segm_folder).state_dict()
+    shutil.copy(hf_segm_folder / "model.safetensors", tmp_path / "hf.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.items()}, tmp_path / "official.safetensors")
+    for name in ("hf.safetensors", "official.safetensors"):
+        model = load_checkpoint(tmp_path / name, nheads=8)
+        assert isinstance(model, DETRsegm) and model.config.stuff_classes == ()
+        assert all(torch.equal(model.state_dict()[k], reference[k]) for k in reference), name
