@@ -1,5 +1,6 @@
-"""Hugging Face DETR interop without transformers: ``DetrForObjectDetection`` folders and ``.safetensors``
-files in and out, mapped exactly (bit-identical tensors) to the official DETR layout detrtool builds.
+"""Hugging Face DETR interop without transformers: ``DetrForObjectDetection`` and ``DetrForSegmentation``
+folders and ``.safetensors`` files in and out, mapped exactly (bit-identical tensors) to the official DETR
+layout detrtool builds (the panoptic one, mask head included, for ``DetrForSegmentation``).
 
 Only ``json`` and the ``safetensors`` library are used here; transformers is a test dependency, never a
 runtime one. See :mod:`detr_core.hf.keys` (state-dict names), :mod:`detr_core.hf.config` (config.json) and
