@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -136,11 +137,17 @@ def hf_to_official(state: dict[str, Tensor], *, source: str) -> dict[str, Tensor
     ``DetrForSegmentation`` -> the panoptic one (detector under ``detr.``, mask head under its own names).
 
     Raises :class:`CheckpointError` naming ``source`` and the first keys that have no official name."""
-    if not is_segmentation(state):
-        return _hf_detector_to_official(state, source=source)
+    detector_map = partial(_hf_detector_to_official, source=source)
+    return _segmentation(state, detector_map, source=source) if is_segmentation(state) else detector_map(state)
+
+
+def _segmentation(state: dict[str, Tensor], detector_map: Callable[[dict[str, Tensor]], dict[str, Tensor]], *,
+                  source: str) -> dict[str, Tensor]:
+    """A panoptic state dict with its detector (under ``detr.``) renamed by ``detector_map``; its mask head
+    keeps its names, which HF's files and the official layout share (:func:`_mask_head` checks them)."""
     detector, head = split_panoptic_state(state)
-    official = _hf_detector_to_official(detector, source=source)
-    return {**{SEGMENTATION_PREFIX + k: v for k, v in official.items()}, **_mask_head(head, source=source)}
+    renamed = detector_map(detector)
+    return {**{SEGMENTATION_PREFIX + k: v for k, v in renamed.items()}, **_mask_head(head, source=source)}
 
 
 def _mask_head(head: dict[str, Tensor], *, source: str) -> dict[str, Tensor]:
@@ -175,11 +182,8 @@ def official_to_hf(state: dict[str, Tensor], *, backbone_kind: str = "timm") -> 
     panoptic one as ``DetrForSegmentation`` writes it (detector under ``detr.``, mask head names kept)."""
     if backbone_kind not in BACKBONE_KINDS:
         raise ValueError(f"unknown backbone kind {backbone_kind!r}; choose one of {BACKBONE_KINDS}")
-    if not is_segmentation(state):
-        return _official_detector_to_hf(state, backbone_kind)
-    detector, head = split_panoptic_state(state)
-    hf = _official_detector_to_hf(detector, backbone_kind)
-    return {**{SEGMENTATION_PREFIX + k: v for k, v in hf.items()}, **_mask_head(head, source="state dict")}
+    detector_map = partial(_official_detector_to_hf, backbone_kind=backbone_kind)
+    return _segmentation(state, detector_map, source="state dict") if is_segmentation(state) else detector_map(state)
 
 
 def _official_detector_to_hf(state: dict[str, Tensor], backbone_kind: str) -> dict[str, Tensor]:
