@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 _RESNET_BY_STAGE3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
 _BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl", "freeze_detr")
 _FINE_TUNED_HEADS = ("class_embed.", "query_embed.")
-#: The official panoptic checkpoints' class count and COCO panoptic's stuff ids (things are 1..90, stuff 92..200).
+#: The official panoptic checkpoints' class count and their stuff ids: every id >= 92 (COCO panoptic's things are
+#: 1..90 and its stuff 92..200; the ids above 200 are unused).
 COCO_PANOPTIC_CLASSES = 250
 COCO_PANOPTIC_STUFF = tuple(range(92, COCO_PANOPTIC_CLASSES + 1))
 #: State-dict prefixes of the panoptic mask head (beside ``detr.``, the detector).
