@@ -111,9 +111,14 @@ class MaskHeadSmallConv(nn.Module):
     def forward_rows(self, features: Tensor, attention: Tensor, fpns: List[Tensor], rows: Tensor) -> Tensor:
         """Masks of chosen queries: ``attention`` [N, nheads, h, w] (one row per mask), ``rows`` [N] each row's
         image in ``features`` / ``fpns`` (of B images) -> [N, 1, H_f, W_f]. The backbone maps are adapted once
-        per image, then gathered: the same numbers as :meth:`forward`'s rows."""
-        x = torch.cat([features[rows], attention], 1)
-        adapted = [self.adapter1(fpns[0])[rows], self.adapter2(fpns[1])[rows], self.adapter3(fpns[2])[rows]]
+        per image, then gathered: the same numbers as :meth:`forward`'s rows.
+
+        Gathered with ``index_select``, whose gradient (``index_add_``) sums an image's rows in a fixed order:
+        ``x[rows]``'s (``index_put_`` with accumulation) summed them in a thread-dependent order on CPU, so
+        two training runs with 2 threads differed by float rounding (1.8e-7 after one epoch)."""
+        x = torch.cat([features.index_select(0, rows), attention], 1)
+        adapted = [self.adapter1(fpns[0]).index_select(0, rows), self.adapter2(fpns[1]).index_select(0, rows),
+                   self.adapter3(fpns[2]).index_select(0, rows)]
         return self._convolve(x, adapted)
 
     def _convolve(self, x: Tensor, adapted: List[Tensor]) -> Tensor:
@@ -246,8 +251,9 @@ class MaskPredictor:
         empty = batch_idx.numel() == 0
         if empty:  # one pair anyway, so the head stays in the graph (DDP expects every parameter used)
             batch_idx, query_idx = batch_idx.new_zeros(1), query_idx.new_zeros(1)
-        queries = self.queries[batch_idx, query_idx].unsqueeze(1)
-        attention = self.model.bbox_attention(queries, self.memory[batch_idx], self.feature_mask[batch_idx])
+        queries = self.queries[batch_idx, query_idx].unsqueeze(1)  # distinct pairs: no gradient summed
+        memory = self.memory.index_select(0, batch_idx)  # not memory[batch_idx]: see forward_rows
+        attention = self.model.bbox_attention(queries, memory, self.feature_mask.index_select(0, batch_idx))
         masks = self.model.mask_head.forward_rows(self.features, attention.squeeze(1), self.fpns, batch_idx)
         masks = masks.squeeze(1)
         return masks[:0] if empty else masks

@@ -174,6 +174,32 @@ def test_the_mask_predictor_equals_the_full_masks_values_and_gradients(segm_mode
     model.zero_grad()
 
 
+def test_mask_predictor_gradients_are_bit_identical_run_to_run():
+    """Two threads sum the gradient of an image's gathered maps in a fixed order (index_select): a mask
+    training step is reproducible (``x[rows]``'s index_put_ accumulation differed by ~1e-7 from run to run)."""
+    config = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
+                         dim_feedforward=64, num_queries=8, num_classes=2, masks=True)
+    model = build_model(config).train()
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    batch_idx, query_idx = torch.arange(3).repeat_interleave(8), torch.arange(8).repeat(3)
+    weights = torch.rand(24, 16, 16, generator=torch.Generator().manual_seed(2))
+
+    def grads() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)  # the same dropout
+        model.zero_grad()
+        (model(images)["mask_predictor"](batch_idx, query_idx) * weights).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [grads() for _ in range(8)]
+    finally:
+        torch.set_num_threads(threads)
+    differing = sorted({name for run in runs[1:] for name, grad in run.items() if not torch.equal(grad, runs[0][name])})
+    assert not differing, differing
+
+
 def test_training_forward_hands_the_loss_a_mask_predictor():
     config = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
                          dim_feedforward=64, num_queries=3, num_classes=2, masks=True)
