@@ -111,7 +111,12 @@ def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
     loaded without ``nheads`` logs one WARNING (the default 8 is assumed) and the model records it in
     ``model.assumed_config`` (``{"nheads": 8}``; empty when nothing was assumed), which export metadata keeps.
     """
-    ckpt = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, **overrides)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> nn.Module:
+    """:func:`load_checkpoint` of a checkpoint dict already read from ``path`` (:func:`read_checkpoint`), for
+    callers that also read its stored config: the file is read, and its reader's log lines said, once."""
     state, head = split_panoptic_state(ckpt["model"])
     stored = _stored_config(ckpt, path)
     config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))

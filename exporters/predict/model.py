@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from detr_core.checkpoint import load_checkpoint, read_checkpoint
+from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 from detr_core.data.sources import DatasetSource
 from detr_core.training.train_config import TrainConfig
 from exporters.export_api import export
@@ -51,11 +51,12 @@ class PredictModel:
     is_thing: dict[int, bool] = field(default_factory=dict)
 
 
-def checkpoint_resize_rule(path: str | Path) -> tuple[int, int | None]:
-    """(size, max_size) of the eval rule a checkpoint was trained for: a detrtool checkpoint trained with
-    the shapes preset evaluates at its ``image_size`` (longer side <= 5/3 of it, as
-    ``make_shapes_eval_transforms``); anything else (official checkpoints included) at 800 / 1333."""
-    stored = read_checkpoint(path).get("config")
+def checkpoint_resize_rule(path: str | Path | dict[str, Any]) -> tuple[int, int | None]:
+    """(size, max_size) of the eval rule a checkpoint (its path, or its dict as :func:`read_checkpoint` gives
+    it) was trained for: a detrtool checkpoint trained with the shapes preset evaluates at its ``image_size``
+    (longer side <= 5/3 of it, as ``make_shapes_eval_transforms``); anything else (official checkpoints
+    included) at 800 / 1333."""
+    stored = (path if isinstance(path, dict) else read_checkpoint(path)).get("config")
     run = stored.get("run") if isinstance(stored, dict) else None
     if not isinstance(run, dict):
         return DEFAULT_SIZE, DEFAULT_MAX_SIZE
@@ -76,9 +77,10 @@ def open_checkpoint(path: str | Path, *, fmt: str = "eager", device: str = "cpu"
     """Load ``path`` eagerly; for another ``fmt`` export it (static canvas ``input_size``, default
     800x1333, and ``batch_size``) to a temporary file and run that artifact."""
     overrides = {"nheads": nheads} if nheads is not None else {}
-    model = load_checkpoint(path, **overrides)
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt, path, **overrides)
     names = tuple(model.config.class_names)
-    size, max_size = checkpoint_resize_rule(path)
+    size, max_size = checkpoint_resize_rule(ckpt)
     masks, is_thing = hasattr(model, "mask_head"), things_of(model.config.num_classes, model.config.stuff_classes)
     if fmt == "eager":
         eager = EagerRuntime(model, device, capture_attention=attention)

@@ -246,3 +246,16 @@ def test_a_class_map_keeps_each_mask_with_its_detection(crafted, images, tmp_pat
     for d in found["mapped"]:
         assert d["segmentation"] == plain[(d["image_id"], {10: 0, 12: 2}[d["category_id"]])]
     assert len({d["segmentation"]["counts"] for d in found["mapped"]}) == 4  # four different masks
+
+
+def test_open_checkpoint_reads_the_file_once(segm_checkpoint, monkeypatch):
+    """The model and the resize rule come from one read (an HF folder's reader logs its assumptions once)."""
+    import detr_core.checkpoint
+    import exporters.predict.model as predict_model
+
+    reads = []
+    real = detr_core.checkpoint.read_checkpoint
+    for module in (detr_core.checkpoint, predict_model):
+        monkeypatch.setattr(module, "read_checkpoint", lambda path: reads.append(path) or real(path))
+    model = open_checkpoint(segm_checkpoint)
+    assert reads == [segm_checkpoint] and model.masks
