@@ -69,14 +69,14 @@ def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nh
     """Convert SOURCE (a detrtool or official checkpoint, a Hugging Face DETR folder or a .safetensors) to
     another layout. Round trips are exact: the tensors written are the source's, bit for bit. A panoptic
     source keeps its mask head in every layout (--to hf: a DetrForSegmentation folder)."""
-    from detr_core.checkpoint import load_checkpoint, read_checkpoint
+    from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 
     check_output(output, target)
     overrides = _overrides(nheads, dilation)
     try:
-        model = load_checkpoint(source, **overrides)
-        if target == "hf" and hf_backbone is None:
-            hf_backbone = read_checkpoint(source).get("hf_backbone", "timm")
+        ckpt = read_checkpoint(source)
+        model = model_from_checkpoint(ckpt, source, **overrides)
+        hf_backbone = hf_backbone or ckpt.get("hf_backbone", "timm")
     except (CheckpointError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     try:

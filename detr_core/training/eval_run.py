@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detr_core.atomic import atomic_write, probe_writable
-from detr_core.checkpoint import load_checkpoint, read_checkpoint
+from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
@@ -62,8 +62,9 @@ class EvalResult:
     detections_path: Path
 
 
-def _stored_run(path: str) -> tuple[dict[str, Any], LossConfig]:
-    config = read_checkpoint(path).get("config") or {}
+def _stored_run(ckpt: dict[str, Any]) -> tuple[dict[str, Any], LossConfig]:
+    """(the run config, the loss config) a checkpoint dict stores (defaults when it stores none)."""
+    config = ckpt.get("config") or {}
     run = config.get("run") if isinstance(config.get("run"), dict) else {}
     loss = LossConfig.from_dict(config["loss"]) if isinstance(config.get("loss"), dict) else LossConfig()
     return run, loss
@@ -136,11 +137,12 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
     (:func:`write_eval_outputs`). The device and the output folder are checked before any work."""
     device = eval_device(config.device)
     out = writable_output_dir(config.output_dir)
-    run, loss_config = _stored_run(config.checkpoint)
+    ckpt = read_checkpoint(config.checkpoint)
+    run, loss_config = _stored_run(ckpt)
     overrides = {**config.model_overrides, **({} if config.aux_loss else {"aux_loss": False})}
     if config.masks is False:
         overrides["masks"] = False
-    model = load_checkpoint(config.checkpoint, **overrides).to(device)
+    model = model_from_checkpoint(ckpt, config.checkpoint, **overrides).to(device)
     if config.masks and not model.config.masks:
         raise ValueError(f"--masks: {config.checkpoint} is a detector checkpoint (no mask head); segmentation "
                          "metrics need a panoptic checkpoint (train one with `detrtool train --masks`)")
