@@ -6,7 +6,8 @@
 - **errors** — the loader would refuse or training would be wrong: the refusals of
   :func:`~detr_core.data.coco_panoptic.load_panoptic_json` (every annotation's and every segment's: unknown
   image or category, duplicate or zero segment id, ``segments_info`` not a list), malformed or duplicate
-  ``images`` / ``categories`` entries, two annotations of one image (the loader refuses it), a
+  ``images`` / ``categories`` entries (a category id outside 0..65535, an ``isthing`` other than 0/1), two
+  annotations of one image (the loader refuses it), a
   ``file_name`` leaving its folder, a missing / unreadable / non-RGB PNG, a PNG whose size differs from its
   image's, a missing or unreadable image, a listed segment with no pixel in the PNG, an ``iscrowd`` other than
   0/1, a non-numeric ``area``, category ids that do not fit ``num_classes``.
@@ -37,6 +38,7 @@ from detr_core.data.coco import DatasetError, read_coco_json
 from detr_core.data.coco_panoptic import (
     _annotation_problem,
     _segment_problem,
+    category_problems,
     load_panoptic_json,
     read_panoptic_png,
 )
@@ -122,7 +124,8 @@ def _entries_checked(report: Report, ann_path: Path, data: dict[str, Any]) -> di
     """``images`` and ``categories`` entries as COCO's (integer ids, ``file_name``, no duplicate id)."""
     lists = {"images": data["images"], "categories": data["categories"]}
     problems = shape_problems(lists)
-    report.errors += [f"{ann_path}: {p}" for p in problems + (duplicate_id_problems(lists) if not problems else [])]
+    more = [] if problems else duplicate_id_problems(lists) + category_problems(data["categories"])
+    report.errors += [f"{ann_path}: {p}" for p in problems + more]
     if not data["images"]:
         report.errors.append(f"{ann_path}: no images (the 'images' list is empty)")
     return None if problems else data

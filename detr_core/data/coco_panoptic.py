@@ -16,9 +16,11 @@ Void: id 0, and any id in the PNG that ``segments_info`` does not list (the COCO
 such ground-truth pixels too): those pixels belong to no target row. Refused, each as one
 :class:`~detr_core.data.coco.DatasetError` line naming the file: an unreadable JSON or one missing
 ``annotations``/``categories``, ``images``/``categories`` entries without COCO's shape or sharing an id,
-an annotation of an unknown image, two annotations of one image, a segment of an unknown category, a
-duplicate segment id, an ``iscrowd`` other than 0/1 or a non-numeric ``area``, a missing or unreadable PNG, a PNG that is not RGB or whose size differs from its
-image's, a listed segment with no pixel in the PNG.
+a category id outside 0..65535 or an ``isthing`` other than 0/1, an annotation of an unknown image, two
+annotations of one image, a segment of an unknown category, a segment id that is not an integer (a bool is
+not), duplicate, negative or over 256³ - 1, an ``iscrowd`` other than 0/1 or a non-numeric ``area``, a
+missing or unreadable PNG, a file that is not a PNG (a JPEG renamed: its lossy pixels change ids), a PNG
+that is not RGB or whose size differs from its image's, a listed segment with no pixel in the PNG.
 
 For the evaluator and predict: :attr:`CocoPanoptic.is_thing` ``{category_id: bool}``, ``ann_file``,
 ``panoptic_dir``, :meth:`CocoPanoptic.png_path`, ``class_names`` / ``num_classes`` (max id + 1).
@@ -50,9 +52,14 @@ from detr_core.data.coco import (
     read_coco_json,
 )
 from detr_core.data.image_cache import ImageCache
-from detr_core.data.integrity import _crowd_flag, duplicate_id_problems, shape_problems
+from detr_core.data.integrity import _crowd_flag, _is_int, _short, duplicate_id_problems, shape_problems
 
 logger = logging.getLogger(__name__)
+
+#: The largest segment id an RGB panoptic PNG can hold (``R + 256 G + 256² B``).
+MAX_SEGMENT_ID = 256**3 - 1
+#: The largest category id taken: DETR's class head has max id + 1 rows (COCO panoptic's ids stop at 200).
+MAX_CATEGORY_ID = 65535
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -73,6 +80,9 @@ def read_panoptic_png(path: Path) -> np.ndarray:
     try:
         with _open_checked(path) as img:
             img.load()
+            if img.format != "PNG":
+                raise DatasetError(f"{path}: panoptic PNG is a {img.format} file, not a PNG (segment ids need "
+                                   "lossless pixels)")
             if img.mode != "RGB":
                 raise DatasetError(f"{path}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256G + 256²B)")
             return rgb_to_id(np.asarray(img))
@@ -84,26 +94,67 @@ def read_panoptic_png(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: panoptic PNG is not a readable image ({exc})") from None
 
 
+def _finite_number(value: Any) -> bool:
+    """True for a JSON number (not a bool) that is finite as a float (an int too big for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _segment_id_problem(seg_id: int, seen: set[int]) -> str | None:
+    """Why ``seg_id`` cannot name a segment of an RGB PNG (void, negative, over 256³ - 1) or repeats one."""
+    if seg_id <= 0:
+        return f"segment id {seg_id} is {'0 (void)' if seg_id == 0 else 'negative'}"
+    if seg_id > MAX_SEGMENT_ID:
+        return f"segment id {seg_id} is over {MAX_SEGMENT_ID} (256³ - 1), more than an RGB PNG pixel holds"
+    return f"segment id {seg_id} is listed twice" if seg_id in seen else None
+
+
+def _segment_shape_problem(seg: Any) -> str | None:
+    """A segment that is not an object with integer ``id`` and ``category_id`` (``true`` is not 1, ``3.0`` not 3)."""
+    if not isinstance(seg, dict):
+        return f"segment {_short(seg)} is not an object"
+    bad = next((key for key in ("id", "category_id") if not _is_int(seg.get(key))), None)
+    return f"segment {_short(seg.get('id'))}: {bad!r} is {_short(seg.get(bad))}, not an integer" if bad else None
+
+
 def _segment_problem(seg: Any, categories: set[int], seen: set[int]) -> str | None:
-    if not isinstance(seg, dict) or not isinstance(seg.get("id"), int) or not isinstance(seg.get("category_id"), int):
-        return f"segment {seg!r} lacks an integer 'id' or 'category_id'"
+    if problem := _segment_shape_problem(seg):
+        return problem
     if seg["category_id"] not in categories:
         return f"segment {seg['id']} has category_id {seg['category_id']}, not in 'categories'"
-    if seg["id"] in seen or seg["id"] <= 0:
-        return f"segment id {seg['id']} is {'0 (void)' if seg['id'] <= 0 else 'listed twice'}"
+    if problem := _segment_id_problem(seg["id"], seen):
+        return problem
     seen.add(seg["id"])
     if _crowd_flag(seg) is None:
-        return f"segment {seg['id']}: 'iscrowd' is {seg['iscrowd']!r}, not 0 or 1"
+        return f"segment {seg['id']}: 'iscrowd' is {_short(seg['iscrowd'])}, not 0 or 1"
     area = seg.get("area", 0)
-    if not isinstance(area, int | float) or isinstance(area, bool) or not math.isfinite(area):
-        return f"segment {seg['id']}: 'area' is {area!r}, not a number"
+    return None if _finite_number(area) else f"segment {seg['id']}: 'area' is {_short(area)}, not a number"
+
+
+def category_problems(categories: list[dict[str, Any]]) -> list[str]:
+    """Categories (integer ids already checked) DETR cannot take: an id outside 0..:data:`MAX_CATEGORY_ID`
+    (a class head of max id + 1 rows), an ``isthing`` other than 0/1 (absent: a thing; ``null`` or ``"no"``
+    would be read as stuff or thing silently)."""
+    return [p for p in map(_category_problem, categories) if p]
+
+
+def _category_problem(cat: dict[str, Any]) -> str | None:
+    if not 0 <= cat["id"] <= MAX_CATEGORY_ID:
+        return f"category id {_short(cat['id'])} is outside 0..{MAX_CATEGORY_ID} (DETR's class head has max id + 1 rows)"
+    isthing = cat.get("isthing", 1)
+    if not isinstance(isthing, int) or isthing not in (0, 1):  # JSON true/false are 1/0
+        return f"category {cat['id']} ({cat.get('name')!r}): 'isthing' is {_short(isthing)}, not 0 or 1"
     return None
 
 
 def _annotation_problem(ann: Any, images: set[int], categories: set[int]) -> str | None:
     if not isinstance(ann, dict) or not isinstance(ann.get("file_name"), str):
         return f"annotation {str(ann)[:80]} lacks a 'file_name'"
-    if ann.get("image_id") not in images:
+    if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
         return f"annotation {ann['file_name']!r} names image_id {ann.get('image_id')!r}, not in 'images'"
     if not isinstance(ann.get("segments_info"), list):
         return f"image {ann['image_id']}: 'segments_info' is not a list"
@@ -123,7 +174,7 @@ def load_panoptic_json(ann_file: Path) -> dict[str, Any]:
         raise DatasetError(f"{ann_file}: a category lacks an integer 'id'")
     lists = {"images": data.get("images"), "categories": data["categories"]}
     problems = shape_problems(lists)
-    problems = problems or duplicate_id_problems(lists)
+    problems = problems or duplicate_id_problems(lists) or category_problems(data["categories"])
     if problems:
         raise DatasetError(f"{ann_file}: {problems[0]}")
     images = {i["id"] for i in data["images"]}
