@@ -33,6 +33,13 @@ _RESNET_DEFAULTS = {"layer_type": "bottleneck", "depths": [3, 4, 6, 3], "hidden_
                     "downsample_in_bottleneck": False}
 TIMM_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 STUFF_KEY = "detrtool_stuff_classes"  #: config.json entry: the stuff class ids of a detrtool segmentation model
+#: The largest size a config.json entry may give (classes, queries, widths, layers): a DETR's are far below it;
+#: a larger one is a broken file, refused before a model of that size is built.
+MAX_SIZE = 65536
+#: ModelConfig field -> (config.json key, transformers' default).
+_SIZES = {"hidden_dim": ("d_model", 256), "nheads": ("encoder_attention_heads", 8),
+          "enc_layers": ("encoder_layers", 6), "dec_layers": ("decoder_layers", 6),
+          "dim_feedforward": ("encoder_ffn_dim", 2048), "num_queries": ("num_queries", 100)}
 
 
 def hf_to_model_config(hf: dict[str, Any], *, source: str) -> ModelConfig:
@@ -42,15 +49,29 @@ def hf_to_model_config(hf: dict[str, Any], *, source: str) -> ModelConfig:
     if dilation and backbone in ("resnet18", "resnet34"):
         raise CheckpointError(f"{source}: unsupported backbone: DC5 (dilation) with {backbone} (torchvision's "
                               f"basic blocks cannot be dilated)")
+    sizes = {field: _positive_int(hf, key, default, source=source) for field, (key, default) in _SIZES.items()}
     return ModelConfig(
         backbone=backbone, dilation=dilation,
-        position_embedding=str(hf.get("position_embedding_type", "sine")),
-        hidden_dim=int(hf.get("d_model", 256)), nheads=int(hf.get("encoder_attention_heads", 8)),
-        enc_layers=int(hf.get("encoder_layers", 6)), dec_layers=int(hf.get("decoder_layers", 6)),
-        dim_feedforward=int(hf.get("encoder_ffn_dim", 2048)), dropout=float(hf.get("dropout", 0.1)),
-        num_queries=int(hf.get("num_queries", 100)), num_classes=len(_id2label(hf, source=source)),
+        position_embedding=str(hf.get("position_embedding_type", "sine")), **sizes,
+        dropout=_dropout(hf, source=source), num_classes=len(_id2label(hf, source=source)),
         class_names=class_names(hf, source=source),
     )
+
+
+def _positive_int(hf: dict[str, Any], key: str, default: int, *, source: str) -> int:
+    """``hf[key]`` (``default`` when absent) as an integer 1..:data:`MAX_SIZE`; one line naming the file and the
+    entry otherwise (a ``"six"`` was an int() traceback, a 10**9 a model of that size built before any check)."""
+    value = hf.get(key, default)
+    if type(value) is not int or not 1 <= value <= MAX_SIZE:
+        raise CheckpointError(f"{source}: {key} must be an integer 1..{MAX_SIZE}, got {value!r:.40}")
+    return value
+
+
+def _dropout(hf: dict[str, Any], *, source: str) -> float:
+    value = hf.get("dropout", 0.1)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise CheckpointError(f"{source}: dropout must be a number 0..1, got {value!r:.40}")
+    return float(value)
 
 
 def segmentation_config(config: ModelConfig, hf: dict[str, Any], *,
@@ -139,11 +160,11 @@ def _transformers_resnet(sub: dict[str, Any], *, source: str) -> str:
 def _id2label(hf: dict[str, Any], *, source: str) -> dict[int, str]:
     raw = hf.get("id2label")
     if raw is None:
-        return {i: f"LABEL_{i}" for i in range(int(hf.get("num_labels", 2)))}
-    try:
-        labels = {int(k): str(v) for k, v in dict(raw).items()}
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{source}: id2label must map class ids to names") from None
+        return {i: f"LABEL_{i}" for i in range(_positive_int(hf, "num_labels", 2, source=source))}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isdecimal() and str(int(k)) == k for k in raw):
+        raise CheckpointError(f"{source}: id2label must map class ids to names (keys '0', '1', ...), got "
+                              f"{raw!r:.60}")
+    labels = {int(k): str(v) for k, v in raw.items()}
     if sorted(labels) != list(range(len(labels))):
         raise CheckpointError(f"{source}: id2label ids must be 0..{len(labels) - 1}, got {sorted(labels)[:8]}")
     return labels

@@ -2,15 +2,26 @@
 silently (``"category_id": true`` read as 1, ``isthing: "no"`` / ``null`` flipping a class between thing and
 stuff, a JPEG renamed ``.png`` whose lossy pixels turned ids into "no pixel" noise) or crashed on (a segment
 id of 2**70, an area of 2**2000, a category id of 10**9 allocating a class list of that length), each now one
-line naming the file and the entry, through ``data check --panoptic`` and the loader of ``eval``/``train``."""
+line naming the file and the entry, through ``data check --panoptic`` and the loader of ``eval``/``train``.
+
+Hugging Face ``DetrForSegmentation`` folders: a config.json size that is not an integer (an ``int()``
+message naming no file), one of 10**9 (a 512 GB allocation for ``num_queries``, a 10**9-entry label dict
+for ``num_labels``) or one disagreeing with the weights (a model of 4096 encoder layers was built before the
+weights were compared); ``id2label`` keys ``"0"`` and ``"00"`` (one name lost silently); a shard index
+naming ``../x.safetensors`` (weights read from outside the folder, exit 0). And ``predict --panoptic``
+where its ``panoptic/`` folder is a file."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import PIL.Image
 import pytest
+from safetensors.torch import load_file, save_file
 
 from tests.cli.bad_input import check_bad_input
 from tests.conftest import reference_path
@@ -76,3 +87,80 @@ def test_panoptic_eval_refuses(tmp_path, case):
     check_bad_input(["eval", "--resume", reference_path("segm_tiny_checkpoint.pth"), "--coco-panoptic-path",
                      files.root, "--output-dir", out, "--masks", "--batch-size", "1", "--no-progress"],
                     names=_named(files, names), protect=[files.root, out])
+
+
+# --- Hugging Face DetrForSegmentation folders -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hf_segm(tmp_path_factory) -> Path:
+    """A saved random DetrForSegmentation (timm ResNet-18, d_model 128, 5 queries, 3 classes)."""
+    pytest.importorskip("transformers")
+    from tests.hf.models import hf_segmentation, save_hf, segmentation_config
+    return save_hf(hf_segmentation(segmentation_config()), tmp_path_factory.mktemp("hf") / "segm")
+
+
+def _config(**changes: Any) -> Callable[[Path], None]:
+    """Edit config.json (a ``None`` value removes the entry)."""
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config.update(changes)
+        (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return edit
+
+
+def _shard_outside(folder: Path) -> None:
+    """The mask head's tensors in ``../outside.safetensors``, the rest in a shard beside the index."""
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    head = {k: v for k, v in state.items() if k.startswith("mask_head.")}
+    save_file({k: v for k, v in state.items() if k not in head}, folder / "a.safetensors", metadata={"format": "pt"})
+    save_file(head, folder.parent / "outside.safetensors", metadata={"format": "pt"})
+    weight_map = {k: "../outside.safetensors" if k in head else "a.safetensors" for k in state}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+#: (edit of a copy of the folder, names in the error line besides the copy's path, the command)
+HF_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
+    "layers-disagree-with-weights": (_config(encoder_layers=4096), ["config.json: enc_layers 4096 disagrees",
+                                                                     "model.safetensors (encoder layers: 1)"], "convert"),
+    "num-queries-huge": (_config(num_queries=10**9), ["config.json: num_queries must be an integer 1..65536",
+                                                       "1000000000"], "predict"),
+    "num-labels-huge": (_config(id2label=None, label2id=None, num_labels=10**9), ["config.json: num_labels",
+                                                                                   "1000000000"], "convert"),
+    "encoder-layers-not-an-integer": (_config(encoder_layers="six"), ["config.json: encoder_layers", "'six'"],
+                                      "convert"),
+    "dropout-not-a-number": (_config(dropout="x"), ["config.json: dropout must be a number 0..1, got 'x'"],
+                             "convert"),
+    "id2label-key-twice": (_config(id2label={"0": "a", "00": "b", "1": "c", "2": "d"}),
+                           ["config.json: id2label must map class ids to names", "'00'"], "convert"),
+    "shard-outside-the-folder": (_shard_outside, ["model.safetensors.index.json: shard '../outside.safetensors'",
+                                                  "not a file name"], "predict"),
+}
+
+
+def _hf_args(command: str, folder: Path, tmp_path: Path) -> list[Any]:
+    if command == "convert":
+        return ["convert", folder, "--to", "official", "--output", tmp_path / "o.pth"]
+    image = tmp_path / "img.png"
+    PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
+    return ["predict", "--resume", folder, image, "--output-dir", tmp_path / "out", "--panoptic"]
+
+
+@pytest.mark.parametrize("case", list(HF_CASES))
+def test_hf_segmentation_folder_refused(hf_segm, tmp_path, case):
+    edit, names, command = HF_CASES[case]
+    folder = Path(shutil.copytree(hf_segm, tmp_path / "src" / "segm"))
+    edit(folder)
+    check_bad_input(_hf_args(command, folder, tmp_path), names=[str(folder), *names], protect=[tmp_path / "src"])
+    written = [*(tmp_path / "out").rglob("*")]  # predict makes --output-dir before it loads the model
+    assert not (tmp_path / "o.pth").exists() and written == [], written
+
+
+def test_predict_panoptic_folder_is_a_file(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "panoptic").write_text("keep me")
+    image = tmp_path / "img.png"
+    PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
+    check_bad_input(["predict", "--resume", reference_path("segm_tiny_checkpoint.pth"), image, "--output-dir", out,
+                     "--panoptic"], names=[str(out / "panoptic")], protect=[out / "panoptic"])

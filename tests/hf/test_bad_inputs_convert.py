@@ -60,7 +60,7 @@ def sources(hf_folder, tmp_path_factory) -> dict[str, Path]:
     out["wrong_key"] = edit_weights(copy_folder(hf_folder, root, "wrong-key"), lambda s: s.update(
         {"model.input_projektion.weight": s.pop("model.input_projection.weight")}))
     out["wrong_shape"] = edit_weights(copy_folder(hf_folder, root, "wrong-shape"), lambda s: s.update(
-        {"class_labels_classifier.weight": s["class_labels_classifier.weight"][:2].clone()}))
+        {"bbox_predictor.layers.2.weight": s["bbox_predictor.layers.2.weight"][:2].clone()}))
     pickled = copy_folder(hf_folder, root, "pickled")
     (pickled / "model.safetensors").unlink()
     torch.save({"model.input_projection.weight": argparse.Namespace(a=1)}, pickled / "pytorch_model.bin")
@@ -98,7 +98,7 @@ def _rows(sources: dict[str, Path], hf_folder: Path, tmp: Path) -> dict[str, tup
                                   ["wrong-key/model.safetensors", "model.input_projektion.weight"], 1,
                                   [sources["wrong_key"]]),
         "safetensors-wrong-shape": (convert + [sources["wrong_shape"], "--to", "official", "--output", tmp / "o.pth"],
-                                    ["wrong-shape/model.safetensors", "class_embed.weight [2, 64]"], 1,
+                                    ["wrong-shape/model.safetensors", "bbox_embed.layers.2.weight [2, 64]"], 1,
                                     [sources["wrong_shape"]]),
         "safetensors-corrupt": (convert + [sources["corrupt"], "--to", "hf", "--output", tmp / "o"],
                                 ["broken.safetensors", "not a readable safetensors file"], 1, [sources["corrupt"]]),
