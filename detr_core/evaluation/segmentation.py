@@ -17,6 +17,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from detr_core.data.coco import _stated_hw
+from detr_core.data.coco_masks import segmentation_problem
 from detr_core.postprocess import postprocess
 from detr_core.segmentation.panoptic_format import one_based
 from detr_core.segmentation.postprocess import image_masks, panoptic_predictions
@@ -68,9 +70,27 @@ def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[s
     return results
 
 
+def mask_ground_truth_problem(gt: Mapping[str, Any]) -> str | None:
+    """Why COCOeval cannot score masks against the COCO dict ``gt``: an annotated image without a positive
+    ``height``/``width`` (each ground-truth mask is decoded at that size), or a crowd annotation whose
+    ``segmentation`` does not decode at it (the loader checks only the non-crowd ones it turns into targets;
+    a crowd RLE of another size or whose runs do not sum to h * w was scored as it was, exit 0)."""
+    sizes = {image["id"]: _stated_hw(image) for image in gt.get("images", [])}
+    for ann in gt.get("annotations", []):
+        hw = sizes.get(ann["image_id"], (0, 0))
+        if not all(hw):
+            return f"image {ann['image_id']} has no positive 'height'/'width' (mask AP decodes its masks at that size)"
+        if ann.get("iscrowd", 0) and (problem := segmentation_problem(ann.get("segmentation"), hw)):
+            return f"image {ann['image_id']}, crowd annotation {ann['id']}: segmentation {problem}"
+    return None
+
+
 class SegmentationEvaluator:
     """Box AP (``bbox``), mask AP (``segm``) over the thing classes (``is_thing``) and, with ``panoptic`` (a
     ``PanopticEvaluator``), PQ over things and stuff.
+
+    Refused (``ValueError`` naming ``where``, e.g. the annotation file): a ground truth COCOeval cannot score
+    masks against (:func:`mask_ground_truth_problem`).
 
     ``process_batch(outputs, targets, canvas)`` post-processes a batch (:func:`segmentation_predictions`) and
     scores it; ``evaluate()`` -> ``{"bbox": CocoEvaluator.evaluate(), "segm": ..., "panoptic": PQ dict or
@@ -78,7 +98,10 @@ class SegmentationEvaluator:
     """
 
     def __init__(self, box: Any, segm: Any, *, panoptic: Any = None, is_thing: Mapping[int, bool],
-                 mask_threshold: float = MASK_THRESHOLD, panoptic_threshold: float = PANOPTIC_THRESHOLD) -> None:
+                 mask_threshold: float = MASK_THRESHOLD, panoptic_threshold: float = PANOPTIC_THRESHOLD,
+                 where: object = "mask ground truth") -> None:
+        if problem := mask_ground_truth_problem(segm.gt):
+            raise ValueError(f"{where}: {problem}")
         self.box, self.segm, self.panoptic = box, segm, panoptic
         self.is_thing = dict(is_thing)
         self.mask_threshold, self.panoptic_threshold = mask_threshold, panoptic_threshold

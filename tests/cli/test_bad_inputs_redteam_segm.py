@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.cli.bad_input import check_bad_input
 from tests.conftest import reference_path
+from tests.data import write_coco
 from tests.data.test_check_panoptic import ID_A, PanopticFiles, write_panoptic
 
 
@@ -164,3 +165,35 @@ def test_predict_panoptic_folder_is_a_file(tmp_path):
     PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
     check_bad_input(["predict", "--resume", reference_path("segm_tiny_checkpoint.pth"), image, "--output-dir", out,
                      "--panoptic"], names=[str(out / "panoptic")], protect=[out / "panoptic"])
+
+
+# --- the mask ground truth of eval --masks (COCO instances): what the loader's targets leave out -----------
+
+def _instances(tmp_path: Path, crowd_segmentation: Any, *, sizes: bool = True) -> list[Any]:
+    images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 48}]
+    thing = {"id": 4, "image_id": 1, "category_id": 1, "bbox": [2, 2, 18, 18], "area": 324, "iscrowd": 0,
+             "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]]}
+    crowd = {**thing, "id": 5, "iscrowd": 1, "segmentation": crowd_segmentation}
+    images_dir, ann = write_coco(tmp_path, images, [thing, crowd], categories=[{"id": 1, "name": "a"}])
+    if not sizes:
+        data = json.loads(ann.read_text())
+        data["images"][0] = {k: v for k, v in data["images"][0].items() if k not in ("height", "width")}
+        ann.write_text(json.dumps(data))
+    return ["eval", "--resume", reference_path("segm_tiny_checkpoint.pth"), "--val-images", images_dir, "--val-ann",
+            ann, "--output-dir", tmp_path / "out", "--masks", "--batch-size", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize(("crowd", "names"), [
+    ({"size": [40, 48], "counts": [5]}, ["crowd annotation 5", "RLE runs sum to 5", "1920"]),
+    ({"size": [4000, 4800], "counts": [4000 * 4800]}, ["crowd annotation 5", "RLE size 4000x4800 does not match"]),
+], ids=["crowd-rle-runs-short", "crowd-rle-other-size"])
+def test_eval_masks_crowd_segmentation_refused(tmp_path, crowd, names):
+    """A crowd annotation is no training target, so the loader never decoded it; COCOeval scored against it
+    as it was (exit 0)."""
+    args = _instances(tmp_path, crowd)
+    check_bad_input(args, names=["mask ground truth: image 1", *names], protect=[tmp_path / "out"])
+
+
+def test_eval_masks_image_without_size(tmp_path):
+    check_bad_input(_instances(tmp_path, [[2, 2, 9, 2, 9, 9]], sizes=False),
+                    names=["image 1 has no positive 'height'/'width'"], protect=[tmp_path / "out"])
