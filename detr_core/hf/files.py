@@ -137,7 +137,11 @@ def _read_shards(index: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{index}: no weight_map in the shard index")
     state: dict[str, Tensor] = {}
     for shard in sorted(set(map(str, weight_map.values()))):
-        state.update(read_safetensors(_shard_path(index, shard)))
+        path = _shard_path(index, shard)
+        if not path.is_file():
+            first = next(k for k, v in weight_map.items() if str(v) == shard)
+            raise CheckpointError(f"{index}: shard {shard!r} (holding {first}) is missing from {index.parent}")
+        state.update(read_safetensors(path))
     return state
 
 

@@ -8,7 +8,7 @@ Hugging Face ``DetrForSegmentation`` folders: a config.json size that is not an 
 message naming no file), one of 10**9 (a 512 GB allocation for ``num_queries``, a 10**9-entry label dict
 for ``num_labels``) or one disagreeing with the weights (a model of 4096 encoder layers was built before the
 weights were compared); ``id2label`` keys ``"0"`` and ``"00"`` (one name lost silently); a shard index
-naming ``../x.safetensors`` (weights read from outside the folder, exit 0). And ``predict --panoptic``
+naming ``../x.safetensors`` (weights read from outside the folder, exit 0) or a missing shard. And ``predict --panoptic``
 where its ``panoptic/`` folder is a file."""
 
 from __future__ import annotations
@@ -109,14 +109,16 @@ def _config(**changes: Any) -> Callable[[Path], None]:
     return edit
 
 
-def _shard_outside(folder: Path) -> None:
-    """The mask head's tensors in ``../outside.safetensors``, the rest in a shard beside the index."""
+def shard_mask_head(folder: Path, head_shard: str, *, write_head: bool = True) -> None:
+    """Split ``model.safetensors`` into ``a.safetensors`` and ``head_shard`` (the mask head's tensors, a path
+    relative to ``folder``; left unwritten unless ``write_head``) with a ``model.safetensors.index.json``."""
     state = load_file(folder / "model.safetensors")
     (folder / "model.safetensors").unlink()
     head = {k: v for k, v in state.items() if k.startswith("mask_head.")}
     save_file({k: v for k, v in state.items() if k not in head}, folder / "a.safetensors", metadata={"format": "pt"})
-    save_file(head, folder.parent / "outside.safetensors", metadata={"format": "pt"})
-    weight_map = {k: "../outside.safetensors" if k in head else "a.safetensors" for k in state}
+    if write_head:
+        save_file(head, folder / head_shard, metadata={"format": "pt"})
+    weight_map = {k: head_shard if k in head else "a.safetensors" for k in state}
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
 
@@ -134,7 +136,10 @@ HF_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
                              "convert"),
     "id2label-key-twice": (_config(id2label={"0": "a", "00": "b", "1": "c", "2": "d"}),
                            ["config.json: id2label must map class ids to names", "'00'"], "convert"),
-    "shard-outside-the-folder": (_shard_outside, ["model.safetensors.index.json: shard '../outside.safetensors'",
+    "shard-missing": (lambda f: shard_mask_head(f, "b.safetensors", write_head=False),
+                      ["model.safetensors.index.json: shard 'b.safetensors' (holding mask_head.", "is missing"],
+                      "convert"),
+    "shard-outside-the-folder": (lambda f: shard_mask_head(f, "../outside.safetensors"), ["model.safetensors.index.json: shard '../outside.safetensors'",
                                                   "not a file name"], "predict"),
 }
 

@@ -71,6 +71,20 @@ def test_in_memory_names_and_pytorch_model_bin(hf_segm_folder, tmp_path):
         assert all(torch.equal(loaded[k], reference[k]) for k in reference), folder.name
 
 
+def test_sharded_folder_gives_the_same_tensors(hf_segm_folder, tmp_path):
+    """A ``model.safetensors.index.json`` folder (the mask head in a shard of its own) reads as the one-file
+    folder, tensor for tensor; a shard named as a path leaving the folder is refused (the red-team rows)."""
+    from tests.cli.test_bad_inputs_redteam_segm import shard_mask_head
+
+    reference = read_hf_checkpoint(hf_segm_folder)["model"]
+    sharded = shutil.copytree(hf_segm_folder, tmp_path / "sharded")
+    shard_mask_head(sharded, "b.safetensors")
+    assert not (sharded / "model.safetensors").exists()
+    loaded = read_hf_checkpoint(sharded)["model"]
+    assert loaded.keys() == reference.keys() and len(load_file(sharded / "b.safetensors")) > 10
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
 def test_masks_false_gives_the_detector(hf_segm_folder):
     hf = hf_segmentation(segmentation_config())  # hf_segm_folder's model: same config and seed
     detector = load_checkpoint(hf_segm_folder, masks=False)
