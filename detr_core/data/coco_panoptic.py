@@ -20,7 +20,7 @@ a category id outside 0..65535 or an ``isthing`` other than 0/1, an annotation o
 annotations of one image, a segment of an unknown category, a segment id that is not an integer (a bool is
 not), duplicate, negative or over 256³ - 1, an ``iscrowd`` other than 0/1 or a non-numeric ``area``, a
 missing or unreadable PNG, a file that is not a PNG (a JPEG renamed: its lossy pixels change ids), a PNG
-that is not RGB or whose size differs from its image's, a listed segment with no pixel in the PNG.
+that is not 8-bit RGB or whose size differs from its image's, a listed segment with no pixel in the PNG.
 
 For the evaluator and predict: :attr:`CocoPanoptic.is_thing` ``{category_id: bool}``, ``ann_file``,
 ``panoptic_dir``, :meth:`CocoPanoptic.png_path`, ``class_names`` / ``num_classes`` (max id + 1).
@@ -79,12 +79,9 @@ def read_panoptic_png(path: Path) -> np.ndarray:
     missing, unreadable or not RGB."""
     try:
         with _open_checked(path) as img:
+            if problem := _png_problem(img):
+                raise DatasetError(f"{path}: panoptic PNG {problem}")
             img.load()
-            if img.format != "PNG":
-                raise DatasetError(f"{path}: panoptic PNG is a {img.format} file, not a PNG (segment ids need "
-                                   "lossless pixels)")
-            if img.mode != "RGB":
-                raise DatasetError(f"{path}: panoptic PNG has mode {img.mode}, expected RGB (id = R + 256G + 256²B)")
             return rgb_to_id(np.asarray(img))
     except FileNotFoundError:
         raise DatasetError(f"{path}: panoptic PNG is missing") from None
@@ -92,6 +89,19 @@ def read_panoptic_png(path: Path) -> np.ndarray:
         if isinstance(exc, DatasetError):
             raise
         raise DatasetError(f"{path}: panoptic PNG is not a readable image ({exc})") from None
+
+
+def _png_problem(img: PIL.Image.Image) -> str | None:
+    """Why an opened (not yet decoded) image cannot hold panoptic ids: not a PNG (a JPEG renamed: lossy),
+    not RGB, or 16 bits per channel (PIL decodes it as 8-bit ``RGB``, keeping each sample's high byte)."""
+    if img.format != "PNG":
+        return f"is a {img.format} file, not a PNG (segment ids need lossless pixels)"
+    if img.mode != "RGB":
+        return f"has mode {img.mode}, expected RGB (id = R + 256G + 256²B)"
+    rawmode = img.tile[0].args if img.tile else ""
+    if ";16" in str(rawmode):
+        return "has 16 bits per channel, expected 8 (PIL would keep each sample's high byte: ids would change)"
+    return None
 
 
 def _finite_number(value: Any) -> bool:

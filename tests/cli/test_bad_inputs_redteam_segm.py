@@ -1,8 +1,9 @@
 """Red-team rows for the segmentation inputs (the bad-input matrix): COCO panoptic files that a reader once took
 silently (``"category_id": true`` read as 1, ``isthing: "no"`` / ``null`` flipping a class between thing and
-stuff, a JPEG renamed ``.png`` whose lossy pixels turned ids into "no pixel" noise) or crashed on (a segment
-id of 2**70, an area of 2**2000, a category id of 10**9 allocating a class list of that length), each now one
-line naming the file and the entry, through ``data check --panoptic`` and the loader of ``eval``/``train``.
+stuff, a JPEG renamed ``.png`` whose lossy pixels turned ids into "no pixel" noise, a 16-bit RGB PNG of which
+PIL keeps the high bytes) or crashed on (a segment id of 2**70, an area of 2**2000, a category id of 10**9
+allocating a class list of that length), each now one line naming the file and the entry, through ``data
+check --panoptic`` and the loader of ``eval``/``train``.
 
 Hugging Face ``DetrForSegmentation`` folders: a config.json size that is not an integer (an ``int()``
 message naming no file), one of 10**9 (a 512 GB allocation for ``num_queries``, a 10**9-entry label dict
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,11 @@ import PIL.Image
 import pytest
 from safetensors.torch import load_file, save_file
 
+from detr_core.data.coco_panoptic import id_to_rgb
 from tests.cli.bad_input import check_bad_input
 from tests.conftest import reference_path
 from tests.data import write_coco
-from tests.data.test_check_panoptic import ID_A, PanopticFiles, write_panoptic
+from tests.data.test_check_panoptic import ID_A, PanopticFiles, good_ids, write_panoptic
 
 
 def _segment(**fields: Any) -> Callable[[PanopticFiles], None]:
@@ -41,6 +45,17 @@ def _jpeg(f: PanopticFiles) -> None:
     with PIL.Image.open(f.png(1)) as img:
         img.load()
     img.save(f.png(1), format="JPEG", quality=100)
+
+
+def _png_16_bit(f: PanopticFiles) -> None:
+    """The PNG's ids as 16-bit samples (value = 8-bit sample): PIL decodes it as ``RGB`` keeping the high bytes."""
+    samples = id_to_rgb(good_ids()).astype(">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in samples)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", samples.shape[1], samples.shape[0], 16, 2, 0, 0, 0)
+    f.png(1).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                         + chunk(b"IEND", b""))
 
 
 def _category_id_huge(f: PanopticFiles) -> None:
@@ -62,6 +77,7 @@ CASES: dict[str, tuple[Callable[[PanopticFiles], None], list[str]]] = {
     "isthing-null": (_category(isthing=None), ["category 1 ('cat'): 'isthing' is None, not 0 or 1"]),
     "category-id-huge": (_category_id_huge, ["category id 1000000000 is outside 0..65535"]),
     "png-is-a-jpeg": (_jpeg, ["png", "panoptic PNG is a JPEG file, not a PNG"]),
+    "png-16-bit-rgb": (_png_16_bit, ["png", "panoptic PNG has 16 bits per channel, expected 8"]),
 }
 
 
