@@ -119,6 +119,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: A
     callers that also read its stored config: the file is read, and its reader's log lines said, once."""
     state, head = split_panoptic_state(ckpt["model"])
     stored = _stored_config(ckpt, path)
+    if stored is not None:
+        check_sizes_fit(stored, state, source=str(path), config_source=f"{path} (its stored model config)")
     config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))
     read = ckpt.get("assumed_config")  # what the HF reader assumed (a segmentation config's stuff ids)
     assumed = {**(read if isinstance(read, dict) else {}), **_assumed_heads(path, stored, config, overrides)}
@@ -184,6 +186,38 @@ def check_heads(config: ModelConfig, *, source: str) -> None:
     if config.nheads < 1 or config.hidden_dim % config.nheads:
         raise CheckpointError(f"{source}: nheads {config.nheads} does not divide hidden_dim {config.hidden_dim}; "
                               f"--nheads must be a divisor of {config.hidden_dim}")
+
+
+#: ModelConfig size -> (what the weights show, official detector key, axis, rows beyond the size)
+_SIZE_TENSORS = {"num_queries": ("query_embed.weight rows", "query_embed.weight", 0, 0),
+                 "hidden_dim": ("query_embed.weight columns", "query_embed.weight", 1, 0),
+                 "num_classes": ("class_embed.weight rows - 1 (no-object)", "class_embed.weight", 0, 1),
+                 "dim_feedforward": ("encoder layer 0's linear1.weight rows",
+                                     "transformer.encoder.layers.0.linear1.weight", 0, 0)}
+
+
+def _state_sizes(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, int]]:
+    """{ModelConfig field: (what, size)} read off an official-layout ``state`` (detector or panoptic)."""
+    detector, _ = split_panoptic_state(state)
+    sizes = {}
+    for field, (what, key, axis, extra) in _SIZE_TENSORS.items():
+        tensor = detector.get(key)
+        if isinstance(tensor, torch.Tensor) and tensor.dim() > axis:
+            sizes[field] = (what, int(tensor.shape[axis]) - extra)
+    for field, stack in (("enc_layers", "encoder"), ("dec_layers", "decoder")):
+        layers = _count_indexed(detector, f"transformer.{stack}.layers.")
+        sizes.update({field: (f"{stack} layers", layers)} if layers else {})
+    return sizes
+
+
+def check_sizes_fit(config: ModelConfig, state: dict[str, torch.Tensor], *, source: str, config_source: str) -> None:
+    """One line naming ``config_source`` when a size the config gives (queries, width, classes, feed-forward,
+    layers) is not the weights' — checked before a model of the config's size is built (a ``num_queries`` of
+    10**9 allocated 512 GB)."""
+    for field, (what, size) in _state_sizes(state).items():
+        if getattr(config, field) != size:
+            raise CheckpointError(f"{config_source}: {field} {getattr(config, field)} disagrees with the weights "
+                                  f"in {source} ({what}: {size})")
 
 
 def _stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None:

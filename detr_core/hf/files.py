@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from detr_core.atomic import atomic_folder, atomic_write, atomic_write_bytes, atomic_write_text
-from detr_core.checkpoint import CheckpointError, load_failure, split_panoptic_state
+from detr_core.checkpoint import CheckpointError, check_sizes_fit, load_failure, split_panoptic_state
 from detr_core.config import ModelConfig, to_dict
 from detr_core.hf.config import hf_to_model_config, model_config_to_hf, segmentation_config
 from detr_core.hf.keys import (
@@ -178,38 +178,6 @@ def assemble(state: dict[str, Tensor], config: dict[str, Any] | None, *, source:
         check_sizes_fit(model_config, ckpt["model"], source=source, config_source=config_source)
         ckpt.update(_config_entries(model_config, config or {}, ckpt["model"], source=config_source))
     return ckpt
-
-
-#: ModelConfig size -> (what the weights show, official key under a panoptic state's ``detr.``, axis, rows added)
-_SIZE_TENSORS = {"num_queries": ("query_embed.weight rows", "query_embed.weight", 0, 0),
-                 "hidden_dim": ("query_embed.weight columns", "query_embed.weight", 1, 0),
-                 "num_classes": ("class_embed.weight rows - 1 (no-object)", "class_embed.weight", 0, 1),
-                 "dim_feedforward": ("encoder layer 0's linear1.weight rows",
-                                     "transformer.encoder.layers.0.linear1.weight", 0, 0)}
-
-
-def _state_sizes(state: dict[str, Tensor]) -> dict[str, tuple[str, int]]:
-    """{ModelConfig field: (what, size)} read off an official-layout ``state`` (detector or panoptic)."""
-    prefix = SEGMENTATION_PREFIX if any(k.startswith(SEGMENTATION_PREFIX) for k in state) else ""
-    sizes = {}
-    for field, (what, key, axis, extra) in _SIZE_TENSORS.items():
-        tensor = state.get(prefix + key)
-        if tensor is not None and tensor.dim() > axis:
-            sizes[field] = (what, int(tensor.shape[axis]) - extra)
-    for field, stack in (("enc_layers", "encoder"), ("dec_layers", "decoder")):
-        start = f"{prefix}transformer.{stack}.layers."
-        layers = {k.removeprefix(start).split(".")[0] for k in state if k.startswith(start)}
-        sizes.update({field: (f"{stack} layers", len(layers))} if layers else {})
-    return sizes
-
-
-def check_sizes_fit(config: ModelConfig, state: dict[str, Tensor], *, source: str, config_source: str) -> None:
-    """One line naming config.json when a size it gives (queries, width, classes, feed-forward, layers) is not
-    the weights' — before a model of the config's size is built (a ``num_queries`` of 10**9 allocated 512 GB)."""
-    for field, (what, size) in _state_sizes(state).items():
-        if getattr(config, field) != size:
-            raise CheckpointError(f"{config_source}: {field} {getattr(config, field)} disagrees with the weights "
-                                  f"in {source} ({what}: {size})")
 
 
 def _config_entries(model_config: ModelConfig, config: dict[str, Any], state: dict[str, Tensor], *,

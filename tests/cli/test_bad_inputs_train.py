@@ -255,3 +255,23 @@ def test_plot_skips_a_torn_last_line(previous, caplog):
 @pytest.mark.parametrize(("extra", "names"), [(["--epochs", "0"], ["--epochs"]), (["--runs", "0"], ["--runs"])])
 def test_demo_bad_options(tmp_path, extra, names):
     check_bad_input(["demo", "--output-dir", tmp_path / "demo", *extra], names=names, exit_code=2)
+
+
+@pytest.mark.parametrize(("field", "value", "weights"), [
+    ("num_queries", 10**9, "query_embed.weight rows: 5"), ("enc_layers", 10**6, "encoder layers: 1"),
+    ("hidden_dim", 2**20, "query_embed.weight columns: 32"), ("num_classes", 7, "class_embed.weight rows"),
+])
+def test_stored_config_disagreeing_with_its_weights(tmp_path, field, value, weights):
+    """A detrtool checkpoint whose stored model config gives another size than its weights: one line, before
+    a model of the config's size is built (num_queries 10**9 tried to allocate 256 GB)."""
+    from detr_core.checkpoint import save_checkpoint
+    from detr_core.config import ModelConfig
+    from detr_core.registry import build_model
+
+    config = ModelConfig(backbone="small_cnn", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
+                         dim_feedforward=64, num_queries=5, num_classes=2)
+    path = save_checkpoint(tmp_path / "odd.pth", {"model": build_model(config).state_dict(), "config": {
+        "model": {**vars(config), field: value, "class_names": []}}})
+    for command in (["convert", path, "--to", "safetensors", "--output", tmp_path / "w" / "m.safetensors"],
+                    ["export", "--resume", path, "--format", "onnx", "--output", tmp_path / "m.onnx"]):
+        check_bad_input(command, names=[str(path), f"{field} {value} disagrees with the weights", weights])
