@@ -118,9 +118,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: A
     """:func:`load_checkpoint` of a checkpoint dict already read from ``path`` (:func:`read_checkpoint`), for
     callers that also read its stored config: the file is read, and its reader's log lines said, once."""
     state, head = split_panoptic_state(ckpt["model"])
-    stored = _stored_config(ckpt, path)
-    if stored is not None:
-        check_sizes_fit(stored, state, source=str(path), config_source=f"{path} (its stored model config)")
+    stored = checked_stored_config(ckpt, path)
     config = stored or infer_config(state, source=str(path)).replace(masks=bool(head))
     read = ckpt.get("assumed_config")  # what the HF reader assumed (a segmentation config's stuff ids)
     assumed = {**(read if isinstance(read, dict) else {}), **_assumed_heads(path, stored, config, overrides)}
@@ -218,6 +216,15 @@ def check_sizes_fit(config: ModelConfig, state: dict[str, torch.Tensor], *, sour
         if getattr(config, field) != size:
             raise CheckpointError(f"{config_source}: {field} {getattr(config, field)} disagrees with the weights "
                                   f"in {source} ({what}: {size})")
+
+
+def checked_stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None:
+    """The model config a detrtool checkpoint dict stores (None for an official one), refused with one line
+    when unreadable or when a size it gives is not its weights' (:func:`check_sizes_fit`)."""
+    stored = _stored_config(ckpt, path)
+    if stored is not None:
+        check_sizes_fit(stored, ckpt["model"], source=str(path), config_source=f"{path} (its stored model config)")
+    return stored
 
 
 def _stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None:

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from detr_core.atomic import atomic_write
-from detr_core.checkpoint import CheckpointError, infer_config, read_checkpoint
+from detr_core.checkpoint import CheckpointError, checked_stored_config, infer_config, read_checkpoint
 from detr_core.config import LossConfig, ModelConfig, from_dict, to_dict
 from detr_core.data.sources import DatasetSource
 
@@ -261,6 +261,7 @@ def checkpoint_layer(path: str) -> dict[str, dict[str, Any]]:
     stored = ckpt.get("config")
     if isinstance(stored, dict) and isinstance(stored.get("model"), dict):
         _check_stored(stored, path)
+        checked_stored_config(ckpt, path)  # sizes against the weights, before a model of them is built
         layer = split_sections({k: v for k, v in stored.items() if k in ("model", "loss")})
         run = stored.get("run")
         if isinstance(run, dict):

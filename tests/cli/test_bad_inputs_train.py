@@ -261,7 +261,7 @@ def test_demo_bad_options(tmp_path, extra, names):
     ("num_queries", 10**9, "query_embed.weight rows: 5"), ("enc_layers", 10**6, "encoder layers: 1"),
     ("hidden_dim", 2**20, "query_embed.weight columns: 32"), ("num_classes", 7, "class_embed.weight rows"),
 ])
-def test_stored_config_disagreeing_with_its_weights(tmp_path, field, value, weights):
+def test_stored_config_disagreeing_with_its_weights(shapes_root, previous, tmp_path, field, value, weights):
     """A detrtool checkpoint whose stored model config gives another size than its weights: one line, before
     a model of the config's size is built (num_queries 10**9 tried to allocate 256 GB)."""
     from detr_core.checkpoint import save_checkpoint
@@ -273,5 +273,7 @@ def test_stored_config_disagreeing_with_its_weights(tmp_path, field, value, weig
     path = save_checkpoint(tmp_path / "odd.pth", {"model": build_model(config).state_dict(), "config": {
         "model": {**vars(config), field: value, "class_names": []}}})
     for command in (["convert", path, "--to", "safetensors", "--output", tmp_path / "w" / "m.safetensors"],
-                    ["export", "--resume", path, "--format", "onnx", "--output", tmp_path / "m.onnx"]):
-        check_bad_input(command, names=[str(path), f"{field} {value} disagrees with the weights", weights])
+                    ["export", "--resume", path, "--format", "onnx", "--output", tmp_path / "m.onnx"],
+                    _train(shapes_root, previous, "--resume", path), _train(shapes_root, previous, "--init", path)):
+        check_bad_input(command, names=[str(path), f"{field} {value} disagrees with the weights", weights],
+                        protect=_kept(previous))
