@@ -112,4 +112,5 @@ def make_evaluator(coco_gt: COCO, backend: str, *, masks: bool = False, dataset:
         panoptic = PanopticEvaluator(dataset.data, dataset.panoptic_dir)
     return SegmentationEvaluator(CocoEvaluator(coco_gt, backend=backend),
                                  CocoEvaluator(coco_gt, backend=backend, iou_type="segm"), panoptic=panoptic,
-                                 is_thing=is_thing or {}, panoptic_threshold=panoptic_threshold or PANOPTIC_THRESHOLD)
+                                 is_thing=is_thing or {}, panoptic_threshold=panoptic_threshold or PANOPTIC_THRESHOLD,
+                                 where=dataset_where(dataset))

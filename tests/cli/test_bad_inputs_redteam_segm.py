@@ -212,9 +212,11 @@ def test_eval_masks_crowd_segmentation_refused(tmp_path, crowd, names):
     """A crowd annotation is no training target, so the loader never decoded it; COCOeval scored against it
     as it was (exit 0)."""
     args = _instances(tmp_path, crowd)
-    check_bad_input(args, names=["mask ground truth: image 1", *names], protect=[tmp_path / "out"])
+    ann = args[args.index("--val-ann") + 1]
+    check_bad_input(args, names=[f"{ann}: image 1", *names], protect=[tmp_path / "out"])
 
 
 def test_eval_masks_image_without_size(tmp_path):
-    check_bad_input(_instances(tmp_path, [[2, 2, 9, 2, 9, 9]], sizes=False),
-                    names=["image 1 has no positive 'height'/'width'"], protect=[tmp_path / "out"])
+    args = _instances(tmp_path, [[2, 2, 9, 2, 9, 9]], sizes=False)
+    ann = args[args.index("--val-ann") + 1]
+    check_bad_input(args, names=[str(ann), "image 1 has no positive 'height'/'width'"], protect=[tmp_path / "out"])
