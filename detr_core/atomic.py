@@ -54,8 +54,10 @@ def atomic_output(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)  # a write() that failed (disk full) names no file: name the target
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            # a write() that failed (disk full) names no file, a failed rename (onto a folder) the temp file:
+            # name the target the user asked for
+            exc.filename, exc.filename2 = str(path), None
         raise
     _fsync_dir(path.parent)
 

@@ -220,3 +220,16 @@ def test_eval_masks_image_without_size(tmp_path):
     args = _instances(tmp_path, [[2, 2, 9, 2, 9, 9]], sizes=False)
     ann = args[args.index("--val-ann") + 1]
     check_bad_input(args, names=[str(ann), "image 1 has no positive 'height'/'width'"], protect=[tmp_path / "out"])
+
+
+def test_predict_panoptic_json_is_a_folder(tmp_path):
+    """A failed rename onto a folder names the file asked for, not the atomic helper's temp file."""
+    out = tmp_path / "out"
+    (out / "panoptic.json").mkdir(parents=True)
+    (out / "panoptic.json" / "keep.txt").write_text("keep me")
+    image = tmp_path / "img.png"
+    PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
+    result = check_bad_input(["predict", "--resume", reference_path("segm_tiny_checkpoint.pth"), image,
+                              "--output-dir", out, "--panoptic"], names=[str(out / "panoptic.json")],
+                             protect=[out / "panoptic.json"])
+    assert ".tmp" not in result.output, result.output
