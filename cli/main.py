@@ -15,7 +15,7 @@ import traceback
 
 import click
 
-from detr_core.errors import first_line, typed_line
+from detr_core.errors import first_line, printable, typed_line
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,16 @@ class OneLineErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.ClickException as exc:
+            exc.message = printable(exc.message)  # names from files may carry a NUL, a newline, an escape
+            raise
         except _PASS_THROUGH:
             raise
         except Exception as exc:
             if ctx.params.get("verbose"):
                 traceback.print_exc()
             logger.debug("unhandled %s", type(exc).__name__, exc_info=True)
-            raise click.ClickException(error_line(exc)) from None
+            raise click.ClickException(printable(error_line(exc))) from None
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -17,3 +17,13 @@ def first_line(exc: BaseException) -> str:
 def typed_line(exc: BaseException) -> str:
     """``<ExceptionType>: <first line>``, for failures nothing upstream foresaw (a bench row, the CLI)."""
     return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+#: Control characters -> visible escapes: a file name or JSON string carrying a NUL, a newline or a
+#: terminal escape must not break, hide or recolour the one error line that names it.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x00``, ``\\n``, ``\\x1b``)."""
+    return text.translate(_ESCAPES)

@@ -50,6 +50,7 @@ from detr_core.data.yolo import (
     read_data_yaml,
     read_labels,
 )
+from detr_core.errors import printable
 
 _SIZE_BINS = (64, 128, 256, 512, 1024, 2048)
 __all__ = ["FIX_CLIPPED", "FIX_CROWD", "FIX_DEGENERATE", "FIX_EXIF", "FIX_NONFINITE", "FIX_OUTSIDE", "Report",
@@ -87,7 +88,11 @@ class Report:
         self.size_histogram[label] += 1
 
     def format(self) -> str:
-        """Human-readable multi-line report."""
+        """Human-readable multi-line report, one line per entry (control characters a file's names carry,
+        a newline that would forge a line included, are written as escapes)."""
+        return "\n".join(printable(line) for line in self._lines())
+
+    def _lines(self) -> list[str]:
         lines = [f"dataset: {self.source}", f"images: {self.num_images}", f"annotations: {self.num_annotations}",
                  "boxes per class:"]
         lines += [f"  {name}: {n}" for name, n in sorted(self.boxes_per_class.items())]
@@ -99,7 +104,7 @@ class Report:
         lines += [f"WARNING {w}" for w in self.warnings]
         lines += [f"ERROR {e}" for e in self.errors]
         lines.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)")
-        return "\n".join(lines)
+        return lines
 
 
 def _check_image_file(report: Report, path: Path, what: str, expected_hw: tuple[int, int] | None) -> tuple[int, int] | None:

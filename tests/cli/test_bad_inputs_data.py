@@ -386,3 +386,17 @@ def test_train_refuses_a_val_set_with_nothing_to_score(dataset, tmp_path):
     args[args.index("--val-ann") + 1] = val_ann
     check_bad_input(args, names=[str(val_ann), "no annotations to score"])
     assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+@pytest.mark.parametrize("name", ["a\x00b.png", "a\nError: fake.png", "a\x1b[2Kb.png"], ids=["nul", "newline", "escape"])
+def test_control_characters_of_a_file_name_are_escaped(dataset, tmp_path, tiny_checkpoint_path, name):
+    """A file_name carrying a NUL, a newline (which would forge a second 'Error:' line) or a terminal
+    escape is shown escaped in the one error line."""
+    images, data = dataset
+    data["images"][0]["file_name"] = name
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    for command in (["data", "check", ann, "--images", images],
+                    _eval_args(ann, images, tmp_path / "out", tiny_checkpoint_path)):
+        result = check_bad_input(command, names=[name.encode("unicode_escape").decode()])  # the image, escaped
+        assert not any(c in result.output for c in "\x00\x1b"), repr(result.output)
