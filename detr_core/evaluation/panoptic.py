@@ -36,7 +36,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from detr_core.segmentation.panoptic_format import decode_png
+from detr_core.data.coco_panoptic import read_panoptic_png
 
 VOID = 0
 _OFFSET = 256**3
@@ -240,7 +240,7 @@ class PanopticEvaluator:
         annotation = self._gt.get(int(image_id))
         if annotation is None:
             raise ValueError(f"image id {image_id} has no annotation in the panoptic ground truth")
-        gt_ids = decode_png(self.gt_folder / annotation["file_name"])
+        gt_ids = read_panoptic_png(self.gt_folder / annotation["file_name"])  # checked: format, mode, depth
         try:
             counts = image_counts(gt_ids, annotation["segments_info"], segment_ids, segments_info,
                                   categories=self.categories)  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -191,6 +192,10 @@ def test_evaluator_reads_a_coco_panoptic_folder(tmp_path):
     assert evaluator.summary().splitlines()[2].split() == ["All", "|", "60.9", "79.6", "75.0", "2"]
     with pytest.raises(ValueError, match="image id 6"):
         evaluator.update(6, pred, pred_segments)
+    with PIL.Image.open(tmp_path / "gt" / "a.png") as image:
+        image.convert("RGB").save(tmp_path / "gt" / "a.png", format="JPEG")  # lossy: ids would be noise
+    with pytest.raises(ValueError, match=r"a\.png: panoptic PNG is a JPEG file, not a PNG"):
+        evaluator.update(5, torch.from_numpy(pred), pred_segments)
 
 
 def test_unlabelled_predicted_pixels_differ_from_torchmetrics():
