@@ -67,6 +67,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
     writable_dir(output_dir)
+    _check_targets(Path(output_dir), panoptic=panoptic, save_json=save_json)
     if panoptic and class_map is not None:
         raise click.UsageError("--panoptic writes the model's own classes: it cannot be combined with --class-map")
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
@@ -112,6 +113,20 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
         atomic_write(json_path, lambda f: json.dump(coco_results(found), f), binary=False)
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")
     _report_failures(failures)
+
+
+def _check_targets(root: Path, *, panoptic: bool, save_json: bool) -> None:
+    """Before any work: the fixed output names are free (``panoptic/`` a folder or absent, the JSON files no
+    folders), so a blocked one fails here, not after the pictures were written."""
+    folders = [root / "panoptic"] if panoptic else []
+    files = ([root / "panoptic.json"] if panoptic else []) + ([root / "detections.json"] if save_json else [])
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise click.ClickException(f"--output-dir {root}: {folder} exists and is not a folder (the panoptic "
+                                       "PNGs go there)")
+    for file in files:
+        if file.is_dir():
+            raise click.ClickException(f"--output-dir {root}: {file} is a folder (predict writes a file there)")
 
 
 def _check_panoptic(panoptic: bool, model: PredictModel) -> None:

@@ -185,7 +185,7 @@ def test_predict_panoptic_folder_is_a_file(tmp_path):
     image = tmp_path / "img.png"
     PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
     check_bad_input(["predict", "--resume", reference_path("segm_tiny_checkpoint.pth"), image, "--output-dir", out,
-                     "--panoptic"], names=[str(out / "panoptic")], protect=[out / "panoptic"])
+                     "--panoptic"], names=[str(out / "panoptic"), "is not a folder"], protect=[out])  # nothing written
 
 
 # --- the mask ground truth of eval --masks (COCO instances): what the loader's targets leave out -----------
@@ -230,6 +230,6 @@ def test_predict_panoptic_json_is_a_folder(tmp_path):
     image = tmp_path / "img.png"
     PIL.Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
     result = check_bad_input(["predict", "--resume", reference_path("segm_tiny_checkpoint.pth"), image,
-                              "--output-dir", out, "--panoptic"], names=[str(out / "panoptic.json")],
-                             protect=[out / "panoptic.json"])
+                              "--output-dir", out, "--panoptic"], names=[str(out / "panoptic.json"), "is a folder"],
+                             protect=[out])  # nothing written: refused before the pictures
     assert ".tmp" not in result.output, result.output
