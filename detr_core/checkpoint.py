@@ -124,9 +124,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: A
     assumed = {**(read if isinstance(read, dict) else {}), **_assumed_heads(path, stored, config, overrides)}
     if stored is None and head and config.num_classes == COCO_PANOPTIC_CLASSES and "stuff_classes" not in overrides:
         config = config.replace(stuff_classes=COCO_PANOPTIC_STUFF)
-        log.info("%s: official panoptic checkpoint (250 classes): ids >= %d are stuff, as in COCO panoptic", path,
-                 COCO_PANOPTIC_STUFF[0])
-        assumed["stuff_classes"] = f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"
+        assumed.update(assume_coco_panoptic_stuff(path, "official panoptic checkpoint"))
     build_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _BUILD_KEYS}
     wanted = config.replace(**overrides)
     check_heads(wanted, source=str(path))
@@ -139,6 +137,14 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: A
     load_state_dict_checked(model, state, source=str(path), fresh_mask_head=wanted.masks and not head)
     model.assumed_config = assumed
     return model.eval()
+
+
+def assume_coco_panoptic_stuff(source: str | Path, kind: str) -> dict[str, str]:
+    """Log that a 250-class panoptic model without stuff ids (``kind``: an official checkpoint, an HF
+    ``DetrForSegmentation``) gets :data:`COCO_PANOPTIC_STUFF`; its ``assumed_config`` entry."""
+    log.info("%s: %s with 250 classes and no stuff ids: ids >= %d are stuff, as in COCO panoptic", source, kind,
+             COCO_PANOPTIC_STUFF[0])
+    return {"stuff_classes": f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"}
 
 
 def split_panoptic_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -37,6 +37,7 @@ from detr_core.data.check import (
 from detr_core.data.coco import DatasetError, read_coco_json
 from detr_core.data.coco_panoptic import (
     _annotation_problem,
+    _repeat_problem,
     _segment_problem,
     category_problems,
     load_panoptic_json,
@@ -164,15 +165,14 @@ def _scan_annotations(report: Report, ann_path: Path, data: dict[str, Any]) -> d
     images = {i["id"] for i in data["images"]}
     categories = {c["id"] for c in data["categories"]}
     by_image: dict[int, _Annotation] = {}
+    annotated: dict[int, str] = {}
     for ann in data["annotations"]:
         scanned = _scan_annotation(report, ann_path, ann, images, categories)
         if scanned is None:
             continue
-        image_id = ann["image_id"]
-        if image_id in by_image:
-            report.errors.append(f"{ann_path}: image {image_id}: two annotations ({by_image[image_id].file_name!r} "
-                                 f"and {scanned.file_name!r})")
-        by_image[image_id] = scanned
+        if problem := _repeat_problem(ann, annotated):
+            report.errors.append(f"{ann_path}: {problem}")
+        by_image[ann["image_id"]] = scanned
     return by_image
 
 

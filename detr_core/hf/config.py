@@ -18,7 +18,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from detr_core.checkpoint import COCO_PANOPTIC_CLASSES, COCO_PANOPTIC_STUFF, CheckpointError
+from detr_core.checkpoint import (
+    COCO_PANOPTIC_CLASSES,
+    COCO_PANOPTIC_STUFF,
+    CheckpointError,
+    assume_coco_panoptic_stuff,
+)
 from detr_core.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -83,10 +88,8 @@ def segmentation_config(config: ModelConfig, hf: dict[str, Any], *,
     if STUFF_KEY in hf:
         return config.replace(stuff_classes=_stuff_ids(hf[STUFF_KEY], config.num_classes, source=source)), {}
     if config.num_classes == COCO_PANOPTIC_CLASSES:
-        log.info("%s: DetrForSegmentation with 250 classes and no stuff ids: ids >= %d are stuff, as in COCO "
-                 "panoptic", source, COCO_PANOPTIC_STUFF[0])
-        return config.replace(stuff_classes=COCO_PANOPTIC_STUFF), {
-            "stuff_classes": f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"}
+        return (config.replace(stuff_classes=COCO_PANOPTIC_STUFF),
+                assume_coco_panoptic_stuff(source, "DetrForSegmentation"))
     log.info("%s: DetrForSegmentation without stuff ids: every class is a thing in panoptic output", source)
     return config, {}
 

@@ -24,7 +24,13 @@ from typing import Any
 import yaml
 
 from detr_core.atomic import atomic_write
-from detr_core.checkpoint import CheckpointError, checked_stored_config, infer_config, read_checkpoint
+from detr_core.checkpoint import (
+    CheckpointError,
+    checked_stored_config,
+    infer_config,
+    read_checkpoint,
+    split_panoptic_state,
+)
 from detr_core.config import LossConfig, ModelConfig, from_dict, to_dict
 from detr_core.data.sources import DatasetSource
 
@@ -268,9 +274,7 @@ def checkpoint_layer(path: str) -> dict[str, dict[str, Any]]:
             layer = _merge([layer, split_sections({k: v for k, v in run.items() if k in _RUN_KEYS})])
             layer["data"] = dict(stored.get("data") or {})
         return layer
-    state = ckpt["model"]
-    if any(k.startswith("detr.") for k in state):
-        state = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
+    state, _ = split_panoptic_state(ckpt["model"])  # a panoptic file: its detector's architecture
     return split_sections({"model": to_dict(infer_config(state, source=str(path)))})
 
 
