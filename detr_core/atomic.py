@@ -1,21 +1,96 @@
 """Atomic file writes: a temp file in the target's folder, flushed and fsync'ed, then renamed over it.
 
 A kill at any moment leaves either the old file or the new one, never a torn one; an exception (disk
-full, a refused validation, Ctrl-C) removes the temp file and leaves the target as it was. Temp files
-are named ``.<name>.<pid>.<random>.tmp<suffix>``: one left by a killed process (its pid gone) is removed
-by the next atomic write to the same target.
+full, a refused validation, Ctrl-C) removes the temp file and leaves the target as it was.
+
+The write rule (every file detrtool writes, appends to or locks goes through this module):
+
+- **No link is followed.** A symbolic link at the path a write, an append or a lock would open is refused
+  (:class:`WriteRefused`, naming the link) — never written through, never replaced. A folder the user names
+  may be a link; what detrtool creates or replaces inside it is checked.
+- **Temp names carry a marker**: ``.NAME.detrtool-<pid>-<random>.tmp[SUFFIX]`` for files and staging
+  folders, ``detrtool-<purpose>.detrtool-<pid>-<random>.tmp`` for temp folders in the system's temp
+  folder. A name that would pass the file system's 255-byte limit has ``NAME`` shortened (its start and a
+  hash of the whole name).
+- **Only marked names whose pid is dead are swept** (:func:`remove_orphans`, :func:`sweep_temps`,
+  :func:`temp_folder`): a user's file is never removed, whatever it is called, nor a live run's temp.
+- A path whose parent is a file is one line naming that file (:func:`make_folder`), not "File exists".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+MARKER = "detrtool"
+NAME_MAX = 255  #: bytes in one file name (ext4, xfs, btrfs, tmpfs)
+#: A marked temp name: LABEL.detrtool-PID-RANDOM.tmp, then the suffix a library may need (``.onnx``).
+_TEMP = re.compile(r"^(?P<label>.+)\.detrtool-(?P<pid>\d+)-(?P<rand>[a-z0-9_]+)\.tmp(?:\.[^.]*)?$", re.DOTALL)
+
+
+class WriteRefused(OSError):
+    """detrtool will not write at ``path`` (a symbolic link, a file where a folder must be, a special file);
+    ``str()`` is the whole line, naming the path."""
+
+    def __init__(self, path: str | Path, why: str) -> None:
+        super().__init__(f"{path} {why}")
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def refuse_link(path: str | Path) -> Path:
+    """``path`` unless it is a symbolic link (dangling or not): then :class:`WriteRefused` naming it."""
+    path = Path(path)
+    if os.path.islink(path):
+        raise WriteRefused(path, "is a symbolic link: detrtool does not write through links")
+    return path
+
+
+def make_folder(folder: str | Path) -> list[Path]:
+    """``folder.mkdir(parents=True)``; returns the folders it created (outermost first). A file (or a link
+    to one) where a folder must be is :class:`WriteRefused` naming it, not ``FileExistsError``."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in reversed((folder, *folder.parents)) if p.exists() and not p.is_dir()), folder)
+        raise WriteRefused(blocker, f"is a file, not a folder: cannot create {folder}") from None
+    return list(reversed(missing))
+
+
+def temp_name(name: str, *, suffix: str = "", pid: int | None = None, label: str | None = None) -> tuple[str, str]:
+    """(prefix, suffix) for ``mkstemp``/``mkdtemp`` making a marked temp name of ``name``:
+    ``.NAME.detrtool-PID-<8 random>.tmpSUFFIX`` within :data:`NAME_MAX` bytes (``NAME`` shortened to its
+    start and a hash of the whole name when needed). ``label`` replaces ``.NAME`` (temp folders)."""
+    label = f".{_short(name, suffix)}" if label is None else label
+    return f"{label}.{MARKER}-{os.getpid() if pid is None else pid}-", f".tmp{suffix}"
+
+
+def _short(name: str, suffix: str) -> str:
+    room = NAME_MAX - len(f"..{MARKER}-4194304-abcdefgh.tmp{suffix}".encode())
+    if len(name.encode()) <= room:
+        return name
+    digest = hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest()[:16]
+    start = name.encode(errors="surrogateescape")[:max(0, room - len(digest) - 1)].decode(errors="ignore")
+    return f"{start}~{digest}"
+
+
+def parse_temp(name: str) -> tuple[str, int] | None:
+    """(label, pid) of a marked temp name (see the module docstring); None for any other name."""
+    match = _TEMP.match(name)
+    return (match.group("label"), int(match.group("pid"))) if match else None
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: bool = True) -> Path:
@@ -40,17 +115,20 @@ def atomic_output(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     """Yield a fresh temp path next to ``path`` (ending with ``suffix``, for libraries that read the
     format from the name) for the caller to write and check; on a normal exit it is fsync'ed and
     renamed over ``path``, on any exception (KeyboardInterrupt included) it is removed and ``path``
-    is left untouched."""
+    is left untouched. A link at ``path`` is refused (:class:`WriteRefused`) before anything is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
+    refuse_link(path)
     remove_orphans(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
+    prefix, end = temp_name(path.name, suffix=suffix)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=end, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, _mode_for(path))
     try:
         yield tmp
         _fsync_file(tmp)
+        refuse_link(path)  # planted while the temp file was written
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -62,12 +140,33 @@ def atomic_output(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+def open_no_follow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW)`` for an append or a lock, on a regular file only: a link is
+    :class:`WriteRefused` naming it (nothing opened through it), as is a fifo, device or folder."""
+    path = Path(path)
+    refuse_link(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        if exc.errno == errno.ENXIO:  # a fifo with no reader, opened for writing
+            raise WriteRefused(path, "is not a regular file: detrtool writes regular files only") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WriteRefused(path, "is not a regular file: detrtool writes regular files only")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def probe_writable(folder: str | Path) -> Path:
     """Create ``folder`` if needed and prove 4 KiB can be written in it (a full disk refuses data, not an
     empty file) with a probe file, removed again; ``OSError`` (read-only, full, not a folder) otherwise."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".detrtool-probe.", dir=folder)
+    make_folder(folder)
+    prefix, end = temp_name("probe", label=f".{MARKER}-probe")
+    fd, probe = tempfile.mkstemp(prefix=prefix, suffix=end, dir=folder)
     try:
         os.write(fd, b"\0" * 4096)
         os.fsync(fd)
@@ -80,18 +179,45 @@ def probe_writable(folder: str | Path) -> Path:
 def remove_orphans(path: str | Path) -> list[Path]:
     """Remove the temp files of ``path`` left by processes that no longer run; returns them."""
     path = Path(path)
-    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[^.]+\.tmp")
-    removed = []
-    for candidate in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
-        match = pattern.match(candidate.name)
-        if match and not _alive(int(match.group(1))):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
+    label = f".{_short(path.name, '')}"
+    return sweep_temps(path.parent, labels=lambda lab: lab == label)
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def sweep_temps(folder: str | Path, *, labels: Callable[[str], bool] = lambda label: True) -> list[Path]:
+    """Remove the marked temp files and staging folders directly in ``folder`` whose label passes ``labels``
+    and whose pid no longer runs (see the module docstring); returns them. Nothing else is touched: no
+    unmarked name, no link, no live process's temp."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        parsed = parse_temp(entry.name)
+        if parsed is None or not labels(parsed[0]) or _alive(parsed[1]) or entry.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def temp_folder(purpose: str) -> Iterator[Path]:
+    """A private folder in the system's temp folder (``detrtool-PURPOSE.detrtool-PID-RANDOM.tmp``), removed
+    when the block ends however it ends; a ``kill -9`` leaves it, and the next :func:`temp_folder` of any
+    purpose removes every such folder whose pid no longer runs."""
+    where = Path(tempfile.gettempdir())
+    sweep_temps(where, labels=lambda label: label.startswith(f"{MARKER}-"))
+    prefix, end = temp_name("", label=f"{MARKER}-{purpose}")
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=end, dir=where))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -101,7 +227,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -143,30 +269,51 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     exit they are renamed into ``path`` (created when missing), each replacing the entry of that name, the
     old ones kept until every new one is in place and then removed; ``path``'s other entries stay. On any
     exception (disk full, Ctrl-C) the staging folder is removed and ``path`` is left as it was, byte for
-    byte (a folder that did not exist is not left behind, empty). An ``OSError`` names the final file, not
-    the staging one. The staging folder lies inside ``path`` (or next to it when ``path`` does not exist
-    yet), on the same filesystem, so every swap is a rename."""
+    byte (a folder that did not exist is not left behind, empty). An ``OSError`` names the final file (or
+    ``path``), never the staging folder. The staging folder lies inside ``path`` (or next to it when
+    ``path`` does not exist yet), on the same filesystem, so every swap is a rename; it carries the temp
+    marker, and one a killed run left is removed by the next write of ``path``."""
     path = Path(path)
-    created = _make_parents(path.parent) if not path.is_dir() else []
+    if os.path.islink(path) and not path.is_dir():
+        refuse_link(path)
+    created = make_folder(path.parent) if not path.is_dir() else []
     where = path if path.is_dir() else path.parent
-    _remove_orphan_stages(where, path.name)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=where))
-    new, old = stage / "new", stage / "old"
+    label = f".{_short(path.name, '')}"
+    sweep_temps(where, labels=lambda lab: lab == label)
+    stage: Path | None = None
     try:
+        prefix, end = temp_name(path.name)
+        stage = Path(tempfile.mkdtemp(prefix=prefix, suffix=end, dir=where))
+        new, old = stage / "new", stage / "old"
         new.mkdir()
         old.mkdir()  # both made up front: a full disk may refuse a folder later
         yield new
         _swap_in(new, old, path)
     except BaseException as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:
-            exc.filename = str(exc.filename).replace(str(new), str(path))
-        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(exc, OSError):
+            _name_target(exc, stage, path)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
         for folder in reversed(created):
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
     shutil.rmtree(stage, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+def _name_target(exc: OSError, stage: Path | None, path: Path) -> None:
+    """An error about a file in the staging folder names the final one (``stage/new/x`` -> ``path/x``);
+    one about the staging folder itself (or one that failed to be made) names ``path``."""
+    for attr in ("filename", "filename2"):
+        name = getattr(exc, attr)
+        if name is None:
+            continue
+        name = str(name)
+        if stage is not None and name.startswith(str(stage / "new")):
+            setattr(exc, attr, str(path) + name[len(str(stage / "new")):])
+        elif (stage is not None and name.startswith(str(stage))) or parse_temp(Path(name).name):
+            setattr(exc, attr, str(path))
 
 
 def _swap_in(new: Path, old: Path, path: Path) -> None:
@@ -190,19 +337,3 @@ def _swap_in(new: Path, old: Path, path: Path) -> None:
             if os.path.lexists(old / entry):
                 os.rename(old / entry, path / entry)
         raise
-
-
-def _make_parents(folder: Path) -> list[Path]:
-    """``folder.mkdir(parents=True)``; returns the folders it created (outermost first)."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
-
-
-def _remove_orphan_stages(where: Path, name: str) -> None:
-    """Remove staging folders of ``name`` left in ``where`` by processes that no longer run."""
-    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^.]+\.tmp$")
-    for candidate in where.glob(f".{glob_escape(name)}.*.tmp"):
-        match = pattern.match(candidate.name)
-        if match and candidate.is_dir() and not _alive(int(match.group(1))):
-            shutil.rmtree(candidate, ignore_errors=True)

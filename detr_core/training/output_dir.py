@@ -4,7 +4,8 @@ The lock is ``fcntl.flock`` on ``OUTPUT_DIR/.detrtool-train.lock``, held for the
 process. The OS releases it when the process ends, however it ends (``kill -9`` included), so a dead run
 never leaves a stale lock. The file holds the holder's pid, written in place (not through an atomic
 rename, which would put a new, unlocked file at the path); it is the one file training does not write
-through :mod:`detr_core.atomic`. It stays in the folder after the run: unlinking it would let a run that
+through :mod:`detr_core.atomic`, but opened by its rule all the same (``O_NOFOLLOW``: a link there is
+refused, its target untouched). It stays in the folder after the run: unlinking it would let a run that
 opened the old file and one that creates a new one both hold "the" lock.
 """
 
@@ -18,9 +19,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from detr_core.atomic import WriteRefused, make_folder, open_no_follow, refuse_link, sweep_temps
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".detrtool-train.lock"
+#: The fixed names a run writes in its folder: a link at any of them is refused at the start, not after an epoch.
+RUN_FILES = ("checkpoint.pth", "config.yaml", "log.jsonl", "log.jsonl.old")
 
 
 class OutputDirError(RuntimeError):
@@ -34,6 +39,7 @@ def locked_output_dir(out: Path) -> Iterator[Path]:
     fd = _open_lock(out)
     try:
         _take_lock(fd, out)
+        _refuse_links(out)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         remove_orphaned_temps(out)
@@ -44,11 +50,21 @@ def locked_output_dir(out: Path) -> Iterator[Path]:
 
 def _open_lock(out: Path) -> int:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        return os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        make_folder(out)
+        return open_no_follow(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    except WriteRefused as exc:
+        raise OutputDirError(f"--output-dir {out}: {exc}") from None
     except OSError as exc:
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         raise OutputDirError(f"--output-dir {out}: cannot write there: {reason}") from None
+
+
+def _refuse_links(out: Path) -> None:
+    for name in RUN_FILES:
+        try:
+            refuse_link(out / name)
+        except WriteRefused as exc:
+            raise OutputDirError(f"--output-dir {out}: {exc}") from None
 
 
 def _take_lock(fd: int, out: Path) -> None:
@@ -69,12 +85,12 @@ def _holder(out: Path) -> str:
 
 
 def remove_orphaned_temps(out: Path) -> int:
-    """Delete ``.NAME.*.tmp`` files (``detr_core.atomic`` temps of killed runs) directly in ``out``; returns
-    how many. Only call it holding the folder's lock: a live run's temp file would go too."""
-    orphans = [p for p in Path(out).glob(".*.tmp") if p.is_file()]
-    size = sum(p.stat().st_size for p in orphans)
-    for path in orphans:
-        path.unlink(missing_ok=True)
+    """Delete the temp files and staging folders that killed processes left directly in ``out``: only names
+    carrying :mod:`detr_core.atomic`'s marker whose pid no longer runs (a user's ``.notes.tmp`` stays, so
+    does a live process's temp); returns how many."""
+    sizes = {e.name: e.stat(follow_symlinks=False).st_size for e in os.scandir(out)}
+    orphans = sweep_temps(out)
+    size = sum(sizes.get(p.name, 0) for p in orphans)
     if orphans:
         log.info("%s: removed %d temp file(s) of an interrupted run (%.1f MB)", out, len(orphans), size / 1e6)
     return len(orphans)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detr_core.atomic import atomic_write
+from detr_core.atomic import atomic_write, open_no_follow
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def append_record(out: Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one line, fsync'ed; on failure the file is cut back to its previous length."""
     path = Path(out) / LOG_NAME
     line = (json.dumps(record) + "\n").encode()
-    with open(path, "ab") as handle:
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a link there is refused, not followed
+    with os.fdopen(fd, "ab") as handle:
         size = handle.tell()
         try:
             handle.write(line)
@@ -61,7 +62,7 @@ def start_fresh_log(out: Path) -> None:
     """A run starting at epoch 0: an earlier run's ``log.jsonl`` becomes ``log.jsonl.old`` (replacing an older
     one, by a rename), so curves and summaries never mix two runs."""
     path = Path(out) / LOG_NAME
-    if path.is_file():
+    if path.is_file() and not path.is_symlink():
         path.replace(Path(out) / f"{LOG_NAME}.old")
         log.info("%s held an earlier run's log: kept as %s.old", out, LOG_NAME)
 

@@ -199,7 +199,7 @@ def test_lock_is_released_by_a_killed_holder(shapes_root, previous, tmp_path):
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()
     holder.wait()
-    orphan = previous / ".checkpoint.pth.abc123.tmp"
+    orphan = previous / f".checkpoint.pth.detrtool-{holder.pid}-abc12345.tmp"  # a temp the killed run left
     orphan.write_bytes(b"\0" * 1000)
     result = run_cli(_train(shapes_root, previous, "--eval-every", "5"))
     assert result.exit_code == 0, result.output

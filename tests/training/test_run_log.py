@@ -4,6 +4,9 @@ keeps its trained epoch."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +70,19 @@ def test_failed_append_is_cut_back(tmp_path, monkeypatch):
 
 
 def test_lock_removes_orphaned_temps_but_not_other_files(tmp_path, caplog):
-    (tmp_path / ".checkpoint.pth.x1y2.tmp").write_bytes(b"\0" * 2_000_000)
-    (tmp_path / ".log.jsonl.a.tmp").write_text("x")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".checkpoint.pth.detrtool-{pid}-x1y2z3w4.tmp").write_bytes(b"\0" * 2_000_000)
+    (tmp_path / f".log.jsonl.detrtool-{pid}-a1b2c3d4.tmp").write_text("x")
     (tmp_path / "notes.tmp").write_text("kept: not a detrtool temp")
+    (tmp_path / ".notes.tmp").write_text("kept: no marker")
+    (tmp_path / ".log.jsonl.a.tmp").write_text("kept: no marker (a user's name)")
+    (tmp_path / f".config.yaml.detrtool-{os.getpid()}-a1b2c3d4.tmp").write_text("kept: a live process's temp")
     with caplog.at_level("INFO"), locked_output_dir(tmp_path):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".detrtool-train.lock", "notes.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".config.yaml.detrtool-{os.getpid()}-a1b2c3d4.tmp", ".detrtool-train.lock", ".log.jsonl.a.tmp",
+        ".notes.tmp", "notes.tmp"]
     assert any("removed 2 temp file(s)" in r.getMessage() and "2.0 MB" in r.getMessage() for r in caplog.records)
 
 
