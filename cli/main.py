@@ -15,6 +15,7 @@ import traceback
 
 import click
 
+from detr_core.atomic import WriteRefused
 from detr_core.errors import first_line, printable, typed_line
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def os_error_line(exc: OSError) -> str:
 
 def error_line(exc: Exception) -> str:
     """One line for an exception no command turned into a ``ClickException`` itself."""
+    if isinstance(exc, WriteRefused):
+        return str(exc)  # names the path and says why
     if isinstance(exc, OSError):
         return os_error_line(exc)
     return typed_line(exc)

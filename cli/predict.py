@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from cli.options import FiniteFloatRange, RegularFile, panoptic_threshold_option, parse_hw_option
 from cli.outputs import writable_dir
-from detr_core.atomic import atomic_write
+from detr_core.atomic import WriteRefused, atomic_write, refuse_link
 from detr_core.data.class_map import load_class_map
 from detr_core.data.yolo import yolo_inputs
 from detr_core.evaluation.class_mapped import names_by_id, remap_found
@@ -66,16 +66,20 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
-    writable_dir(output_dir)
-    _check_targets(Path(output_dir), panoptic=panoptic, save_json=save_json)
     if panoptic and class_map is not None:
         raise click.UsageError("--panoptic writes the model's own classes: it cannot be combined with --class-map")
+    sources = yolo_inputs(inputs)
+    paths, failures = collect_image_paths(sources)
+    names = OutputNames(Path(output_dir), paths, derived=(["_attention"] if show_attention else [])
+                        + (["_panoptic"] if panoptic else []), folders=["panoptic"] if panoptic else [])
+    _check_inputs_kept(Path(output_dir), sources, paths, names)
+    writable_dir(output_dir)
+    _check_targets(Path(output_dir), names, panoptic=panoptic, save_json=save_json)
     model = _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size)
     _check_panoptic(panoptic, model)
     if not model.class_names:
         click.echo("predict: the model carries no class names; labels are class ids")
     mapping = _class_map(class_map, model)
-    paths, failures = collect_image_paths(yolo_inputs(inputs))
     if model.spec.batch is not None and model.spec.batch != batch_size:
         click.echo(f"predict: the artifact's batch size is {model.spec.batch}; --batch-size {batch_size} ignored")
         batch_size = model.spec.batch
@@ -85,7 +89,6 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
                           is_thing=model.is_thing)
     click.echo(f"predict: {len(paths)} image(s) with {model.description}, threshold {threshold}"
                + (f", masks > {mask_threshold}" if model.masks else ""))
-    names = OutputNames(Path(output_dir))
     writer = PanopticWriter(names.root, class_names=model.class_names, is_thing=model.is_thing) if panoptic else None
     found: list[ImageDetections] = []
     class_names, unmapped = (model.class_names if mapping is None else names_by_id(mapping)), 0
@@ -115,11 +118,17 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     _report_failures(failures)
 
 
-def _check_targets(root: Path, *, panoptic: bool, save_json: bool) -> None:
-    """Before any work: the fixed output names are free (``panoptic/`` a folder or absent, the JSON files no
-    folders), so a blocked one fails here, not after the pictures were written."""
+def _check_targets(root: Path, names: OutputNames, *, panoptic: bool, save_json: bool) -> None:
+    """Before any work: every output name is free for predict to write (``panoptic/`` a folder or absent, the
+    JSON files no folders, no symbolic link at any planned file), so a blocked one fails here, not after the
+    pictures were written."""
     folders = [root / "panoptic"] if panoptic else []
     files = ([root / "panoptic.json"] if panoptic else []) + ([root / "detections.json"] if save_json else [])
+    for path in [*folders, *files, *names.files()]:
+        try:
+            refuse_link(path)
+        except WriteRefused as exc:
+            raise click.ClickException(f"--output-dir {root}: {exc}") from None
     for folder in folders:
         if folder.exists() and not folder.is_dir():
             raise click.ClickException(f"--output-dir {root}: {folder} exists and is not a folder (the panoptic "
@@ -127,6 +136,32 @@ def _check_targets(root: Path, *, panoptic: bool, save_json: bool) -> None:
     for file in files:
         if file.is_dir():
             raise click.ClickException(f"--output-dir {root}: {file} is a folder (predict writes a file there)")
+
+
+def _check_inputs_kept(root: Path, sources: list[str], paths: list[Path], names: OutputNames) -> None:
+    """predict never writes over its inputs: ``--output-dir`` may not be an input folder, and no planned
+    output may be an input file (the same path, a link to it, or a hard link)."""
+    for source in sources:
+        if Path(source).is_dir() and _same(Path(source), root):
+            raise click.ClickException(f"--output-dir {root} is the input folder {source}: predict would write its "
+                                       "pictures among the images it reads; choose another --output-dir")
+    inputs = {_identity(p) for p in paths} - {None}
+    for planned in names.files():
+        if _identity(planned) in inputs:
+            raise click.ClickException(f"--output-dir {root}: {planned} is one of the input images; predict does "
+                                       "not write over an input (choose another --output-dir)")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _same(a: Path, b: Path) -> bool:
+    return _identity(a) is not None and _identity(a) == _identity(b)
 
 
 def _check_panoptic(panoptic: bool, model: PredictModel) -> None:

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from cli.options import (
     dataset_options,
     pop_dataset_options,
 )
-from detr_core.atomic import atomic_write_text
+from detr_core.atomic import atomic_write_text, temp_folder
 from detr_core.checkpoint import CheckpointError
 from detr_core.config import LossConfig, ModelConfig, check_section_keys, load_yaml
 from detr_core.data.coco import DatasetError
@@ -146,7 +145,7 @@ def launch_torchrun(config: TrainConfig, nproc: int) -> int:
         pass
     # The resolved settings travel in a YAML in the system's temp folder (not the output folder, where a
     # killed launcher would leave it behind); removed when torchrun returns.
-    with tempfile.TemporaryDirectory(prefix="detrtool-launch-") as scratch:
+    with temp_folder("launch") as scratch:
         path = atomic_write_text(Path(scratch) / "launch.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "cli.main", "train", "--config", str(path)]

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import html
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detr_core.atomic import temp_folder
 from exporters.artifact_file import ArtifactError, MultiFileArtifact, check_sealed, first_line, read_artifact
 from exporters.backend import Backend
 from exporters.metadata import ArtifactMetadata, MetadataError, strict_json
@@ -89,7 +89,7 @@ def save_ir(model, *, compress_to_fp16: bool = False) -> tuple[str, bytes]:
     """``openvino.save_model`` into a private temp folder; (xml text, bin bytes)."""
     import openvino as ov
 
-    with tempfile.TemporaryDirectory(prefix="detrtool-ov-") as tmp:
+    with temp_folder("openvino") as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
         return xml.read_text(encoding="utf-8"), weights_path(xml).read_bytes()
@@ -185,11 +185,20 @@ def compile_config(*, precision: str = "fp32", threads: int | None = None) -> di
     return config
 
 
-def cpu_supports(precision: str) -> bool:
-    """Whether the OpenVINO CPU plugin lists ``precision`` (``BF16``, ``INT8``) among its capabilities."""
+def cpu_capabilities() -> frozenset[str] | None:
+    """What the OpenVINO CPU plugin lists as its ``OPTIMIZATION_CAPABILITIES`` (``BF16``, ``INT8``, ...);
+    None where it cannot be asked (no CPU plugin, an old runtime)."""
     import openvino as ov
 
-    return precision.upper() in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    try:
+        return frozenset(str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except (RuntimeError, TypeError):
+        return None
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether the OpenVINO CPU plugin lists ``precision`` (``BF16``, ``INT8``) among its capabilities."""
+    return precision.upper() in (cpu_capabilities() or ())
 
 
 def load_openvino(path: Path, *, device: str = "cpu", precision: str = "fp32", threads: int | None = None,

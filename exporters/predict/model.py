@@ -15,13 +15,13 @@ checkpoint's, or the one stored in an artifact's metadata); none given, every cl
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from detr_core.atomic import temp_folder
 from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 from detr_core.data.sources import DatasetSource
 from detr_core.training.train_config import TrainConfig
@@ -106,7 +106,7 @@ def things_of(num_classes: int, stuff_classes: Any = ()) -> dict[int, bool]:
 def open_exported(model: nn.Module, spec: InputSpec, fmt: str, device: str) -> PredictModel:
     """Export ``model`` to ``fmt`` with ``spec``'s canvas, batch and resize rule in a temporary folder (no
     validation: ``detrtool export`` validates) and load it; the file is gone once its runtime holds it."""
-    with tempfile.TemporaryDirectory(prefix="detrtool-predict-") as folder:
+    with temp_folder("predict") as folder:
         artifact = Path(folder) / f"model{get_format(fmt).suffix}"
         logger.info("exporting to %s (canvas %s, batch %d)", fmt, spec.canvas, spec.batch)
         export(model.eval().cpu(), fmt, artifact, input_size=spec.canvas, batch_size=spec.batch, size=spec.size,

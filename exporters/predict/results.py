@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,55 @@ from exporters.predict.run import ImageDetections
 
 
 class OutputNames:
-    """``ROOT/<stem>.png`` per input image, made unique (``<stem>_2.png``) when two inputs share a stem."""
+    """Every file ``detrtool predict`` will write for ``sources``, planned before anything is written:
+    ``ROOT/<stem>.png`` per input image and, per ``derived`` suffix, ``ROOT/<stem><suffix>.png`` (the
+    attention grid ``_attention``, the panoptic picture ``_panoptic``) and, with ``folders``, ``ROOT/<folder>/
+    <stem>.png``. Stems are unique over all of these names, case-insensitively (``<stem>_2`` on a clash), so
+    no input's output replaces another's (``a_attention.png``'s picture is not ``a.png``'s attention map);
+    a stem too long for a 255-byte file name is shortened (its start and a hash of the name)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sources: Sequence[Path] = (), *, derived: Sequence[str] = (),
+                 folders: Sequence[str] = ()) -> None:
         self.root = Path(root)
+        self.derived = tuple(derived)
+        self.folders = tuple(folders)
         self._given: dict[Path, Path] = {}
         self._taken: set[str] = set()
+        for source in sources:
+            self.picture(source)
 
     def picture(self, source: Path) -> Path:
         if source not in self._given:
-            stem, n = source.stem, 1
-            while stem.lower() in self._taken:
+            tail = max((len(d.encode()) for d in self.derived), default=0) + len(".png")
+            stem, n = _fit(source.stem, tail), 1
+            while any(name in self._taken for name in self._names(stem)):
                 n += 1
-                stem = f"{source.stem}_{n}"
-            self._taken.add(stem.lower())
+                stem = _fit(f"{source.stem}_{n}", tail)
+            self._taken.update(self._names(stem))
             self._given[source] = self.root / f"{stem}.png"
         return self._given[source]
+
+    def _names(self, stem: str) -> list[str]:
+        return [f"{stem}{d}.png".lower() for d in ("", *self.derived)]
+
+    def files(self) -> list[Path]:
+        """Every file planned, for every source given so far (pictures, derived pictures, folder PNGs)."""
+        planned = []
+        for picture in self._given.values():
+            planned.append(picture)
+            planned += [picture.with_name(f"{picture.stem}{d}.png") for d in self.derived]
+            planned += [self.root / folder / picture.name for folder in self.folders]
+        return planned
+
+
+def _fit(stem: str, tail: int, limit: int = 255) -> str:
+    """``stem`` when ``stem`` + a ``tail``-byte ending fits a file name, else its start and a hash of it."""
+    room = limit - tail
+    raw = stem.encode(errors="surrogateescape")
+    if len(raw) <= room:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return f"{raw[:room - len(digest) - 1].decode(errors='ignore')}~{digest}"
 
 
 def summary_line(found: ImageDetections, class_names: Sequence[str], picture: Path | None = None) -> str:
