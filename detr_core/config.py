@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from detr_core.errors import printable
+from detr_core.input_files import NOT_REGULAR, NotRegularFileError, read_regular_text
+
 T = TypeVar("T")
 
 
@@ -75,11 +78,38 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """From a stored config (a checkpoint's, a detrtool ``config.json``): every value of its JSON type
+        (``"dilation": "false"`` is refused, not read as True); class names with control characters escaped
+        (they reach the terminal)."""
         data = dict(data)
         for key in ("class_names", "stuff_classes"):
             if key in data and data[key] is not None:
+                if not isinstance(data[key], list | tuple):
+                    raise ValueError(f"{key} must be a list, got {data[key]!r:.40}")
                 data[key] = tuple(data[key])
+        _check_field_types(cls, data)
+        if data.get("class_names") is not None:
+            data["class_names"] = tuple(printable(n) for n in data["class_names"])
         return from_dict(cls, data)
+
+
+_FIELD_TYPES: dict[str, Any] = {
+    "bool": lambda v: isinstance(v, bool), "int": lambda v: type(v) is int,
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool), "str": lambda v: isinstance(v, str),
+    "tuple[str, ...]": lambda v: all(isinstance(i, str) for i in v),
+    "tuple[int, ...]": lambda v: all(type(i) is int for i in v),
+}
+_TYPE_WORDS = {"bool": "a JSON boolean (true or false)", "int": "an integer", "float": "a number", "str": "a string",
+               "tuple[str, ...]": "a list of strings", "tuple[int, ...]": "a list of integers"}
+
+
+def _check_field_types(cls: type, data: dict[str, Any]) -> None:
+    """``ValueError`` naming the first field of ``data`` whose value is not of the dataclass field's type."""
+    for f in fields(cls):
+        kind = str(f.type)
+        value = data.get(f.name)
+        if value is not None and kind in _FIELD_TYPES and not _FIELD_TYPES[kind](value):
+            raise ValueError(f"{f.name} must be {_TYPE_WORDS[kind]}, got {value!r:.40}")
 
 
 @dataclass(frozen=True)
@@ -143,9 +173,11 @@ def strict_yaml_load(text: str) -> Any:
 def read_yaml_file(path: Path, *, error: type[Exception] = ValueError, what: str = "YAML file") -> Any:
     """``path`` parsed by :func:`strict_yaml_load`; any problem is one ``error`` line naming the file."""
     try:
-        return strict_yaml_load(path.read_text())
+        return strict_yaml_load(read_regular_text(path))
     except YamlRefused as exc:
         raise error(f"{path}: {exc}") from None
+    except NotRegularFileError:
+        raise error(f"{path}: {NOT_REGULAR}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise error(f"{path}: not a readable {what} ({' '.join(str(exc).split())})") from None
 

@@ -51,6 +51,7 @@ from detr_core.data.yolo import (
     read_labels,
 )
 from detr_core.errors import printable
+from detr_core.input_files import read_regular_text
 
 _SIZE_BINS = (64, 128, 256, 512, 1024, 2048)
 __all__ = ["FIX_CLIPPED", "FIX_CROWD", "FIX_DEGENERATE", "FIX_EXIF", "FIX_NONFINITE", "FIX_OUTSIDE", "Report",
@@ -244,7 +245,8 @@ def _voc_stems(voc_dir: Path, splits: Iterable[str] | None) -> list[str]:
     files = [f for f in files if "_" not in f.stem]  # skip per-class lists such as cat_train.txt
     if not files:
         return sorted(p.stem for p in (voc_dir / "Annotations").glob("*.xml"))
-    stems = {line.split()[0] for f in files if f.is_file() for line in f.read_text().splitlines() if line.strip()}
+    stems = {line.split()[0] for f in files if f.is_file() for line in read_regular_text(f).splitlines()
+             if line.strip()}
     return sorted(stems)
 
 
@@ -306,10 +308,15 @@ def _yolo_labels(report: Report, path: Path, num_classes: int) -> YoloImage:
     label_path = label_path_of(path)
     try:
         return read_labels(path, num_classes)
-    except DatasetError:
-        pass
+    except DatasetError as exc:
+        first = str(exc)
     item = YoloImage(path, label_path)
-    for n, text in enumerate(label_path.read_text().splitlines(), 1):
+    try:
+        lines = read_regular_text(label_path).splitlines()
+    except (OSError, UnicodeDecodeError):  # the file itself is unreadable (a fifo, not text): read_labels said so
+        report.errors.append(first)
+        return item
+    for n, text in enumerate(lines, 1):
         if not text.strip():
             continue
         try:
@@ -357,7 +364,7 @@ def _category_ids(dataset_or_ann: Any) -> list[int]:
         return list(dataset_or_ann.category_ids)
     data = dataset_or_ann
     if isinstance(data, str | Path):
-        data = json.loads(Path(data).read_text())
+        data = json.loads(read_regular_text(data))
     ids = {c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in data.get("annotations", [])}
     return sorted(ids)
 

@@ -42,6 +42,7 @@ from torchvision.transforms.v2 import functional as F
 from detr_core.data.coco_masks import decode_segmentation, segmentation_problem
 from detr_core.data.image_cache import ImageCache
 from detr_core.data.integrity import duplicate_id_problems, outside_reason, reference_problems, shape_problems
+from detr_core.input_files import NOT_REGULAR, NotRegularFileError, check_regular, read_regular_text
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,26 @@ class LoadedImage:
     fixups: list[str] = field(default_factory=list)
 
 
+def _high_depth_top(img: PIL.Image.Image, arr: np.ndarray) -> float:
+    """The value that is white in a 16-bit or float image: its dtype decides. 16-bit integers (``I;16*``, and
+    ``I``, which is how PIL opens a 16-bit PNG) are 0..65535; float (``F``) images are 0..1. Values outside that
+    range (a float TIFF holding 0..255 was divided by 65535: black; a 32-bit integer image) are refused, naming
+    the range found, instead of being scaled by a guess."""
+    low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    top = 1.0 if img.mode == "F" else 65535.0
+    if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= top):
+        kind = "float images are read as 0..1" if img.mode == "F" else "16-bit images are read as 0..65535"
+        raise ValueError(f"mode {img.mode} image holds values {low:g}..{high:g}; {kind} (save it as 8- or 16-bit "
+                         "integers, or scaled to that range)")
+    return top
+
+
 def _to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """Convert any PIL mode to 8-bit RGB (16-bit/float data scaled by its full range, alpha dropped)."""
+    """Convert any PIL mode to 8-bit RGB (16-bit/float data scaled by its dtype's range, see
+    :func:`_high_depth_top`; alpha dropped)."""
     if img.mode in _HIGH_DEPTH_MODES:
         arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else 65535.0
+        top = _high_depth_top(img, arr)
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return PIL.Image.fromarray(arr, mode="L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
@@ -88,6 +104,7 @@ def _to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
 def _open_checked(path: Path) -> PIL.Image.Image:
     """``PIL.Image.open`` refusing images over :data:`MAX_IMAGE_PIXELS` (PIL's own bomb check, its warning
     turned into an error) before any pixel is decoded."""
+    check_regular(path)  # a fifo or a device would block open() forever
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
@@ -117,10 +134,15 @@ def load_rgb_image(path: str | Path) -> LoadedImage:
                 fixups.append(f"EXIF orientation {orientation} applied")
             if img.mode != "RGB":
                 fixups.append(f"mode {img.mode} converted to RGB")
-                img = _to_rgb(img)
+                try:
+                    img = _to_rgb(img)
+                except ValueError as exc:  # values outside the range its dtype declares
+                    raise DatasetError(f"{path}: {exc}") from None
             return LoadedImage(img.copy(), fixups)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing") from None
+    except NotRegularFileError:
+        raise DatasetError(f"{path}: image is {NOT_REGULAR}") from None
     except PIL.UnidentifiedImageError:
         raise DatasetError(f"{path}: not a readable image (corrupt or unknown format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -137,9 +159,11 @@ def load_rgb_tensor(path: str | Path) -> Tensor:
 def read_coco_json(ann_path: Path) -> dict[str, Any]:
     """The JSON dict of a COCO annotation file; :class:`DatasetError` when missing, unreadable or not COCO."""
     try:
-        data = json.loads(ann_path.read_text())
+        data = json.loads(read_regular_text(ann_path))
     except FileNotFoundError:
         raise DatasetError(f"{ann_path}: annotation file is missing") from None
+    except NotRegularFileError:
+        raise DatasetError(f"{ann_path}: annotation file is {NOT_REGULAR}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{ann_path}: annotation file is not readable JSON ({exc})") from None
     except RecursionError:

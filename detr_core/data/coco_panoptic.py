@@ -51,15 +51,17 @@ from detr_core.data.coco import (
     load_rgb_tensor,
     read_coco_json,
 )
+from detr_core.data.ids import MAX_CLASS_ID
 from detr_core.data.image_cache import ImageCache
 from detr_core.data.integrity import _crowd_flag, _is_int, _short, duplicate_id_problems, shape_problems
+from detr_core.input_files import NOT_REGULAR, NotRegularFileError
 
 logger = logging.getLogger(__name__)
 
 #: The largest segment id an RGB panoptic PNG can hold (``R + 256 G + 256² B``).
 MAX_SEGMENT_ID = 256**3 - 1
 #: The largest category id taken: DETR's class head has max id + 1 rows (COCO panoptic's ids stop at 200).
-MAX_CATEGORY_ID = 65535
+MAX_CATEGORY_ID = MAX_CLASS_ID
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -85,6 +87,8 @@ def read_panoptic_png(path: Path) -> np.ndarray:
             return rgb_to_id(np.asarray(img))
     except FileNotFoundError:
         raise DatasetError(f"{path}: panoptic PNG is missing") from None
+    except NotRegularFileError:
+        raise DatasetError(f"{path}: panoptic PNG is {NOT_REGULAR}") from None
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise

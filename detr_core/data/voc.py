@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,15 @@ from detr_core.data.coco import (
     image_path,
     load_rgb_tensor,
 )
+from detr_core.data.ids import ascii_int
 from detr_core.data.image_cache import ImageCache
+from detr_core.input_files import (
+    NOT_REGULAR,
+    NotRegularFileError,
+    check_regular,
+    read_regular_bytes,
+    read_regular_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +98,7 @@ def read_split(voc_dir: Path, split: str) -> list[str]:
     path = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise DatasetError(f"{path}: split file is missing (splits: {', '.join(VOC_SPLITS)})")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in read_regular_text(path).splitlines() if line.strip()]
 
 
 def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
@@ -98,6 +107,16 @@ def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
         return float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise DatasetError(f"{xml_path}: <{tag}> is missing or not a number ({text!r})") from None
+
+
+def _pixels(node: ET.Element, tag: str, xml_path: Path) -> int:
+    """A ``<size>`` entry: a whole number of pixels 0..2**31 - 1 (``inf``, ``nan``, ``1e40`` or ``12.5`` is
+    one line naming the file and the tag, not an int() error)."""
+    value = _number(node, tag, xml_path)
+    if not (math.isfinite(value) and value == int(value) and 0 <= value < 2**31):
+        raise DatasetError(f"{xml_path}: <{tag}> is {node.findtext(tag)!r}, not a whole number of pixels "
+                           f"0..{2**31 - 1}")
+    return int(value)
 
 
 def _parse_object(node: ET.Element, xml_path: Path, index: int) -> VocObject:
@@ -116,13 +135,17 @@ def parse_voc_xml(xml_path: str | Path) -> VocRecord:
     """Parse one ``Annotations/*.xml``; :class:`DatasetError` naming the file on any problem."""
     xml_path = Path(xml_path)
     try:
-        root = ET.parse(xml_path).getroot()
+        root = ET.fromstring(read_regular_bytes(xml_path))
     except FileNotFoundError:
         raise DatasetError(f"{xml_path}: annotation file is missing") from None
+    except NotRegularFileError:
+        raise DatasetError(f"{xml_path}: annotation file is {NOT_REGULAR}") from None
+    except OSError as exc:
+        raise DatasetError(f"{xml_path}: annotation file is not readable ({exc.strerror or exc})") from None
     except ET.ParseError as exc:
         raise DatasetError(f"{xml_path}: malformed XML ({exc})") from None
     size = root.find("size")
-    hw = (int(_number(size, "height", xml_path)), int(_number(size, "width", xml_path))) if size is not None else (0, 0)
+    hw = (_pixels(size, "height", xml_path), _pixels(size, "width", xml_path)) if size is not None else (0, 0)
     filename = (root.findtext("filename") or f"{xml_path.stem}.jpg").strip()
     objects = tuple(_parse_object(node, xml_path, i) for i, node in enumerate(root.findall("object")))
     return VocRecord(xml_path.stem, filename, hw, objects)
@@ -131,18 +154,21 @@ def parse_voc_xml(xml_path: str | Path) -> VocRecord:
 def voc_image_id(stem: str, index: int) -> int:
     """Integer image id: the digits of the VOC id (``2008_000123`` → 2008000123), else ``index + 1``."""
     digits = stem.replace("_", "")
-    return int(digits) if digits.isdigit() else index + 1
+    number = ascii_int(digits)
+    return number if number is not None else index + 1
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
     """(H, W) of an image file from its header (nothing decoded; EXIF orientation applied as the loader does),
     None when the file is missing; :class:`DatasetError` for a file PIL cannot identify."""
     try:
-        with PIL.Image.open(path) as img:
+        with PIL.Image.open(check_regular(path)) as img:
             w, h = img.size
             orientation = img.getexif().get(0x0112, 1)
     except FileNotFoundError:
         return None
+    except NotRegularFileError:
+        raise DatasetError(f"{path}: image is {NOT_REGULAR}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: not a readable image ({exc})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

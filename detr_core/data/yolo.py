@@ -37,7 +37,9 @@ from detr_core.atomic import atomic_write
 from detr_core.config import read_yaml_file
 from detr_core.data.box_rules import inspect_xyxy
 from detr_core.data.coco import DatasetError, Transforms, finalize_sample, load_rgb_image, load_rgb_tensor
+from detr_core.data.ids import class_id_problem
 from detr_core.data.image_cache import ImageCache
+from detr_core.input_files import NOT_REGULAR, NotRegularFileError, check_regular, read_regular_text
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ def _names(raw: Any, yaml_path: Path) -> tuple[str, ...]:
     if isinstance(raw, list) and raw and all(isinstance(n, (str, int)) for n in raw):
         return tuple(str(n) for n in raw)
     if isinstance(raw, dict) and raw and all(isinstance(k, int) and k >= 0 for k in raw):
+        if problem := next((class_id_problem(k) for k in raw if class_id_problem(k)), None):
+            raise DatasetError(f"{yaml_path}: 'names': class id {problem}")
         names = ["N/A"] * (max(raw) + 1)
         for k, v in raw.items():
             names[k] = str(v)
@@ -165,10 +169,12 @@ def read_labels(image: Path, num_classes: int) -> YoloImage:
     label_path = label_path_of(image)
     item = YoloImage(image, label_path)
     try:
-        text = label_path.read_text()
+        text = read_regular_text(label_path)
     except FileNotFoundError:
         item.fixups.append(FIX_NO_LABEL_FILE)
         return item
+    except NotRegularFileError:
+        raise DatasetError(f"{label_path}: label file is {NOT_REGULAR}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{label_path}: label file is not readable text ({exc})") from None
     if not text.strip():
@@ -229,7 +235,7 @@ def image_hw(path: Path) -> tuple[int, int]:
     """(height, width) of an image as the loader sees it (EXIF rotations by 90 degrees swap them), read from
     its header; :class:`DatasetError` when it is not a readable image."""
     try:
-        with PIL.Image.open(path) as img:
+        with PIL.Image.open(check_regular(path)) as img:
             w, h = img.size
             turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
     except (OSError, SyntaxError, ValueError):

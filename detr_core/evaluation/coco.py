@@ -40,6 +40,7 @@ import numpy as np
 
 from detr_core.atomic import atomic_write
 from detr_core.data.integrity import duplicate_id_problems, reference_problems, shape_problems
+from detr_core.input_files import read_regular_text
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ def _to_numpy(value: Any) -> np.ndarray:
 def load_gt_dataset(coco_gt: Any) -> dict[str, Any]:
     """The COCO ground-truth dict of a path to an annotation json or of a loaded COCO object."""
     if isinstance(coco_gt, (str, os.PathLike)):
-        with open(coco_gt) as handle:
-            dataset = json.load(handle)
+        dataset = json.loads(read_regular_text(coco_gt))
     elif hasattr(coco_gt, "dataset"):
         dataset = coco_gt.dataset
     elif isinstance(coco_gt, dict):

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from detr_core.data.coco_panoptic import read_panoptic_png
+from detr_core.input_files import read_regular_text
 
 VOID = 0
 _OFFSET = 256**3
@@ -280,8 +281,7 @@ class PanopticEvaluator:
 def _load_json(source: Union[str, os.PathLike, Mapping[str, Any]]) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
-    with open(source) as handle:
-        dataset = json.load(handle)
+    dataset = json.loads(read_regular_text(source))
     if not isinstance(dataset, dict) or "annotations" not in dataset or "categories" not in dataset:
         raise ValueError(f"{source}: a COCO panoptic json needs 'annotations' and 'categories'")
     return dataset

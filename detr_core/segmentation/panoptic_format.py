@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from detr_core.atomic import atomic_write_bytes, atomic_write_text
+from detr_core.input_files import check_regular
 
 IdMap = Union[np.ndarray, torch.Tensor]
 _MAX_ID = 256**3
@@ -51,7 +52,7 @@ def encode_png(segment_ids: IdMap) -> bytes:
 
 def decode_png(source: Union[bytes, str, Path]) -> np.ndarray:
     """[H, W] int64 ids of a panoptic PNG given as bytes or a path (must be an RGB image)."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    handle = io.BytesIO(source) if isinstance(source, bytes) else check_regular(source)
     with Image.open(handle) as image:
         if image.mode != "RGB":
             raise ValueError(f"{_name(source)}: a panoptic PNG must be RGB, got mode {image.mode}")
