@@ -23,6 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from detr_core.data.ids import ascii_int, class_id_problem
+from detr_core.input_files import read_regular_text
+
 #: The 91 class names of the official DETR COCO checkpoints, by model class id ("N/A": id unused by COCO).
 COCO_CLASSES: tuple[str, ...] = (
     "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -102,11 +105,15 @@ def _no_duplicate_keys(source: str):
 
 
 def _key(value: Any, where: str) -> int | str:
-    """A map entry side: an int id (digit strings too) or a name; anything else is refused."""
+    """A map entry side: an int id in 0..:data:`MAX_CLASS_ID` (ASCII digit strings too) or a name; anything else
+    is refused here, for every command alike (a negative or huge id once passed ``predict`` as "outside the
+    map" or built a names table of its size)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ClassMapError(f"{where}: {value!r} is neither a class id nor a class name")
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        raise ClassMapError(f"{where}: {value!r:.40} is neither a class id nor a class name")
+    if isinstance(value, str) and (number := ascii_int(value)) is not None:
+        value = number
+    if isinstance(value, int) and (problem := class_id_problem(value)):
+        raise ClassMapError(f"{where}: class id {problem}")
     return value
 
 
@@ -118,7 +125,9 @@ def read_class_map(spec: str) -> ClassMapSpec:
     if not path.is_file():
         raise ClassMapError(f"--class-map {spec}: neither a built-in map ({', '.join(BUILT_IN)}) nor a JSON file")
     try:
-        data = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys(spec))
+        data = json.loads(read_regular_text(path), object_pairs_hook=_no_duplicate_keys(spec))
+    except OSError as exc:
+        raise ClassMapError(f"--class-map {spec}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ClassMapError(f"{spec}: class map is not JSON ({exc})") from None
     except RecursionError:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
+from detr_core.data.ids import class_id_problem
+
 _LISTS = ("images", "annotations", "categories")
 _INT_KEYS = {"images": ("id",), "annotations": ("id", "image_id", "category_id"), "categories": ("id",)}
 _ENTRY_NAME = {"images": "file_name", "categories": "name", "annotations": "image_id"}
@@ -56,6 +58,8 @@ def _entry_problem(kind: str, index: int, entry: Any, need_file_name: bool) -> s
     for key in _INT_KEYS[kind]:
         if problem := _int_problem(entry.get(key)):
             return f"{kind}[{index}]: {key!r} is {_short(entry.get(key))}, {problem}"
+    if kind == "categories" and (problem := class_id_problem(entry["id"])):
+        return f"{kind}[{index}]: category id {problem}"
     if kind == "images" and need_file_name and not isinstance(entry.get("file_name"), str):
         return f"{kind}[{index}] (id {entry['id']}): 'file_name' is {entry.get('file_name')!r}, not a string"
     if kind == "annotations" and _crowd_flag(entry) is None:
