@@ -25,6 +25,7 @@ from detr_core.checkpoint import (
     assume_coco_panoptic_stuff,
 )
 from detr_core.config import ModelConfig
+from detr_core.errors import printable
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,17 @@ def _positive_int(hf: dict[str, Any], key: str, default: int, *, source: str) ->
     value = hf.get(key, default)
     if type(value) is not int or not 1 <= value <= MAX_SIZE:
         raise CheckpointError(f"{source}: {key} must be an integer 1..{MAX_SIZE}, got {value!r:.40}")
+    return value
+
+
+def _flag(config: dict[str, Any], key: str, default: bool, *, source: str, where: str = "") -> bool:
+    """``config[key]`` (``default`` when absent or null) as a JSON boolean; a string (``"false"``, which
+    ``bool()`` reads as True), a number or anything else is one line naming the file and the entry."""
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{source}: {where}{key} must be a JSON boolean (true or false), got {value!r:.40}")
     return value
 
 
@@ -121,18 +133,21 @@ def _check_supported(hf: dict[str, Any], *, source: str) -> None:
 def resolve_backbone(hf: dict[str, Any], *, source: str) -> tuple[str, bool]:
     """(torchvision ResNet name, dilation) of a DETR config's backbone, timm's or transformers'."""
     sub = hf.get("backbone_config")
-    dilation = bool(hf.get("dilation") or False)
+    dilation = _flag(hf, "dilation", False, source=source)
     if isinstance(sub, dict) and sub.get("model_type") == "resnet":
         if dilation:
             log.warning("%s: dilation is ignored with a transformers ResNet backbone (as transformers does)", source)
         return _transformers_resnet(sub, source=source), False
     if isinstance(sub, dict) and sub.get("model_type") == "timm_backbone":
-        return _timm_resnet(sub.get("backbone"), source=source), dilation or sub.get("output_stride") == 16
+        stride = sub.get("output_stride")
+        if stride is not None and (type(stride) is not int or stride not in (16, 32)):
+            raise CheckpointError(f"{source}: backbone_config.output_stride must be 16 (DC5) or 32, got {stride!r:.40}")
+        return _timm_resnet(sub.get("backbone"), source=source), dilation or stride == 16
     if sub is not None:
         kind = sub.get("model_type") if isinstance(sub, dict) else type(sub).__name__
         raise CheckpointError(f"{source}: unsupported backbone {kind!r} (supported: ResNet-18/34/50/101, timm's "
                               f"or transformers')")
-    if hf.get("use_timm_backbone", True):
+    if _flag(hf, "use_timm_backbone", True, source=source):
         return _timm_resnet(hf.get("backbone") or "resnet50", source=source), dilation
     return _transformers_resnet({}, source=source), False
 
@@ -149,6 +164,7 @@ def _timm_resnet(name: Any, *, source: str) -> str:
 def _transformers_resnet(sub: dict[str, Any], *, source: str) -> str:
     """A transformers ``ResNetConfig`` that is exactly a torchvision ResNet-18/34/50/101 -> its name."""
     cfg = {**_RESNET_DEFAULTS, **{k: v for k, v in sub.items() if k in _RESNET_DEFAULTS}}
+    _check_resnet_types(cfg, source=source)
     name = _RESNET_DEPTHS.get((cfg["layer_type"], tuple(cfg["depths"])))
     standard = (name is not None and list(cfg["hidden_sizes"]) == _WIDTHS[cfg["layer_type"]]
                 and cfg["embedding_size"] == 64 and cfg["hidden_act"] == "relu"
@@ -160,6 +176,24 @@ def _transformers_resnet(sub: dict[str, Any], *, source: str) -> str:
     return name
 
 
+def _check_resnet_types(cfg: dict[str, Any], *, source: str) -> None:
+    """Each ``backbone_config`` entry read has its JSON type (a ``"depths": 4`` was a ``TypeError``, a
+    ``"downsample_in_bottleneck": "false"`` read as True)."""
+    for key in ("downsample_in_first_stage", "downsample_in_bottleneck"):
+        _flag(cfg, key, False, source=source, where="backbone_config.")
+    for key in ("depths", "hidden_sizes"):
+        value = cfg[key]
+        if not isinstance(value, list) or not all(type(v) is int and 1 <= v <= MAX_SIZE for v in value):
+            raise CheckpointError(f"{source}: backbone_config.{key} must be a list of integers 1..{MAX_SIZE}, got "
+                                  f"{value!r:.40}")
+    if type(cfg["embedding_size"]) is not int:
+        raise CheckpointError(f"{source}: backbone_config.embedding_size must be an integer, got "
+                              f"{cfg['embedding_size']!r:.40}")
+    for key in ("layer_type", "hidden_act"):
+        if not isinstance(cfg[key], str):
+            raise CheckpointError(f"{source}: backbone_config.{key} must be a string, got {cfg[key]!r:.40}")
+
+
 def _id2label(hf: dict[str, Any], *, source: str) -> dict[int, str]:
     raw = hf.get("id2label")
     if raw is None:
@@ -167,7 +201,9 @@ def _id2label(hf: dict[str, Any], *, source: str) -> dict[int, str]:
     if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isdecimal() and str(int(k)) == k for k in raw):
         raise CheckpointError(f"{source}: id2label must map class ids to names (keys '0', '1', ...), got "
                               f"{raw!r:.60}")
-    labels = {int(k): str(v) for k, v in raw.items()}
+    if bad := next((k for k, v in raw.items() if not isinstance(v, str)), None):
+        raise CheckpointError(f"{source}: id2label[{bad!r}] must be a class name (a string), got {raw[bad]!r:.40}")
+    labels = {int(k): printable(v) for k, v in raw.items()}  # a name carrying a terminal escape is shown as text
     if sorted(labels) != list(range(len(labels))):
         raise CheckpointError(f"{source}: id2label ids must be 0..{len(labels) - 1}, got {sorted(labels)[:8]}")
     return labels

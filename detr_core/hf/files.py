@@ -7,8 +7,10 @@ Read (:func:`read_hf_checkpoint`, what ``read_checkpoint`` dispatches to for a f
 
 - a folder with ``config.json`` and ``model.safetensors`` (or ``model.safetensors.index.json`` shards, or
   ``pytorch_model.bin``, read with ``torch.load(weights_only=True)``);
-- a ``.safetensors`` file, with the ``config.json`` beside it when there is one (an HF config, or the detrtool
-  config :func:`write_safetensors` writes); without one, its architecture is inferred like an official file's.
+- a ``.safetensors`` file, with its own config: the detrtool config :func:`write_safetensors` embeds in the
+  file's metadata (``detrtool_config``), else the ``config.json`` beside it when there is one (an HF config, or
+  the detrtool config older versions wrote there); without one, its architecture is inferred like an official
+  file's. A converted file never shares a ``config.json`` that another model's conversion could replace.
 
 Safetensors are read by the safetensors library: no pickle at all. The result is a checkpoint dict in the
 official layout — ``{"model": state_dict, "config": {"model": ModelConfig dict}, "hf_backbone": kind}``
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 CONFIG = "config.json"
 SAFETENSORS, SHARD_INDEX, PYTORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
 DETRTOOL_FORMAT = "detrtool"  #: ``config.json`` ``format`` of a detrtool safetensors config
+EMBEDDED_KEY = "detrtool_config"  #: safetensors metadata key of the config embedded by :func:`write_safetensors`
 _HF_PREFIXES = ("model.", "class_labels_classifier.", "bbox_predictor.")
 
 
@@ -62,9 +65,34 @@ def read_hf_checkpoint(path: str | Path) -> dict[str, Any]:
         return assemble(read_weights(weights), config, source=str(weights), config_source=str(path / CONFIG))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    state = read_safetensors(path)
+    embedded = embedded_config(path)
+    if embedded is not None:
+        return assemble(state, embedded, source=str(path), config_source=f"{path} (its {EMBEDDED_KEY})")
     beside = path.parent / CONFIG
     config = read_config(beside) if beside.is_file() else None
-    return assemble(read_safetensors(path), config, source=str(path), config_source=str(beside))
+    return assemble(state, config, source=str(path), config_source=str(beside))
+
+
+def embedded_config(path: Path) -> dict[str, Any] | None:
+    """The detrtool config in ``path``'s safetensors metadata (:func:`write_safetensors`); None when it has none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {}).get(EMBEDDED_KEY)
+    except Exception as exc:  # noqa: BLE001 - a malformed header: one line for all
+        raise CheckpointError(f"{path}: not a readable safetensors file ({load_failure(exc)})") from None
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != DETRTOOL_FORMAT:
+        raise CheckpointError(f"{path}: its {EMBEDDED_KEY} metadata is not a detrtool config (a JSON object with "
+                              f"format {DETRTOOL_FORMAT!r})")
+    return config
 
 
 def folder_weights(folder: Path) -> Path:
@@ -135,23 +163,54 @@ def _read_shards(index: Path) -> dict[str, Tensor]:
     weight_map = read_config(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index}: no weight_map in the shard index")
+    if bad := next((k for k, v in weight_map.items() if not isinstance(v, str)), None):
+        raise CheckpointError(f"{index}: weight_map[{bad!r}] must be a shard file name, got {weight_map[bad]!r:.40}")
     state: dict[str, Tensor] = {}
-    for shard in sorted(set(map(str, weight_map.values()))):
+    found_in: dict[str, str] = {}
+    for shard in sorted(set(weight_map.values())):
         path = _shard_path(index, shard)
         if not path.is_file():
-            first = next(k for k, v in weight_map.items() if str(v) == shard)
+            first = next(k for k, v in weight_map.items() if v == shard)
             raise CheckpointError(f"{index}: shard {shard!r} (holding {first}) is missing from {index.parent}")
-        state.update(read_safetensors(path))
+        for key, tensor in read_safetensors(path).items():
+            _check_shard_key(index, key, shard, weight_map, found_in)
+            state[key] = tensor
+    if missing := sorted(set(weight_map) - set(state)):
+        raise CheckpointError(f"{index}: tensor {missing[0]} is not in shard {weight_map[missing[0]]!r}, where the "
+                              f"index says it is" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     return state
 
 
+def _check_shard_key(index: Path, key: str, shard: str, weight_map: dict[str, str], found_in: dict[str, str]) -> None:
+    """Each tensor comes from the one shard the index names for it: a tensor in two shards (the copy the index
+    does not name once won, as the later file), or one the index does not list, is refused naming the shards."""
+    named = weight_map.get(key)
+    if named is None:
+        raise CheckpointError(f"{index}: shard {shard!r} holds tensor {key}, which the index does not list")
+    if key in found_in:
+        raise CheckpointError(f"{index}: tensor {key} is in two shards, {found_in[key]!r} and {shard!r} (the index "
+                              f"names {named!r}); refusing to pick one")
+    if named != shard:
+        raise CheckpointError(f"{index}: tensor {key} is in shard {shard!r} but the index names {named!r} for it")
+    found_in[key] = shard
+
+
 def _shard_path(index: Path, shard: str) -> Path:
-    """``shard``, a file name beside ``index``; one line when it names a path (``../x``, ``/abs``, ``sub/x``):
-    a shard index may not pull weights from elsewhere on the disk."""
+    """``shard``, a file name beside ``index``; one line when it names a path (``../x``, ``/abs``, ``sub/x``) or
+    is a symlink resolving outside the index's folder: a shard index may not pull weights from elsewhere on
+    the disk. The one exception is the Hugging Face hub cache, whose ``snapshots/<rev>/`` files are links into
+    the same repository's ``blobs/``."""
     if Path(shard).name != shard or shard in ("", ".", ".."):
         raise CheckpointError(f"{index}: shard {shard!r} is not a file name in {index.parent} (a shard index may "
                               "only name files beside it)")
-    return index.parent / shard
+    path = index.parent / shard
+    if path.is_symlink():
+        folder, target = index.parent.resolve(), path.resolve()
+        hub_blobs = folder.parent.name == "snapshots" and target.parent == folder.parent.parent / "blobs"
+        if target.parent != folder and not hub_blobs:
+            raise CheckpointError(f"{index}: shard {shard!r} is a symlink to {target}, outside {index.parent} (a "
+                                  "shard index may only name files beside it)")
+    return path
 
 
 def _tensors_only(state: Any, path: Path) -> dict[str, Tensor]:
@@ -202,11 +261,12 @@ def _detrtool_config(config: dict[str, Any], source: str) -> dict[str, Any]:
     return model
 
 
-def safetensors_bytes(state: dict[str, Tensor]) -> bytes:
-    """``state`` serialised by the safetensors library (contiguous copies; ``format: pt`` as transformers wants)."""
+def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """``state`` serialised by the safetensors library (contiguous copies; ``format: pt`` as transformers wants,
+    and ``metadata``'s entries)."""
     from safetensors.torch import save
 
-    return save({k: v.detach().contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+    return save({k: v.detach().contiguous() for k, v in state.items()}, metadata={**(metadata or {}), "format": "pt"})
 
 
 def write_hf_folder(folder: str | Path, state: dict[str, Tensor], config: ModelConfig, *,
@@ -229,32 +289,18 @@ def write_official(path: str | Path, state: dict[str, Tensor]) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
-def write_safetensors(path: str | Path, state: dict[str, Tensor], config: ModelConfig) -> tuple[Path, Path]:
-    """Official-layout weights in ``path`` and the detrtool config in ``config.json`` beside it."""
-    path = Path(path)
-    beside = check_safetensors_target(path)
-    text = json.dumps({"format": DETRTOOL_FORMAT, "model": to_dict(config)}, indent=2) + "\n"
-    atomic_write_bytes(path, safetensors_bytes(state))
-    atomic_write_text(beside, text)
-    return path, beside
+def write_safetensors(path: str | Path, state: dict[str, Tensor], config: ModelConfig) -> Path:
+    """Official-layout weights in ``path``, the detrtool config embedded in its metadata (``detrtool_config``):
+    one self-contained file; no ``config.json`` is written (one beside it belongs to another model)."""
+    path = check_safetensors_target(path)
+    text = json.dumps({"format": DETRTOOL_FORMAT, "model": to_dict(config)}, separators=(",", ":"))
+    atomic_write_bytes(path, safetensors_bytes(state, {EMBEDDED_KEY: text}))
+    return path
 
 
 def check_safetensors_target(path: str | Path) -> Path:
-    """The ``config.json`` that :func:`write_safetensors` will write beside ``path``; :class:`ValueError` when
-    ``path`` is not a ``.safetensors`` name or that config.json is another tool's (an HF folder's)."""
+    """``path``; :class:`ValueError` when it is not a ``.safetensors`` name."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a safetensors output must end in .safetensors")
-    beside = path.parent / CONFIG
-    if beside.is_file() and _config_format(beside) != DETRTOOL_FORMAT:
-        raise ValueError(f"{beside} exists and is not a detrtool config; it would be overwritten by the config "
-                         f"of {path.name} (choose another folder)")
-    return beside
-
-
-def _config_format(path: Path) -> Any:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    return data.get("format") if isinstance(data, dict) else None
+    return path
