@@ -100,16 +100,36 @@ class ArtifactCache:
 
     def derive(self, source: Artifact, name: str, suffix: str, make: Callable[[Path, Path], None],
                **options: Any) -> Artifact:
-        """An artifact made from ``source`` by ``make(source_path, out_path)`` (e.g. quantisation)."""
-        key = options_key(source=str(source.path), name=name, options=options)
-        return self.cached(f"{name}-{key}", f"model{suffix}", lambda out: make(source.path, out))
+        """An artifact made from ``source`` by ``make(source_path, out_path)`` (e.g. quantisation).
 
-    def cached(self, key: str, filename: str, make: Callable[[Path], None]) -> Artifact:
-        """``ROOT/key/filename``, made by ``make(path)`` unless it is already there."""
+        Keyed by the source's recorded content hash, ``name`` (the recipe) and ``options`` (e.g. the
+        calibration data's digest), and the made artifact records that derivation in its own sealed metadata
+        (``extra.derived_from``: :func:`derivation`). A cached one is reused only when it records exactly this
+        derivation: an artifact of another model or recipe planted under the key (or left by an older
+        detrtool) is made anew, never benchmarked as this model's."""
+        from bench.quantize import stamp_derivation
+
+        expected = derivation(source.path, name, options)
+        key = options_key(source=str(source.path), name=name, options=options, derived_from=expected)
+
+        def build(out: Path) -> None:
+            make(source.path, out)
+            stamp_derivation(out, expected)
+
+        return self.cached(f"{name}-{key}", f"model{suffix}", build,
+                           check=lambda path: derivation_problem(path, expected))
+
+    def cached(self, key: str, filename: str, make: Callable[[Path], None],
+               check: Callable[[Path], str | None] | None = None) -> Artifact:
+        """``ROOT/key/filename``, made by ``make(path)`` unless it is already there (and, with ``check``, passes
+        it: ``check(path)`` returns why the cached file is not the one wanted, or None)."""
         folder = self.root / key
         path = folder / filename
         seconds = _recorded_seconds(folder) if path.exists() else None
-        if seconds is not None:
+        problem = check(path) if seconds is not None and check is not None else None
+        if problem:
+            logger.warning("cached %s is not this artifact (%s): making it anew", path, problem)
+        elif seconds is not None:
             logger.info("using cached %s", path)
             return Artifact(path, seconds)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -126,6 +146,33 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("made %s in %.1f s", path, seconds)
         return Artifact(path, seconds)
+
+
+def derivation(source: Path, name: str, options: dict[str, Any]) -> dict[str, str]:
+    """What a derived artifact records about how it was made: the source artifact's content hash (its sealed
+    ``content_sha256``, which covers the source model's weights and metadata), the recipe name and a digest of
+    the options (recipe text, calibration data)."""
+    from exporters.formats import read_metadata
+
+    return {"source_sha256": read_metadata(source).content_sha256, "recipe": name,
+            "options": options_key(**options)}
+
+
+def derivation_problem(path: Path, expected: dict[str, str]) -> str | None:
+    """Why the derived artifact ``path`` is not the one ``expected`` describes (None when it records exactly
+    that derivation); its content hash is verified again when it is loaded."""
+    from exporters.formats import read_metadata
+
+    try:
+        recorded = read_metadata(path).extra.get("derived_from")
+    except (OSError, ValueError) as exc:
+        return f"unreadable metadata: {exc}"
+    if recorded == expected:
+        return None
+    if not isinstance(recorded, dict):
+        return "it records no source artifact"
+    first = next((k for k in expected if recorded.get(k) != expected[k]), "source_sha256")
+    return f"derived_from.{first} is {str(recorded.get(first))[:16]}, wanted {str(expected[first])[:16]}"
 
 
 def _recorded_seconds(folder: Path) -> float | None:

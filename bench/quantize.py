@@ -14,11 +14,13 @@ Each derived model keeps the source's detrtool metadata with its own content has
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -172,3 +174,29 @@ def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tenso
     pair = stamped_ir(text, weights, replace(metadata, extra=extra))
     atomic_write_bytes(weights_path(out), pair.companions[".bin"])
     atomic_write_bytes(out, pair.main)
+
+
+def stamp_derivation(path: Path, record: dict[str, Any]) -> None:
+    """Record ``record`` (how the artifact was derived: :func:`bench.artifacts.derivation`) as
+    ``extra.derived_from`` in the sealed metadata of the derived ONNX file or OpenVINO IR ``path``, its content
+    hash recorded anew; the cache checks it before reusing the file."""
+    if path.suffix == ".xml":
+        from detr_core.atomic import atomic_write_bytes
+        from exporters.openvino import stamped_ir, verified_ir
+
+        xml_text, blob, metadata = verified_ir(path)
+        pair = stamped_ir(xml_text, blob, replace(metadata, extra={**metadata.extra, "derived_from": record}))
+        atomic_write_bytes(path, pair.main)
+        return
+    from detr_core.atomic import atomic_write_bytes
+    from exporters.metadata import PROP_PREFIX
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    extra = json.loads(props.get(PROP_PREFIX + "extra", "{}")) or {}
+    kept = [p for p in model.metadata_props if p.key != PROP_PREFIX + "extra"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=PROP_PREFIX + "extra", value=json.dumps({**extra, "derived_from": record}))
+    atomic_write_bytes(path, model.SerializeToString())
+    restamp_onnx(path)
