@@ -137,14 +137,28 @@ class Timed:
     device: str = "cpu"
     times_ms: list[float] | None = None
     error: str | None = None
+    budget_s: float | None = None  # stop calling once the next call would pass this (warm-up included)
+    spent_s: float = 0.0
+    last_s: float = 0.0
 
     def call(self) -> None:
         self.fn(self.images, self.mask)
 
+    def fits(self) -> bool:
+        """Whether one more call fits the budget (judged by the last call's time)."""
+        if self.budget_s is None:
+            return True
+        return self.spent_s + self.last_s <= self.budget_s
+
 
 def _time_once(item: Timed) -> None:
+    if not item.fits():
+        return
     try:
-        item.times_ms.append(time_calls(item.call, runs=1, device=item.device)[0])
+        ms = time_calls(item.call, runs=1, device=item.device)[0]
+        item.times_ms.append(ms)
+        item.last_s = ms / 1000.0
+        item.spent_s += item.last_s
     except Exception as exc:  # noqa: BLE001 - a runtime failing at timing is reported on its row
         item.error = typed_line(exc)
 
@@ -162,4 +176,4 @@ def measure_interleaved(items: dict[str, Timed], *, warmup: int = 5, runs: int =
                 _time_once(item)
     return {key: summarise(item.times_ms, batch_size=int(item.images.shape[0]), warmup=warmup, peak_rss=None,
                            peak_cuda=None)
-            for key, item in items.items() if item.error is None}
+            for key, item in items.items() if item.error is None and item.times_ms}

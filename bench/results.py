@@ -39,6 +39,13 @@ class BenchResult:
     gflops: float | None = None  # model FLOPs / p50
     peak_percent: float | None = None  # gflops / the matmul peak of the row's precision
     padded_ratio: float | None = None  # p50 at batch 2B with live masks / p50 at batch B, same canvas
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went: export, quantise, compile,
+    # load, score, timing, padded
+
+    @property
+    def peak_under_measured(self) -> bool:
+        """Above 100 % of the measured peak: the peak, not the row, is wrong (a flag, never a fact)."""
+        return self.peak_percent is not None and self.peak_percent > 100.0
 
     @property
     def ap(self) -> float | None:
@@ -84,7 +91,8 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(status=self.status, ap=self.ap, ap50=self.ap50, mask_ap=self.mask_ap, pq=self.pq)
+        data.update(status=self.status, ap=self.ap, ap50=self.ap50, mask_ap=self.mask_ap, pq=self.pq,
+                    peak_under_measured=self.peak_under_measured)
         return data
 
 

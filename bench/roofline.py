@@ -1,93 +1,178 @@
-"""What the machine can do, so that every row says how far it is from the limit.
+"""The roofline of every row: the model's FLOPs, and the machine's peaks: measured with the kernels the rows use, under the rows' load, and derived from the ISA.
 
-- ISA flags that decide the speed of reduced precision (``/proc/cpuinfo``: AVX-512, AVX512-BF16,
-  AVX512-VNNI, AMX-BF16/INT8, ...);
-- matmul peaks on the benchmark's threads: ``torch.matmul`` of two ``n x n`` matrices in fp32 and bf16,
-  and ``torch._int_mm`` in int8 (int32 accumulation) where this PyTorch has it on the CPU, best of
-  ``repeats`` calls after one warm-up, in GFLOP/s (2 n^3 operations per call);
-- the model's FLOPs at the benchmark's input (``torch.utils.flop_counter.FlopCounterMode`` on the eager
-  forward: convolutions, matmuls, attention; elementwise ops are not counted), counted once per model
-  and input size.
+Measured (:class:`PeakKernel`): a square GEMM per precision this machine runs natively — fp32 and bf16
+through ``torch.matmul`` (oneDNN, as the eager / compile / TorchScript rows), int8 through ONNX Runtime's
+``MatMulInteger`` (MLAS's u8×s8 GEMM, as the ONNX int8 rows; OpenVINO's int8 rows use oneDNN's, of the
+same instruction class). Each kernel is sized on one small call so that a call takes about
+``TARGET_CALL_S`` (never above ``max_size``), then timed *inside the benchmark's round-robin*, one call
+per round like a row, so the peak and the rows see the same load; all peaks together, sizing included,
+stay within ``budget_s`` (10 s): a kernel is called in a round only while its share of the budget allows.
+Its GFLOP/s is taken at the median call, as the rows' p50.
 
-A row's achieved GFLOP/s is ``model FLOPs / p50``; its roofline percentage divides that by the peak of
-its precision (fp32, bf16 or int8).
+The model's FLOPs (:func:`model_flops`) are counted once per model and input with
+``torch.utils.flop_counter.FlopCounterMode`` on the eager forward (convolutions, matmuls, attention;
+elementwise ops are not counted). A row's achieved GFLOP/s is ``model FLOPs / p50``, its % peak that
+over the measured peak of its precision.
+
+Derived (:func:`theoretical_gflops`): vector lanes × 2 (FMA) × FMA units × cores × GHz from the ISA flags and
+the OS clock, where both are known; the formula is reported beside the figure.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
-             "amx_bf16", "amx_int8", "amx_fp16")
-PEAK_PRECISION = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}
+from detr_core.hardware import Capability, CpuInfo
+
+TARGET_CALL_S = 0.05
+MIN_SIZE = 128
+PEAK_BUDGET_S = 10.0
+FMA_UNITS = 2  # two FMA pipes per core: Intel server cores and AMD Zen 2..5 (an assumption, stated in reports)
+
+
+@dataclass
+class PeakKernel:
+    """A GEMM of one precision: ``make(n)`` returns a callable doing one ``n``² product (2 n³ operations)."""
+
+    precision: str
+    runtime: str
+    make: Callable[[int], Callable[[], object]]
+    size: int = 0
+    fn: Callable[[], object] | None = None
+
+    def flops(self) -> float:
+        return 2.0 * self.size**3
+
+
+def _torch_gemm(dtype: torch.dtype) -> Callable[[int], Callable[[], object]]:
+    def make(n: int) -> Callable[[], object]:
+        gen = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen).to(dtype) for _ in range(2))
+
+        def call() -> object:
+            with torch.inference_mode():
+                return torch.matmul(a, b)
+
+        return call
+
+    return make
+
+
+def _ort_int8_gemm(threads: int | None) -> Callable[[int], Callable[[], object]]:
+    """ONNX Runtime's ``MatMulInteger`` (uint8 activations × int8 weights -> int32), the QGEMM of its int8 rows."""
+
+    def make(n: int) -> Callable[[], object]:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        from bench.ort import session_options
+
+        rng = np.random.default_rng(0)
+        weights = numpy_helper.from_array(rng.integers(-64, 64, (n, n), dtype=np.int8), "b")
+        graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "peak",
+                                  [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [weights])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        session = ort.InferenceSession(model.SerializeToString(), session_options(threads=threads),
+                                       providers=["CPUExecutionProvider"])
+        feed = {"a": rng.integers(0, 128, (n, n), dtype=np.uint8)}
+        return lambda: session.run(None, feed)
+
+    return make
+
+
+def peak_kernels(capability: Capability, precisions: set[str], threads: int | None) -> list[PeakKernel]:
+    """The kernels to measure: fp32 always, bf16 and int8 where a row of that precision runs and the
+    machine runs it natively (an emulated kernel's 'peak' measures the emulation and takes minutes)."""
+    kernels = [PeakKernel("fp32", "torch", _torch_gemm(torch.float32))]
+    if "bf16" in precisions and capability.decide("bf16", "torch").native:
+        kernels.append(PeakKernel("bf16", "torch", _torch_gemm(torch.bfloat16)))
+    if "int8" in precisions and capability.decide("int8", "onnxruntime").native:
+        kernels.append(PeakKernel("int8", "onnxruntime", _ort_int8_gemm(threads)))
+    return kernels
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_CALL_S) -> float:
+    """Fix ``kernel.size`` from one warm call at the smallest size; returns the seconds it cost."""
+    start = time.perf_counter()
+    probe = min(MIN_SIZE, max_size)
+    fn = kernel.make(probe)
+    fn()
+    rate = 2.0 * probe**3 / max(_seconds(fn), 1e-9)
+    n = int((rate * target_s / 2.0) ** (1.0 / 3.0)) // 64 * 64
+    kernel.size = max(probe, min(max_size, n))
+    kernel.fn = fn if kernel.size == probe else kernel.make(kernel.size)
+    return time.perf_counter() - start
 
 
 @dataclass
 class MachinePeaks:
-    """Peak GFLOP/s per precision (None where not measurable) at ``threads`` and matrix size ``size``."""
+    """Peak GFLOP/s per precision: measured (median call, and best call) and theoretical, with the CPU."""
 
     threads: int
-    size: int
-    isa: list[str] = field(default_factory=list)
+    cpu: dict = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     gflops: dict[str, float | None] = field(default_factory=dict)
+    best_gflops: dict[str, float | None] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    theoretical: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+    capability: list[dict] = field(default_factory=list)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def summary(self) -> str:
-        peaks = ", ".join(f"{k} {v:.0f}" for k, v in self.gflops.items() if v is not None)
-        return (f"matmul peaks {self.size}² on {self.threads} thread(s), GFLOP/s: {peaks or 'not measured'}; "
-                f"ISA: {' '.join(self.isa) or 'unknown'}")
+
+def theoretical_gflops(cpu: CpuInfo, threads: int) -> dict[str, dict]:
+    """``{precision: {"gflops", "formula"}}`` from the ISA flags and the OS clock (x86 only; {} where unknown)."""
+    if cpu.flags is None or not cpu.mhz or not cpu.x86:
+        return {}
+    flags, ghz = cpu.flags, cpu.mhz / 1000.0
+    lanes = 16 if "avx512f" in flags else 8 if "avx" in flags else 4
+    if lanes == 16 and cpu.vendor == "AuthenticAMD" and cpu.family == 25:
+        lanes = 8  # Zen 4 runs 512-bit operations on 256-bit units
+    fma = 2 if "fma" in flags else 1
+    fp32_per_cycle = lanes * fma * FMA_UNITS
+    where = f"× {threads} core(s) × {ghz:.2f} GHz (OS clock; {FMA_UNITS} FMA units assumed)"
+    out = {"fp32": (fp32_per_cycle, f"{lanes} lanes × {fma} (FMA) × {FMA_UNITS}")}
+    if "amx_bf16" in flags:
+        out["bf16"] = (1024, "AMX-BF16 1024/cycle")
+    elif "avx512_bf16" in flags:
+        out["bf16"] = (2 * fp32_per_cycle, "2 × fp32 (VDPBF16PS)")
+    if "amx_int8" in flags:
+        out["int8"] = (2048, "AMX-INT8 2048/cycle")
+    elif "avx512_vnni" in flags or "avx_vnni" in flags:
+        out["int8"] = (4 * fp32_per_cycle, "4 × fp32 (VNNI)")
+    elif "avx2" in flags:
+        out["int8"] = (2 * fp32_per_cycle, "2 × fp32 (AVX2 u8s8)")
+    return {p: {"gflops": per_cycle * threads * ghz, "formula": f"{text} {where}"}
+            for p, (per_cycle, text) in out.items()}
 
 
-def isa_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The flags of :data:`ISA_FLAGS` this CPU reports (empty where /proc/cpuinfo is unreadable)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return []
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    present = set(line.split(":", 1)[-1].split())
-    return [flag for flag in ISA_FLAGS if flag in present]
-
-
-def _best_seconds(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_gflops(dtype: torch.dtype, *, size: int = 2048, repeats: int = 3) -> float | None:
-    """Best GFLOP/s of an ``size``² matmul in ``dtype`` (int8: ``torch._int_mm``; None if unsupported)."""
-    gen = torch.Generator().manual_seed(0)
-    if dtype == torch.int8:
-        a, b = (torch.randint(-64, 64, (size, size), generator=gen, dtype=torch.int8) for _ in range(2))
-        fn = lambda: torch._int_mm(a, b)  # noqa: E731
-    else:
-        a, b = (torch.randn(size, size, generator=gen).to(dtype) for _ in range(2))
-        fn = lambda: torch.matmul(a, b)  # noqa: E731
-    try:
-        with torch.inference_mode():
-            seconds = _best_seconds(fn, repeats)
-    except RuntimeError:
-        return None
-    return 2.0 * size**3 / seconds / 1e9
-
-
-def measure_peaks(*, size: int = 2048, repeats: int = 3) -> MachinePeaks:
-    """ISA flags and fp32/bf16/int8 matmul peaks on the current torch thread count."""
-    gflops = {name: matmul_gflops(dtype, size=size, repeats=repeats)
-              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))}
-    return MachinePeaks(torch.get_num_threads(), size, isa_flags(), gflops)
+def finish_peaks(kernels: list[PeakKernel], times_ms: dict[str, list[float]], peaks: MachinePeaks) -> None:
+    """GFLOP/s of each kernel at its median and its best timed call."""
+    for kernel in kernels:
+        times = times_ms.get(kernel.precision) or []
+        if not times:
+            peaks.gflops[kernel.precision] = None
+            peaks.not_measured[kernel.precision] = "no call fitted the peak budget"
+            continue
+        peaks.sizes[kernel.precision], peaks.calls[kernel.precision] = kernel.size, len(times)
+        peaks.gflops[kernel.precision] = kernel.flops() / (float(np.median(times)) / 1000.0) / 1e9
+        peaks.best_gflops[kernel.precision] = kernel.flops() / (min(times) / 1000.0) / 1e9
 
 
 def model_flops(model: nn.Module, images: Tensor, mask: Tensor) -> float:
@@ -111,9 +196,9 @@ def model_flops(model: nn.Module, images: Tensor, mask: Tensor) -> float:
 
 def roofline(flops: float | None, p50_ms: float | None, precision: str,
              peaks: MachinePeaks | None) -> tuple[float | None, float | None]:
-    """(achieved GFLOP/s, % of the peak of ``precision``) of a row; None where unknown."""
+    """(achieved GFLOP/s, % of the measured peak of ``precision``) of a row; None where unknown."""
     if not flops or not p50_ms:
         return None, None
     achieved = flops / (p50_ms / 1000.0) / 1e9
-    peak = peaks.gflops.get(PEAK_PRECISION.get(precision, ""), None) if peaks else None
+    peak = peaks.gflops.get(precision) if peaks else None
     return achieved, (100.0 * achieved / peak if peak else None)

@@ -8,9 +8,14 @@ runtimes kept loaded), so that load from other processes falls on all rows alike
 A row that raises becomes a failed (❌) row with its error line; the run goes on; a row the machine cannot
 run (:class:`bench.runtimes.RowSkipped`) is reported as skipped (⏭️) with the reason.
 
-The machine is measured first (:mod:`bench.machine`: ISA flags, fp32/bf16/int8 matmul peaks on the
-bench's threads) and the model's FLOPs counted once; every timed row gets its achieved GFLOP/s and % of
-the peak of its precision. With ``padded=True`` every working row is also built at batch 2B (B the
+What the machine runs natively is decided first (:mod:`detr_core.hardware.capability`): a row whose
+precision this machine would emulate (bf16 without AVX512-BF16/AMX, int8 without int8 kernels) is
+skipped (⏭️) with the evidence, never built, unless ``--formats`` names that row itself, which runs it after
+one WARNING with the expected cost. The machine's peaks (:mod:`bench.roofline`: a GEMM per precision the
+rows use and the machine runs natively, ONNX Runtime's for int8) are timed inside the round-robin with the
+rows, within a 10 s budget; every timed row gets its achieved GFLOP/s and % of the peak of its precision
+(over 100 %: flagged "peak under-measured"). Every row records where its time went (export, quantise,
+compile, load, score, timing, padded). With ``padded=True`` every working row is also built at batch 2B (B the
 bench's batch; static artifacts exported anew at that batch, int8 calibrated on batches of 2B) and timed
 round-robin against its batch-B runtime on a batch of 2B real images with their own live masks: the
 ``padded_ratio`` p50(2B) / p50(B) says what a padded batch costs (2.0 = no gain from batching).
@@ -20,7 +25,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import platform
+import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,10 +52,21 @@ from bench.latency import (
     peak_rss_mb,
     reset_peak_rss,
 )
-from bench.machine import MachinePeaks, measure_peaks, model_flops, roofline
 from bench.results import BenchReport, BenchResult
+from bench.roofline import (
+    PEAK_BUDGET_S,
+    MachinePeaks,
+    PeakKernel,
+    finish_peaks,
+    model_flops,
+    peak_kernels,
+    roofline,
+    size_kernel,
+    theoretical_gflops,
+)
 from bench.runtimes import BuildContext, LoadedRuntime, RowSkipped, RowSpec, eager_runtime, select_rows
 from detr_core.errors import typed_line
+from detr_core.hardware import Capability, Decision, detect
 from exporters.wrapper import wrap
 
 logger = logging.getLogger(__name__)
@@ -69,7 +86,8 @@ class BenchConfig:
     interleave: bool = True
     padded: bool = True
     padded_runs: int | None = None  # timed rounds of the padded-batch pair (default: runs)
-    peak_size: int = 2048  # matmul size of the machine's peaks (0: not measured)
+    peak_size: int = 2048  # the largest GEMM size of the machine's peaks (0: not measured)
+    peak_budget_s: float = PEAK_BUDGET_S  # all peaks together, sizing included
 
 
 @dataclass
@@ -80,25 +98,31 @@ class Reference:
     metrics: dict[str, float]
 
 
-def cpu_name() -> str:
+def machine_capability() -> Capability:
+    """This machine's capability, with OpenVINO's own answer on bf16 / int8."""
+    from exporters.openvino import cpu_capabilities
+
+    return detect(runtime_answers={"openvino": cpu_capabilities()})
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS does not give them): timings are read beside them."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
-def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: str) -> dict:
+def run_setup(model: nn.Module, evalset: EvalSet, config: BenchConfig, title: str, capability: Capability) -> dict:
     import onnxruntime
     import openvino
 
     return {"title": title, "canvas": list(evalset.canvas), "batch_size": evalset.batch_size,
             "images": len(evalset), "threads": torch.get_num_threads(), "warmup": config.warmup,
             "runs": config.runs, "interleaved": config.interleave, "parameters": sum(p.numel() for p in model.parameters()),
-            "cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "openvino": openvino.__version__,
+            "cpu": capability.cpu.name, "isa": capability.cpu.isa_summary(), "load_average": load_average(),
+            "capability": [d.to_dict() for d in capability.decisions()],
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -147,10 +171,13 @@ def score_row(spec: RowSpec, device: str, ctx: BuildContext, evalset: EvalSet, r
     try:
         runtime = spec.build(ctx, device)
         result.setup_seconds, result.notes = runtime.setup_seconds, dict(runtime.notes)
+        result.seconds.update(runtime.phases)
         if runtime.artifact is not None:
             result.artifact, result.size_mb = str(runtime.artifact.path), runtime.artifact.size_mb
             result.export_seconds = runtime.artifact.make_seconds
+        start = time.perf_counter()
         _fill_accuracy(result, runtime, evalset, ref, config)
+        result.seconds["score"] = time.perf_counter() - start
         result.ok = True
     except RowSkipped as exc:
         result.skipped, runtime = str(exc), None
@@ -175,19 +202,32 @@ def time_sequential(scored: Scored, example: tuple[Tensor, Tensor], config: Benc
     """Time one row alone, right after it was scored."""
     if scored.runtime is None:
         return
+    start = time.perf_counter()
     try:
         stats = measure_latency(scored.runtime, *example, warmup=config.warmup, runs=config.runs,
                                 device=scored.result.device)
         scored.result.latency = _with_memory(stats, scored.memory)
     except Exception as exc:  # noqa: BLE001
         _record_failure(scored.result, exc)
+    scored.result.seconds["timing"] = time.perf_counter() - start
 
 
-def time_interleaved(rows: list[Scored], example: tuple[Tensor, Tensor], config: BenchConfig) -> None:
-    """Time every working row round-robin (one call of each per round)."""
-    items = {i: Timed(s.runtime, *example, device=s.result.device) for i, s in enumerate(rows) if s.runtime}
+def _peak_items(kernels: list[PeakKernel], example: tuple[Tensor, Tensor], budget_s: float) -> dict[str, Timed]:
+    """The peak kernels as round-robin items sharing ``budget_s`` evenly (their inputs are their own)."""
+    share = budget_s / max(1, len(kernels))
+    return {f"peak:{k.precision}": Timed(lambda _im, _m, fn=k.fn: fn(), *example, budget_s=share) for k in kernels}
+
+
+def time_interleaved(rows: list[Scored], example: tuple[Tensor, Tensor], config: BenchConfig,
+                     peaks: dict[str, Timed] | None = None) -> None:
+    """Time every working row round-robin (one call of each per round), the peak kernels among them."""
+    items: dict = {i: Timed(s.runtime, *example, device=s.result.device) for i, s in enumerate(rows) if s.runtime}
+    items.update(peaks or {})
     stats = measure_interleaved(items, warmup=config.warmup, runs=config.runs)
     for i, item in items.items():
+        if not isinstance(i, int):
+            continue
+        rows[i].result.seconds["timing"] = item.spent_s
         if item.error is not None:
             _record_failure(rows[i].result, RuntimeError(item.error))
         else:
@@ -226,7 +266,7 @@ def time_padded(scored: Scored, example: tuple[Tensor, Tensor], padded: Padded, 
     """Build the row at batch 2B and time it round-robin against its batch-B runtime: ``padded_ratio``."""
     if scored.runtime is None or scored.spec is None:
         return
-    device = scored.result.device
+    device, start = scored.result.device, time.perf_counter()
     try:
         doubled = scored.spec.build(padded.ctx, device)
         items = {"b": Timed(scored.runtime, *example, device=device), "2b": Timed(doubled, *padded.example, device=device)}
@@ -237,6 +277,7 @@ def time_padded(scored: Scored, example: tuple[Tensor, Tensor], padded: Padded, 
     except Exception as exc:  # noqa: BLE001 - the ratio is missing, the row stays measured
         scored.result.notes["padded_error"] = typed_line(exc)
         logger.warning("%s (%s): padded batch not measured: %s", scored.result.name, device, typed_line(exc))
+    scored.result.seconds["padded"] = time.perf_counter() - start
 
 
 def fill_roofline(rows: list[BenchResult], flops: float | None, peaks: MachinePeaks | None) -> None:
@@ -262,12 +303,33 @@ def device_available(device: str) -> bool:
     return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
 
 
-def planned_rows(config: BenchConfig) -> list[tuple[RowSpec, str]]:
-    """(row, device) pairs to measure: selected rows on the devices they support and that exist here.
+@dataclass(frozen=True)
+class Planned:
+    """A (row, device) pair, whether this machine runs its precision natively, and whether the user named
+    the row itself in ``--formats`` (then it runs even where emulated)."""
+
+    spec: RowSpec
+    device: str
+    decision: Decision
+    named: bool
+
+    @property
+    def runs(self) -> bool:
+        return self.decision.native is not False or self.named
+
+    def skip_reason(self) -> str:
+        return (f"{self.decision.precision} is emulated here, not native: {self.decision.evidence} "
+                f"(name {self.spec.name} in --formats to run it anyway)")
+
+
+def planned_rows(config: BenchConfig, capability: Capability) -> list[Planned]:
+    """(row, device) pairs to measure: selected rows on the devices they support and that exist here,
+    each with the capability decision on its precision.
 
     ``ValueError`` (one line) for a device name that is not cpu/cuda[:N], and when nothing is left to run
     (a bench that measured nothing must not exit 0 with an empty table)."""
     pairs, missing = [], []
+    named = set(config.formats or ())
     for device in config.devices:
         if device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"--devices: unknown device {device!r}; choose from cpu, cuda")
@@ -275,7 +337,8 @@ def planned_rows(config: BenchConfig) -> list[tuple[RowSpec, str]]:
             logger.warning("device %s is not available here: its rows are skipped", device)
             missing.append(device)
             continue
-        pairs += [(spec, device) for spec in select_rows(config.formats) if device.split(":")[0] in spec.devices]
+        pairs += [Planned(spec, device, capability.decide(*spec.needs(device)), spec.name in named)
+                  for spec in select_rows(config.formats) if device.split(":")[0] in spec.devices]
     if not pairs:
         why = f"device(s) {', '.join(missing)} not available here" if missing else \
             f"--formats {','.join(config.formats or ())} has no row for --devices {','.join(config.devices)}"
@@ -283,15 +346,52 @@ def planned_rows(config: BenchConfig) -> list[tuple[RowSpec, str]]:
     return pairs
 
 
+def skipped_row(plan: Planned) -> Scored:
+    """The ⏭️ row of a precision this machine would emulate: never built."""
+    spec = plan.spec
+    result = BenchResult(spec.name, spec.family, plan.device, spec.precision_on(plan.device), spec.lossy)
+    result.skipped = plan.skip_reason()
+    logger.info("%s (%s) skipped: %s", spec.name, plan.device, result.skipped)
+    return Scored(result, None, spec=spec)
+
+
+def warn_emulated(plan: Planned, capability: Capability) -> None:
+    """One WARNING for a row the user named although this machine emulates its precision, with the cost."""
+    precision, runtime = plan.spec.needs(plan.device)
+    probe = capability.probe(precision, runtime)
+    cost = (f"expect about {1 / probe.ratio:.0f}× the time of its fp32 row ({probe.detail})"
+            if probe is not None and 0 < probe.ratio < 1 else "expect it to run far slower than its fp32 row")
+    logger.warning("%s (%s) runs although %s is emulated on this CPU (%s), because --formats names it: %s",
+                   plan.spec.name, plan.device, precision, plan.decision.evidence, cost)
+
+
+def measure_peaks_setup(scored: list[Scored], capability: Capability, config: BenchConfig,
+                        threads: int) -> tuple[list[PeakKernel], MachinePeaks | None, float]:
+    """The peak kernels sized for this machine, and the budget left for timing them; None when not measured."""
+    if not config.peak_size:
+        return [], None, 0.0
+    precisions = {s.result.precision for s in scored if s.runtime is not None and s.result.device == "cpu"}
+    kernels = peak_kernels(capability, precisions, config.threads)
+    peaks = MachinePeaks(threads, capability.cpu.to_dict(), theoretical=theoretical_gflops(capability.cpu, threads))
+    for precision in sorted(precisions - {k.precision for k in kernels}):
+        peaks.not_measured[precision] = "not native here: its 'peak' would time the emulation"
+    sizing = sum(size_kernel(k, max_size=config.peak_size) for k in kernels)
+    peaks.seconds = sizing
+    return kernels, peaks, max(0.0, config.peak_budget_s - sizing)
+
+
 def run_bench(model: nn.Module, evalset: EvalSet, config: BenchConfig, *, cache_dir: Path,
               calibration: Callable[[], Iterable[tuple[Tensor, Tensor]]], title: str = "detrtool bench",
-              on_row: Callable[[BenchResult], None] | None = None) -> BenchReport:
-    """Measure every planned row; ``on_row`` is called after each (progress)."""
+              on_row: Callable[[BenchResult], None] | None = None,
+              capability: Capability | None = None) -> BenchReport:
+    """Measure every planned row; ``on_row`` is called after each (progress). ``capability``: what this
+    machine runs natively (default: detected)."""
+    started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
+    capability = capability or machine_capability()
     model = model.eval().cpu()
-    pairs = planned_rows(config)
-    peaks = measure_peaks(size=config.peak_size) if config.peak_size else None
+    plans = planned_rows(config, capability)
     first = next(evalset.batches())
     example = (first.images, first.mask)
     flops = model_flops(wrap(model), *example)
@@ -301,25 +401,40 @@ def run_bench(model: nn.Module, evalset: EvalSet, config: BenchConfig, *, cache_
     ctx = BuildContext(model, cache, example, calibration, config.threads, config.ort_opt_level)
     padded = padded_context(ctx, evalset, cache_dir) if config.padded else None
     scored = []
-    for spec, device in pairs:
-        logger.info("building and scoring %s on %s", spec.name, device)
-        scored.append(score_row(spec, device, ctx, evalset, ref, config))
+    for plan in plans:
+        if not plan.runs:
+            scored.append(skipped_row(plan))
+            continue
+        if plan.decision.native is False:
+            warn_emulated(plan, capability)
+        logger.info("building and scoring %s on %s", plan.spec.name, plan.device)
+        scored.append(score_row(plan.spec, plan.device, ctx, evalset, ref, config))
         if not config.interleave:
             time_sequential(scored[-1], example, config)
             if padded is not None:
                 time_padded(scored[-1], example, padded, config)
             release(scored[-1])
+    kernels, peaks, budget = measure_peaks_setup(scored, capability, config, torch.get_num_threads())
+    peak_items = _peak_items(kernels, example, budget)
     if config.interleave:
-        logger.info("timing %d rows round-robin (%d warm-up + %d runs each)", len(scored), config.warmup, config.runs)
-        time_interleaved(scored, example, config)
+        logger.info("timing %d rows and %d peak kernels round-robin (%d warm-up + %d runs each)", len(scored),
+                    len(kernels), config.warmup, config.runs)
+        time_interleaved(scored, example, config, peak_items)
         for item in scored if padded is not None else ():
             time_padded(item, example, padded, config)
+    elif peak_items:
+        measure_interleaved(peak_items, warmup=config.warmup, runs=config.runs)
+    if peaks is not None:
+        finish_peaks(kernels, {k.removeprefix("peak:"): item.times_ms for k, item in peak_items.items()}, peaks)
+        peaks.seconds += sum(item.spent_s for item in peak_items.values())
+        peaks.capability = [d.to_dict() for d in capability.decisions()]
     rows = [s.result for s in scored]
     fill_roofline(rows, flops, peaks)
     for row in rows:
         row.judge(max_map_drop=config.max_map_drop, tolerance=config.tolerance)
         if on_row is not None:
             on_row(row)
-    setup = run_setup(model, evalset, config, title)
-    setup.update(machine=peaks.to_dict() if peaks else None, model_gflop=flops / 1e9, padded_batch=config.padded)
+    setup = run_setup(model, evalset, config, title, capability)
+    setup.update(machine=peaks.to_dict() if peaks else None, model_gflop=flops / 1e9, padded_batch=config.padded,
+                 wall_seconds=time.perf_counter() - started)
     return BenchReport(rows, setup)

@@ -59,6 +59,7 @@ class LoadedRuntime:
     artifact: Artifact | None = None
     setup_seconds: float = 0.0
     notes: dict[str, float | str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of set-up: export, quantise, compile, load
 
     def __call__(self, images: Tensor, mask: Tensor) -> Outputs:
         return self.fn(images, mask)
@@ -67,7 +68,8 @@ class LoadedRuntime:
 @dataclass
 class BuildContext:
     """What builders need: the eager model (CPU, fp32, eval), the artifact cache, an example input of
-    the benchmark's shape, calibration batches for int8 and the thread count."""
+    the benchmark's shape, calibration batches for int8 and the thread count. ``phases`` collects the
+    seconds the build in progress spends exporting and quantising (through :meth:`export` / :meth:`derive`)."""
 
     model: nn.Module
     cache: ArtifactCache
@@ -75,6 +77,23 @@ class BuildContext:
     calibration: Callable[[], Iterable[tuple[Tensor, Tensor]]]
     threads: int | None = None
     ort_opt_level: str = "all"
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def export(self, fmt: str) -> Artifact:
+        """The cached (or newly made) artifact of format ``fmt``; the time counts as ``export``."""
+        return self._timed("export", lambda: self.cache.export(fmt))
+
+    def derive(self, source: Artifact, name: str, suffix: str, make: Callable[[Path, Path], None],
+               **options) -> Artifact:
+        """A cached (or newly made) derived artifact; the time counts as ``quantise``."""
+        return self._timed("quantise", lambda: self.cache.derive(source, name, suffix, make, **options))
+
+    def _timed(self, phase: str, fn: Callable[[], Artifact]) -> Artifact:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - start
 
 
 Builder = Callable[[BuildContext, str], LoadedRuntime]
@@ -83,27 +102,44 @@ Builder = Callable[[BuildContext, str], LoadedRuntime]
 @dataclass(frozen=True)
 class RowSpec:
     """One benchmark row: ``name`` (unique), ``family`` (format name, or eager / compile), precision,
-    the devices it runs on and its builder."""
+    the devices it runs on, its builder and the runtime whose kernels run it on the CPU (``torch``,
+    ``onnxruntime``, ``openvino``: what the capability decision asks about)."""
 
     name: str
     family: str
     precision: str
     devices: tuple[str, ...]
     builder: Builder
+    runtime: str = "torch"
 
     @property
     def lossy(self) -> bool:
         return self.precision != "fp32"
 
     def precision_on(self, device: str) -> str:
-        return PRECISION_NAME[AMP_DTYPE[device]] if self.precision == "amp" else self.precision
+        return PRECISION_NAME[AMP_DTYPE[device.split(":")[0]]] if self.precision == "amp" else self.precision
+
+    def needs(self, device: str) -> tuple[str, str]:
+        """(precision, runtime) this row runs in on ``device``: what must be native for it to mean anything."""
+        return self.precision_on(device), "cuda" if device.startswith("cuda") else self.runtime
 
     def build(self, ctx: BuildContext, device: str) -> LoadedRuntime:
+        ctx.phases = {}
         start = time.perf_counter()
         runtime = self.builder(ctx, device)
         runtime.setup_seconds += time.perf_counter() - start
         runtime.name, runtime.precision = self.name, self.precision_on(device)
+        runtime.phases = _setup_phases(ctx.phases, runtime)
         return runtime
+
+
+def _setup_phases(timed: dict[str, float], runtime: LoadedRuntime) -> dict[str, float]:
+    """Set-up seconds split into export, quantise, compile and the rest (load)."""
+    phases = {k: v for k, v in timed.items() if v > 0}
+    if runtime.notes.get("compile_seconds"):
+        phases["compile"] = float(runtime.notes["compile_seconds"])
+    phases["load"] = max(0.0, runtime.setup_seconds - sum(phases.values()))
+    return phases
 
 
 def _pair(out) -> Outputs:
@@ -174,7 +210,7 @@ def build_compile(ctx: BuildContext, device: str, *, amp: bool = False) -> Loade
 def _format_backend(ctx: BuildContext, fmt: str, device: str, **runtime_options):
     from exporters.formats import get_format
 
-    artifact = ctx.cache.export(fmt)
+    artifact = ctx.export(fmt)
     return artifact, get_format(fmt).loader(artifact.path, device=device, **runtime_options)
 
 
@@ -221,7 +257,7 @@ def _onnx_runtime(ctx: BuildContext, artifact: Artifact, device: str, precision:
 
 def build_onnx(ctx: BuildContext, device: str) -> LoadedRuntime:
     """The fp32 ONNX export in ONNX Runtime (CPU EP, or CUDA EP with IOBinding)."""
-    return _onnx_runtime(ctx, ctx.cache.export("onnx"), device, "fp32")
+    return _onnx_runtime(ctx, ctx.export("onnx"), device, "fp32")
 
 
 def calibration_data(ctx: BuildContext) -> tuple[list[tuple[Tensor, Tensor]], str]:
@@ -237,19 +273,19 @@ def calibration_data(ctx: BuildContext) -> tuple[list[tuple[Tensor, Tensor]], st
 
 def build_onnx_int8_static(ctx: BuildContext, device: str) -> LoadedRuntime:
     batches, digest = calibration_data(ctx)
-    quantised = ctx.cache.derive(ctx.cache.export("onnx"), "int8-static", ".onnx",
+    quantised = ctx.derive(ctx.export("onnx"), "int8-static", ".onnx",
                                  lambda src, out: quantize.int8_static(src, out, batches),
                                  calibration=digest, recipe=quantize.RECIPES["int8-static"])
     return _onnx_runtime(ctx, quantised, device, "int8")
 
 
 def build_onnx_int8_dynamic(ctx: BuildContext, device: str) -> LoadedRuntime:
-    quantised = ctx.cache.derive(ctx.cache.export("onnx"), "int8-dynamic", ".onnx", quantize.int8_dynamic)
+    quantised = ctx.derive(ctx.export("onnx"), "int8-dynamic", ".onnx", quantize.int8_dynamic)
     return _onnx_runtime(ctx, quantised, device, "int8")
 
 
 def build_onnx_fp16(ctx: BuildContext, device: str) -> LoadedRuntime:
-    converted = ctx.cache.derive(ctx.cache.export("onnx"), "fp16", ".onnx", quantize.fp16)
+    converted = ctx.derive(ctx.export("onnx"), "fp16", ".onnx", quantize.fp16)
     return _onnx_runtime(ctx, converted, device, "fp16")
 
 
@@ -267,29 +303,30 @@ def _openvino_runtime(ctx: BuildContext, artifact: Artifact, precision: str) -> 
 
 def build_openvino(ctx: BuildContext, device: str) -> LoadedRuntime:
     """The IR in OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT=f32``."""
-    return _openvino_runtime(ctx, ctx.cache.export("openvino"), "fp32")
+    return _openvino_runtime(ctx, ctx.export("openvino"), "fp32")
 
 
 def build_openvino_bf16(ctx: BuildContext, device: str) -> LoadedRuntime:
-    """The same IR with the bf16 hint (AVX512-BF16 / AMX-BF16); skipped on a CPU without bf16."""
-    from exporters.openvino import cpu_supports
-
-    if not cpu_supports("bf16"):
-        raise RowSkipped("this CPU has no bf16 (OpenVINO's CPU capabilities lack BF16)")
-    return _openvino_runtime(ctx, ctx.cache.export("openvino"), "bf16")
+    """The same IR with the bf16 hint (native on AVX512-BF16 / AMX-BF16: the bench skips it elsewhere unless
+    named, see :mod:`detr_core.hardware.capability`)."""
+    return _openvino_runtime(ctx, ctx.export("openvino"), "bf16")
 
 
 def build_openvino_int8(ctx: BuildContext, device: str) -> LoadedRuntime:
     """NNCF post-training int8 of the IR, calibrated on prepared training images (as onnx-int8-static)."""
     batches, digest = calibration_data(ctx)
-    quantised = ctx.cache.derive(ctx.cache.export("openvino"), "openvino-int8", ".xml",
+    quantised = ctx.derive(ctx.export("openvino"), "openvino-int8", ".xml",
                                  lambda src, out: quantize.openvino_int8(src, out, batches),
                                  calibration=digest, recipe=quantize.RECIPES["openvino-int8"])
     return _openvino_runtime(ctx, quantised, "fp32")
 
 
+#: The runtime whose kernels run a family's rows on the CPU (others: torch).
+FAMILY_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
+
+
 def _variant(name: str, family: str, precision: str, devices: tuple[str, ...], builder: Builder) -> RowSpec:
-    return RowSpec(name, family, precision, devices, builder)
+    return RowSpec(name, family, precision, devices, builder, FAMILY_RUNTIME.get(family, "torch"))
 
 
 def _amp(builder: Callable[..., LoadedRuntime]) -> Builder:
@@ -329,7 +366,7 @@ def row_specs() -> list[RowSpec]:
     rows = list(VARIANTS[None])
     for name in FORMATS:
         devices, builder = FORMAT_ROWS.get(name, (BOTH, build_format(name)))
-        rows.append(RowSpec(name, name, "fp32", devices, builder))
+        rows.append(RowSpec(name, name, "fp32", devices, builder, FAMILY_RUNTIME.get(name, "torch")))
         rows.extend(VARIANTS.get(name, ()))
     return rows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from detr_core.errors import first_line
 logger = logging.getLogger(__name__)
 
 SHAPES_CANVAS = (128, 128)
+#: More intra-op threads than logical CPUs only slows every runtime (and a huge count aborts libgomp).
+MAX_THREADS = os.cpu_count() or 1
 DEFAULT_CANVAS = (800, 800)
 
 
@@ -57,7 +60,8 @@ def bench_options(func):
         click.option("--input-size", callback=parse_hw_option, metavar="HxW",
                      help="Static canvas (default 128x128 on the shapes default, else 800x800)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True),
-        click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (torch and ORT)."),
+        click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
+                     help=f"Intra-op threads (torch and ORT), 1..{MAX_THREADS} (this machine's logical CPUs)."),
         click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
         click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True),
         click.option("--max-map-drop", type=FiniteFloatRange(min=0), default=0.1, show_default=True,
@@ -72,7 +76,8 @@ def bench_options(func):
         click.option("--padded-batch/--no-padded-batch", default=True, show_default=True,
                      help="Also time every row at batch 2B with live masks against batch B (the 'pad ×' column)."),
         click.option("--peak-size", type=click.IntRange(min=0, max=8192), default=2048, show_default=True,
-                     help="Matrix size of the machine's fp32/bf16/int8 matmul peaks (0: not measured)."),
+                     help="Largest GEMM size of the machine's peaks (each sized to ~50 ms a call, all within 10 s; "
+                          "0: not measured)."),
         click.option("--output-dir", type=click.Path(file_okay=False), default="bench-results", show_default=True),
         click.option("--cache-dir", type=click.Path(file_okay=False), help="Exported artifacts cache."),
     ]
@@ -81,8 +86,9 @@ def bench_options(func):
     return func
 
 
-def run_from_options(model, title: str, opts: dict[str, Any]):
-    """Build the eval set and config from parsed options, run, write the report; returns the report."""
+def run_from_options(model, title: str, opts: dict[str, Any], *, random_weights: bool = False):
+    """Build the eval set and config from parsed options, run, write the report; returns the report.
+    ``random_weights``: AP means nothing, so the chart shows latency and × eager instead."""
     from bench.data import calibration_batches, load_eval_set
     from bench.report import write_report
     from bench.run import BenchConfig, run_bench
@@ -102,6 +108,7 @@ def run_from_options(model, title: str, opts: dict[str, Any]):
     report = run_bench(model, evalset, config, cache_dir=Path(opts["cache_dir"] or cache_dir() / "bench-artifacts"),
                        calibration=lambda: calibration_batches(source, evalset, count), title=title,
                        on_row=lambda r: click.echo(f"{r.status} {r.name} ({r.device}){': ' + r.error if r.error else ''}"))
+    report.setup["random_weights"] = random_weights
     return report, write_report(report, Path(opts["output_dir"]))
 
 
@@ -135,7 +142,7 @@ def bench(resume: str | None, model_name: str | None, nheads: int | None, **opts
     writable_dir(opts["output_dir"])
     model, title = load_bench_model(resume, model_name, nheads)
     try:
-        report, written = run_from_options(model, f"detrtool bench: {title}", opts)
+        report, written = run_from_options(model, f"detrtool bench: {title}", opts, random_weights=bool(model_name))
     except ValueError as exc:
         raise click.ClickException(first_line(exc)) from None
     echo_report(report, written)

@@ -85,12 +85,20 @@ def test_report_table_json_and_chart(tmp_path):
     assert written["chart"].stat().st_size > 0
 
 
+def _peaks(**gflops):
+    from bench.roofline import MachinePeaks
+
+    return MachinePeaks(threads=2, cpu={"name": "X"}, sizes={k: 1024 for k, v in gflops.items() if v},
+                        gflops=gflops, calls={k: 3 for k, v in gflops.items() if v},
+                        theoretical={"fp32": {"gflops": 166.4, "formula": "16 lanes × 2 (FMA) × 2 × 2 core(s)"}},
+                        not_measured={"int8": "not native here"})
+
+
 def test_roofline_columns_skipped_rows_and_machine_header(tmp_path):
-    from bench.machine import MachinePeaks, roofline
+    from bench.roofline import roofline
     from bench.run import fill_roofline
 
-    peaks = MachinePeaks(threads=2, size=2048, isa=["avx512f", "avx512_bf16"],
-                         gflops={"fp32": 100.0, "bf16": 400.0, "int8": None})
+    peaks = _peaks(fp32=100.0, bf16=400.0, int8=None)
     assert roofline(5e9, 100.0, "fp32", peaks) == pytest.approx((50.0, 50.0))  # 5 GFLOP in 0.1 s
     assert roofline(5e9, 50.0, "bf16", peaks) == pytest.approx((100.0, 25.0))
     assert roofline(5e9, 50.0, "int8", peaks)[1] is None and roofline(None, 50.0, "fp32", peaks) == (None, None)
@@ -101,15 +109,34 @@ def test_roofline_columns_skipped_rows_and_machine_header(tmp_path):
     fill_roofline([row, skipped], 5e9, peaks)
     skipped.judge(max_map_drop=0.1, tolerance=1e-4)
     table = markdown_table(BenchReport([row, skipped], {"cpu": "X", "batch_size": 1, "model_gflop": 5.0,
+                                                        "isa": "avx512f avx512_bf16", "load_average": [0.5, 0.4, 0.3],
                                                         "machine": peaks.to_dict()}))
     assert "| 100.0 | 100.0 | 10.00 | – | 50.0 | 50.0 | 1.50 |" in table  # p50, p90, img/s, × eager, GFLOP/s, % peak, pad ×
-    assert "fp32 100, bf16 400" in table and "avx512f avx512_bf16" in table and "5.00 GFLOP" in table
+    assert "fp32 100 (1024², 3 calls), bf16 400 (1024², 3 calls)" in table and "int8: not native here" in table
+    assert "ISA: avx512f avx512_bf16; load average at the end: 0.50 0.40 0.30" in table and "5.00 GFLOP" in table
+    assert "theoretical peaks (ISA × clock), GFLOP/s: fp32 166 [fp32: 16 lanes" in table
     assert "⏭️ openvino-bf16 (cpu) skipped: this CPU has no bf16" in table
     assert skipped.status == "⏭️" and skipped.failures == []
 
 
-def test_model_flops_count_matmuls_once_and_peaks_are_positive():
-    from bench.machine import isa_flags, matmul_gflops, model_flops
+def test_a_row_above_its_peak_is_flagged_in_markdown_and_json(tmp_path):
+    from bench.run import fill_roofline
+
+    fast = _row("onnx-int8-static", "int8", latency=summarise([10.0], batch_size=1, warmup=0, peak_rss=None,
+                                                               peak_cuda=None))
+    fine = _row("onnx", latency=summarise([100.0], batch_size=1, warmup=0, peak_rss=None, peak_cuda=None))
+    fill_roofline([fast, fine], 5e9, _peaks(fp32=100.0, int8=200.0))  # int8: 500 GFLOP/s achieved, 250 %
+    report = BenchReport([fast, fine], {"cpu": "X", "batch_size": 1, "model_gflop": 5.0})
+    written = write_report(report, tmp_path)
+    markdown = written["markdown"].read_text()
+    assert "| 500.0 | 250.0 ⚠️ peak under-measured |" in markdown and "| 50.0 | 50.0 |" in markdown
+    assert "⚠️ peak under-measured: onnx-int8-static (cpu) reached 250 % of the measured int8 peak" in markdown
+    rows = {r["name"]: r for r in json.loads(written["json"].read_text())["rows"]}
+    assert rows["onnx-int8-static"]["peak_under_measured"] is True and rows["onnx"]["peak_under_measured"] is False
+
+
+def test_model_flops_count_matmuls_once():
+    from bench.roofline import model_flops
 
     class TwoInputs(torch.nn.Module):
         def __init__(self):
@@ -121,6 +148,3 @@ def test_model_flops_count_matmuls_once_and_peaks_are_positive():
 
     flops = model_flops(TwoInputs(), torch.randn(3, 16), torch.zeros(3, dtype=torch.bool))
     assert flops == 2 * 3 * 16 * 8
-    assert matmul_gflops(torch.float32, size=128, repeats=1) > 0
-    flags = isa_flags()
-    assert all(f in open("/proc/cpuinfo").read() for f in flags)
