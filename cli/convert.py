@@ -45,8 +45,8 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
         hf.write_hf_folder(output, state, config, backbone_kind=hf_backbone)
         return f"{output}/ (config.json + model.safetensors, {hf_backbone} backbone)"
     if target == "safetensors":
-        _, beside = hf.write_safetensors(output, state, config)
-        return f"{output} and {beside}"
+        hf.write_safetensors(output, state, config)
+        return f"{output} (its detrtool config embedded in the file's metadata)"
     hf.write_official(output, state)
     return (f"{output} (official layout; it cannot carry nheads={config.nheads}"
             f"{', dilation' if config.dilation else ''} or class names: pass --nheads when loading it)")
@@ -56,8 +56,8 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
 @click.argument("source", type=RegularFile(dir_okay=True, path_type=Path))
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True,
               help="hf: a DetrForObjectDetection folder (DetrForSegmentation for a panoptic model); official: "
-                   "{'model': state_dict} (facebookresearch/detr); safetensors: weights-only .safetensors with the "
-                   "detrtool config.json beside it.")
+                   "{'model': state_dict} (facebookresearch/detr); safetensors: weights-only .safetensors carrying its "
+                   "detrtool config in its metadata (no config.json: one beside it belongs to another model).")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Folder (hf) or file to write.")
 @click.option("--hf-backbone", type=click.Choice(["timm", "transformers"]),
               help="--to hf: timm's ResNet (as the Hub's facebook/detr-*) or transformers' ResNetBackbone. "

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from cli.options import FiniteFloatRange, RegularFile, panoptic_threshold_option, parse_hw_option
 from cli.outputs import writable_dir
-from detr_core.atomic import WriteRefused, atomic_write, refuse_link
+from detr_core.atomic import WriteRefused, atomic_write, make_folder, refuse_link
 from detr_core.data.class_map import load_class_map
 from detr_core.data.yolo import yolo_inputs
 from detr_core.evaluation.class_mapped import names_by_id, remap_found
@@ -111,7 +111,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
         click.echo(f"wrote {writer.finish(image_ids(found))} and {len(found)} panoptic PNG(s) "
                    f"(threshold {panoptic_threshold})")
     if save_json:
-        names.root.mkdir(parents=True, exist_ok=True)
+        make_folder(names.root)
         json_path = names.root / "detections.json"
         atomic_write(json_path, lambda f: json.dump(coco_results(found), f), binary=False)
         click.echo(f"wrote {json_path} ({sum(len(f) for f in found)} detections)")

@@ -322,9 +322,12 @@ def _swap_in(new: Path, old: Path, path: Path) -> None:
     if not path.is_dir():
         os.rename(new, path)
         return
+    entries = sorted(e.name for e in new.iterdir())
+    for entry in entries:
+        refuse_link(path / entry)  # before the first rename: a refused swap changes nothing
     done: list[str] = []
     try:
-        for entry in sorted(e.name for e in new.iterdir()):
+        for entry in entries:
             if os.path.lexists(path / entry):
                 os.rename(path / entry, old / entry)
             done.append(entry)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from detr_core.atomic import atomic_write  # noqa: E402
+from detr_core.atomic import atomic_write, make_folder  # noqa: E402
 from detr_core.training.run_log import parse_lines  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def plot_run(output_dir: str | Path, dest: str | Path | None = None) -> list[Pat
     """Draw ``loss.png``, ``ap.png`` (per epoch) and ``ap_minutes.png`` into ``dest`` (default: the run)."""
     records = read_log(output_dir)
     dest = Path(dest) if dest is not None else Path(output_dir)
-    dest.mkdir(parents=True, exist_ok=True)
+    make_folder(dest)
     paths = [plot_losses(records, dest / "loss.png")]
     if any("test_AP" in r for r in records):
         paths.append(plot_ap(records, dest / "ap.png"))

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detr_core.atomic import atomic_output
+from detr_core.atomic import atomic_output, make_folder
 from exporters.artifact_file import companion_files
 from exporters.formats import get_format
 from exporters.metadata import DYNAMIC_LIMITS, ArtifactMetadata, build_metadata
@@ -57,7 +57,7 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"{path}: the file name must end with {' or '.join(suffixes)} for this format")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     return path
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from detr_core.atomic import atomic_write
+from detr_core.atomic import atomic_write, make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def save_png(image: Tensor, path: str | Path) -> Path:
     from torchvision.transforms.v2.functional import to_pil_image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     pil = to_pil_image(image)
     atomic_write(path, lambda f: pil.save(f, format="PNG", optimize=True))
     return path
@@ -148,7 +148,7 @@ def save_attention_grid(image: Tensor, maps: Tensor, boxes: Tensor, labels: Tens
     for ax in axes.flat:
         ax.axis("off")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     return path

@@ -22,6 +22,7 @@ import PIL.ImageFont
 import torch
 from torch import Tensor
 
+from detr_core.atomic import make_folder
 from detr_core.segmentation.panoptic_format import with_bboxes, write_annotations_json, write_png
 from exporters.predict.drawing import class_color, font_path, font_size, instance_color, save_png, text_color
 from exporters.predict.run import PanopticImage
@@ -143,7 +144,7 @@ class PanopticWriter:
         """Write ``panoptic/<stem>.png`` and ``<stem>_panoptic.png`` next to ``picture`` (the detections
         PNG); remember the annotation. Returns the colourised picture's path."""
         id_png = self.root / "panoptic" / picture.name
-        id_png.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(id_png.parent)
         write_png(id_png, panoptic.segment_ids)
         info = with_bboxes(panoptic.segment_ids, panoptic.segments_info)
         self.annotations.append({"file_name": id_png.name, "segments_info": info})
@@ -161,6 +162,6 @@ class PanopticWriter:
         images = [{"id": int(i), **im} for i, im in zip(image_ids, self.images)]
         categories = [{"id": c, "name": class_name(c, self.class_names), "isthing": int(thing)}
                       for c, thing in sorted(self.is_thing.items())]
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_folder(self.root)
         return write_annotations_json(self.root / "panoptic.json", annotations, categories=categories,
                                       images=images)

@@ -76,7 +76,6 @@ def _rows(sources: dict[str, Path], hf_folder: Path, tmp: Path) -> dict[str, tup
     a_file, a_folder = tmp / "existing.pth", tmp / "existing-folder"
     a_file.write_bytes(b"keep me")
     a_folder.mkdir()
-    hf_copy = Path(shutil.copytree(hf_folder, tmp / "hf-copy"))
     convert = ["convert"]
     return {
         "src-missing": (convert + [tmp / "missing.pth", "--to", "hf", "--output", tmp / "o"], ["missing.pth"], 2, []),
@@ -112,8 +111,6 @@ def _rows(sources: dict[str, Path], hf_folder: Path, tmp: Path) -> dict[str, tup
                                             ["--output", "existing-folder"], 2, [a_folder]),
         "safetensors-output-name": (convert + [hf_folder, "--to", "safetensors", "--output", tmp / "weights.pt"],
                                     ["--output", ".safetensors"], 2, []),
-        "safetensors-over-hf-config": (convert + [hf_folder, "--to", "safetensors", "--output",
-                                                  hf_copy / "detrtool.safetensors"], ["config.json"], 2, [hf_copy]),
         "unknown-to": (convert + [hf_folder, "--to", "onnx", "--output", tmp / "o"], ["--to"], 2, []),
     }
 
@@ -122,7 +119,7 @@ ROW_IDS = ["src-missing", "src-not-a-checkpoint", "folder-without-config", "hf-f
            "config-not-json", "unsupported-model-type", "unsupported-backbone", "id2label-gaps",
            "safetensors-wrong-key", "safetensors-wrong-shape", "safetensors-corrupt", "bin-with-pickled-object",
            "pre-norm-to-hf", "output-is-a-file-for-hf", "output-is-a-folder-for-official", "safetensors-output-name",
-           "safetensors-over-hf-config", "unknown-to"]
+           "unknown-to"]
 
 
 @pytest.mark.parametrize("row", ROW_IDS)
