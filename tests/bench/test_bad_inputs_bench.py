@@ -33,6 +33,7 @@ CASES = [
     ("negative mAP drop", ["--max-map-drop", "-0.5"], ["--max-map-drop"], 2),
     ("zero tolerance", ["--tolerance", "0"], ["--tolerance"], 2),
     ("zero threads", ["--threads", "0"], ["--threads"], 2),
+    ("a billion threads (was a libgomp abort)", ["--threads", "1000000000"], ["--threads", "1000000000"], 2),
     ("canvas of zero", ["--input-size", "0x128"], ["--input-size"], 2),
     ("canvas not HxW", ["--input-size", "big"], ["--input-size"], 2),
     ("zero batch", ["--batch-size", "0"], ["--batch-size"], 2),
