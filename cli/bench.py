@@ -92,6 +92,7 @@ def run_from_options(model, title: str, opts: dict[str, Any], *, random_weights:
     from bench.data import calibration_batches, load_eval_set
     from bench.report import write_report
     from bench.run import BenchConfig, run_bench
+    from bench.runtimes import inductor_cache
     from detr_core.data.shapes import cache_dir
     from detr_core.evaluation.class_mapped import class_map_for
 
@@ -105,9 +106,12 @@ def run_from_options(model, title: str, opts: dict[str, Any], *, random_weights:
                          max_map_drop=opts["max_map_drop"], tolerance=opts["tolerance"],
                          interleave=opts["interleave"], padded=opts["padded_batch"], peak_size=opts["peak_size"])
     count = opts["calibration_images"]
-    report = run_bench(model, evalset, config, cache_dir=Path(opts["cache_dir"] or cache_dir() / "bench-artifacts"),
-                       calibration=lambda: calibration_batches(source, evalset, count), title=title,
-                       on_row=lambda r: click.echo(f"{r.status} {r.name} ({r.device}){': ' + r.error if r.error else ''}"))
+    artifacts = Path(opts["cache_dir"] or cache_dir() / "bench-artifacts")
+    with inductor_cache(artifacts):
+        report = run_bench(model, evalset, config, cache_dir=artifacts,
+                           calibration=lambda: calibration_batches(source, evalset, count), title=title,
+                           on_row=lambda r: click.echo(f"{r.status} {r.name} ({r.device})"
+                                                       f"{': ' + r.error if r.error else ''}"))
     report.setup["random_weights"] = random_weights
     return report, write_report(report, Path(opts["output_dir"]))
 
