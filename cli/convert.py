@@ -31,6 +31,29 @@ def check_output(output: Path, target: str) -> None:
             raise click.BadParameter(str(exc), param_hint="--output") from None
 
 
+def check_not_an_input(source: Path, output: Path, target: str) -> None:
+    """``convert`` never writes over what it reads: no file it will write (``--to hf``: ``config.json`` and
+    ``model.safetensors`` in the folder) may be the source, a file of a source folder, or the ``config.json`` a
+    ``.safetensors`` source was read with."""
+    planned = [output / "config.json", output / "model.safetensors"] if target == "hf" else [output]
+    read = [source, *(source.iterdir() if source.is_dir() else [])]
+    if source.suffix == ".safetensors":
+        read.append(source.parent / "config.json")
+    inputs = {key for key in map(_identity, read) if key is not None}
+    for path in planned:
+        if _identity(path) in inputs:
+            raise click.BadParameter(f"{path} is read from SOURCE {source}: convert does not write over its "
+                                     "input (choose another --output)", param_hint="--output")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
     values = {"nheads": nheads, "dilation": dilation}
     return {k: v for k, v in values.items() if v is not None}
@@ -72,6 +95,7 @@ def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nh
     from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 
     check_output(output, target)
+    check_not_an_input(source, output, target)
     overrides = _overrides(nheads, dilation)
     try:
         ckpt = read_checkpoint(source)

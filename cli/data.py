@@ -81,6 +81,7 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
     Boxes get the fix-ups `data check` warns about: zero-size or negative ones (xmin > xmax) are dropped,
     ones exceeding the image are clipped; each kind is one counted WARNING line and is recorded in the
     JSON's info.detrtool_fixups."""
+    _check_not_an_input(out, voc_root)
     _convert(lambda: voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
                                  remove_difficult=remove_difficult, allow_outside_images=allow_outside_images), out)
 
@@ -96,7 +97,19 @@ def yolo2coco(yolo_root: str, split: str, out: str) -> None:
     Boxes get the fix-ups `data check` warns about (outside the image: clipped; zero-size: dropped), each
     kind one counted WARNING line, recorded in the JSON's info.detrtool_fixups; a malformed label line or
     a class outside data.yaml's names is one Error line naming the file and line."""
+    _check_not_an_input(out, yolo_root)
     _convert(lambda: yolo_to_coco(yolo_root, split, out), out)
+
+
+def _check_not_an_input(out: str, root: str) -> None:
+    """A converter never writes over its dataset: ``--out`` may not be an existing file inside ``root`` other
+    than a JSON one (``data.yaml``, a label, an image, an XML annotation)."""
+    path = Path(out)
+    if not path.is_file() or path.suffix.lower() == ".json":
+        return
+    if Path(root).resolve() in path.resolve().parents:
+        raise click.BadParameter(f"{out} is a file of the dataset {root}: the COCO JSON would replace it (choose "
+                                 "another name)", param_hint="'--out'")
 
 
 def _convert(convert: Callable[[], dict[str, Any]], out: str) -> None:

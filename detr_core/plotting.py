@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from detr_core.atomic import atomic_write, make_folder  # noqa: E402
+from detr_core.atomic import atomic_write, make_folder, refuse_link  # noqa: E402
 from detr_core.training.run_log import parse_lines  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ def plot_run(output_dir: str | Path, dest: str | Path | None = None) -> list[Pat
     records = read_log(output_dir)
     dest = Path(dest) if dest is not None else Path(output_dir)
     make_folder(dest)
+    for name in ("loss.png", "ap.png", "ap_minutes.png"):
+        refuse_link(dest / name)  # all checked before the first is drawn
     paths = [plot_losses(records, dest / "loss.png")]
     if any("test_AP" in r for r in records):
         paths.append(plot_ap(records, dest / "ap.png"))

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detr_core.atomic import atomic_output, make_folder
-from exporters.artifact_file import companion_files
+from detr_core.atomic import atomic_output, make_folder, refuse_link
+from exporters.artifact_file import artifact_files, companion_files
 from exporters.formats import get_format
 from exporters.metadata import DYNAMIC_LIMITS, ArtifactMetadata, build_metadata
 from exporters.wrapper import has_masks, io_names, wrap
@@ -58,6 +58,8 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"{path}: the file name must end with {' or '.join(suffixes)} for this format")
     make_folder(path.parent)
+    for file in artifact_files(path):
+        refuse_link(file)  # the artifact and its companions: checked before the export's minutes of work
     return path
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from detr_core.atomic import atomic_write, probe_writable
+from detr_core.atomic import atomic_write, probe_writable, refuse_link
 from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
@@ -107,13 +107,34 @@ def _output_error(path: Path, exc: OSError) -> ValueError:
     return ValueError(f"--output-dir {path}: cannot write there ({reason}); previous outputs left as they were")
 
 
-def writable_output_dir(path: str | Path) -> Path:
+OUTPUT_NAMES = ("detections.json", "metrics.json")
+
+
+def writable_output_dir(path: str | Path, inputs: tuple[Any, ...] = ()) -> Path:
     """Create ``path`` and prove a file can be written in it (a probe file, removed) before any work;
-    ``ValueError`` naming ``--output-dir`` (read-only, full, not a folder) otherwise."""
+    ``ValueError`` naming ``--output-dir`` (read-only, full, not a folder) otherwise. The files it will hold
+    (:data:`OUTPUT_NAMES`) may not be links (refused, not followed) nor any of ``inputs`` (the checkpoint, the
+    annotation file): an evaluation never writes over what it reads."""
     try:
-        return probe_writable(path)
+        out = probe_writable(path)
+        for name in OUTPUT_NAMES:
+            refuse_link(out / name)
     except OSError as exc:
         raise _output_error(Path(path), exc) from None
+    given = {_identity(Path(p)): p for p in inputs if isinstance(p, (str, Path)) and p}
+    for name in OUTPUT_NAMES:
+        if (key := _identity(out / name)) is not None and key in given:
+            raise ValueError(f"--output-dir {path}: {out / name} is {given[key]}, an input of this evaluation; "
+                             "choose another --output-dir")
+    return out
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def write_eval_outputs(out: Path, detections: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[Path, Path]:
@@ -136,7 +157,7 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalResult:
     """Evaluate ``config.checkpoint``; writes metrics.json and detections.json into ``output_dir``
     (:func:`write_eval_outputs`). The device and the output folder are checked before any work."""
     device = eval_device(config.device)
-    out = writable_output_dir(config.output_dir)
+    out = writable_output_dir(config.output_dir, (config.checkpoint, *vars(config.data).values()))
     ckpt = read_checkpoint(config.checkpoint)
     run, loss_config = _stored_run(ckpt)
     overrides = {**config.model_overrides, **({} if config.aux_loss else {"aux_loss": False})}
@@ -155,7 +176,7 @@ def evaluate_model(model: nn.Module, config: EvalConfig, *, run: dict[str, Any] 
     """Evaluate a loaded ``model`` (a ``DETR``: ``num_classes``, ``aux_loss``, ``config``) as
     :func:`evaluate_checkpoint` does: the guardrail or the class map, loss statistics, the 12 COCO numbers."""
     device = device or eval_device(config.device)
-    out = out or writable_output_dir(config.output_dir)
+    out = out or writable_output_dir(config.output_dir, (config.checkpoint, *vars(config.data).values()))
     model.aux_loss = bool(model.aux_loss and config.aux_loss)
     masks = bool(model.config.masks)
     dataset, loader = _loader(config, run or {}, masks=masks)
