@@ -94,7 +94,9 @@ def _run_options(func: Any) -> Any:
         _num("warmup_steps", int),
         _num("clip_max_norm", float, help="Gradient clipping (0 = off)."),
         click.option("--device", help="cpu or cuda."),
-        click.option("--amp", type=click.Choice(OPTION_CHOICES["amp"]), help="Mixed precision (CUDA)."),
+        click.option("--amp", type=click.Choice(OPTION_CHOICES["amp"]),
+                     help="Mixed precision: bf16 or fp16 on CUDA; bf16 on a CPU that runs it natively "
+                          "(AVX512-BF16, AMX-BF16), refused elsewhere."),
         click.option("--resume", type=_FILE, help="Continue a detrtool run, or start from an official checkpoint."),
         click.option("--init", type=_FILE, help="Start from these weights (heads of another size dropped)."),
         click.option("--frozen-weights", type=_FILE,

@@ -13,13 +13,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from detr_core.hardware import Capability, detect
 from detr_core.losses import weighted_total
 from detr_core.postprocess import postprocess
 from detr_core.training import distributed
@@ -35,22 +36,35 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class Precision:
-    """Mixed precision on CUDA: ``amp`` is "none", "bf16" or "fp16" (fp16 uses a GradScaler)."""
+    """Mixed precision: ``amp`` is "none", "bf16" or "fp16" (fp16 uses a GradScaler). On CUDA both; on a CPU
+    bf16 only, and only where this CPU runs it natively (:mod:`detr_core.hardware.capability`: AVX512-BF16,
+    AMX-BF16, AVX-NE-CONVERT), since emulated bf16 trains ~100× slower than fp32. The losses are computed
+    in fp32 either way (:func:`compute_loss`). ``capability``: the machine's (default: detected)."""
 
     device: torch.device
     amp: str = "none"
+    capability: Capability | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", *AMP_DTYPES):
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.amp != "none" and self.device.type != "cuda":
-            raise ValueError(f"--amp {self.amp} needs a CUDA device (got {self.device})")
+            self._check_cpu()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+
+    def _check_cpu(self) -> None:
+        if self.amp == "fp16" or self.device.type != "cpu":
+            raise ValueError(f"--amp {self.amp} needs a CUDA device (got {self.device}); on a CPU with native "
+                             "bf16 use --amp bf16")
+        decision = (self.capability or detect()).decide("bf16", "torch")
+        if decision.native is not True:
+            raise ValueError(f"--amp bf16: this CPU would run bf16 {decision.verdict}, not natively "
+                             f"({decision.evidence}); train in fp32 (--amp none)")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp == "none":
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[self.amp])
+        return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.amp])
 
 
 class Meter:

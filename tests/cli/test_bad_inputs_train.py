@@ -277,3 +277,14 @@ def test_stored_config_disagreeing_with_its_weights(shapes_root, previous, tmp_p
                     _train(shapes_root, previous, "--resume", path), _train(shapes_root, previous, "--init", path)):
         check_bad_input(command, names=[str(path), f"{field} {value} disagrees with the weights", weights],
                         protect=_kept(previous))
+
+
+def test_cpu_bf16_on_a_cpu_without_it_is_one_line(shapes_root, previous, monkeypatch):
+    from detr_core.hardware import Capability, CpuInfo
+    from detr_core.training import engine
+
+    faked = Capability(CpuInfo(name="AMD EPYC 7B13 (faked)", arch="x86_64", flags=frozenset({"avx2", "fma"})),
+                       probes={})
+    monkeypatch.setattr(engine, "detect", lambda: faked)
+    check_bad_input(_train(shapes_root, previous, "--amp", "bf16", "--device", "cpu"),
+                    names=["--amp bf16", "emulated", "AVX512-BF16", "--amp none"], protect=_kept(previous))

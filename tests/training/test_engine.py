@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
+from detr_core.hardware import Capability, CpuInfo
 from detr_core.losses import build_criterion
 from detr_core.training import engine
 from detr_core.training.distributed import DistInfo
-from detr_core.training.engine import NonFiniteLossError, Precision, evaluate, train_one_epoch
+from detr_core.training.engine import NonFiniteLossError, Precision, compute_loss, evaluate, train_one_epoch
 from detr_core.training.optim import LrFactor, build_optimizer, build_scheduler
 from detr_core.training.run import build_data, build_run_model, resolve_num_classes
 from tests.training.helpers import make_tiny_shapes, tiny_config
@@ -109,9 +110,41 @@ def test_lr_backbone_zero_freezes_the_backbone(tiny_run):
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
-def test_amp_needs_cuda():
-    with pytest.raises(ValueError, match="needs a CUDA device"):
-        Precision(torch.device("cpu"), "bf16")
+def _cpu(flags) -> Capability:
+    return Capability(CpuInfo(name="faked", arch="x86_64", flags=frozenset(flags)), probes={})
+
+
+def test_fp16_needs_cuda_and_cpu_bf16_needs_native_bf16():
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device"):
+        Precision(torch.device("cpu"), "fp16")
+    with pytest.raises(ValueError, match=r"--amp bf16: this CPU would run bf16 emulated, not natively \(CPU flags "
+                                         r"lack AMX-BF16/AVX512-BF16/AVX-NE-CONVERT\)"):
+        Precision(torch.device("cpu"), "bf16", _cpu({"avx2", "fma"}))
+    assert Precision(torch.device("cpu"), "bf16", _cpu({"avx2", "avx512f", "avx512_bf16"})).scaler is None
+
+
+def test_cpu_bf16_step_losses_are_near_fp32_on_the_reference_model(tiny_checkpoint_path, tiny_expected):
+    """The tiny reference model's forward under CPU autocast bf16 (forced, so the maths is checked on any CPU;
+    emulated bf16 is only slow): every loss within 1e-2 relative of fp32's, computed in fp32, finite grads."""
+    from detr_core import load_checkpoint
+    from detr_core.config import LossConfig
+
+    criterion = build_criterion(LossConfig(), num_classes=7, dec_layers=2, aux_loss=True)
+    results = {}
+    for amp in ("none", "bf16"):
+        model = load_checkpoint(tiny_checkpoint_path, nheads=4)
+        native = _cpu({"avx512_bf16"})  # the check is the capability's; here the numbers are
+        batch = (tiny_expected["padded"], tiny_expected["mask"], tiny_expected["targets"])
+        total, losses, problem = compute_loss(model, criterion, batch, Precision(torch.device("cpu"), amp, native),
+                                              criterion.weight_dict)
+        assert not problem and total.dtype == torch.float32
+        total.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        results[amp] = {k: float(v.detach()) for k, v in losses.items()}
+    assert results["none"]["loss_ce"] == pytest.approx(tiny_expected["losses"]["loss_ce"], abs=1e-4)
+    for key, fp32 in results["none"].items():
+        if key.startswith("loss_"):
+            assert results["bf16"][key] == pytest.approx(fp32, rel=1e-2), key
 
 
 def test_small_backbone_is_registered_with_stride_16():
