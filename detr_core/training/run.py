@@ -53,7 +53,7 @@ from detr_core.training.engine import (
     train_one_epoch,
 )
 from detr_core.training.optim import build_optimizer, build_scheduler
-from detr_core.training.output_dir import locked_output_dir
+from detr_core.training.output_dir import check_inputs_kept, locked_output_dir
 from detr_core.training.run_log import append_record, reconcile_log, start_fresh_log, train_seconds
 from detr_core.training.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
 
@@ -354,6 +354,8 @@ def _setup(config: TrainConfig, info: distributed.DistInfo) -> tuple[TrainConfig
 def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
     out = Path(config.output_dir)
     with locked_output_dir(out) if info.is_main else contextlib.nullcontext(out):
+        check_inputs_kept(out, {"--init": config.init, "--frozen-weights": config.frozen_weights,
+                                "--backbone-weights": config.backbone_weights})
         config, data, trainer, device = _setup(config, info)
         start = trainer.restore(config.resume, info.rank) if config.resume else 0
         n_parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

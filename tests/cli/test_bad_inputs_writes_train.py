@@ -103,3 +103,13 @@ def test_train_keeps_user_tmp_files_and_removes_only_dead_marked_temps(shapes_ro
     assert result.exit_code == 0, result.output
     assert {str(p): tree_digest(p) for p in [*user, live]} == kept
     assert not dead.exists() and not stage.exists()
+
+
+@pytest.mark.parametrize("option", ["--init", "--frozen-weights"])
+def test_a_run_never_replaces_the_weights_it_starts_from(shapes_root, trained, tmp_path, option):
+    """``--init OUT/checkpoint.pth --output-dir OUT``: epoch 0's checkpoint would replace the weights the run
+    was started from (``--resume`` is meant to be replaced; these are not)."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    check_bad_input(_train(shapes_root, out, "--epochs", "1", option, out / "checkpoint.pth"),
+                    names=[option, str(out / "checkpoint.pth"), "which this run replaces"], protect=[out])
