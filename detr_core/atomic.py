@@ -165,6 +165,7 @@ def probe_writable(folder: str | Path) -> Path:
     empty file) with a probe file, removed again; ``OSError`` (read-only, full, not a folder) otherwise."""
     folder = Path(folder)
     make_folder(folder)
+    sweep_temps(folder, labels=lambda label: label == f".{MARKER}-probe")  # a killed process's probe
     prefix, end = temp_name("probe", label=f".{MARKER}-probe")
     fd, probe = tempfile.mkstemp(prefix=prefix, suffix=end, dir=folder)
     try:

@@ -124,3 +124,14 @@ def test_temp_folder_removes_what_a_killed_process_left(tmp_path, monkeypatch):
     with temp_folder("predict") as folder:
         assert folder.is_dir() and folder.name.startswith(f"detrtool-predict.detrtool-{os.getpid()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name])
+
+
+def test_probe_writable_removes_a_killed_process_probe_only(tmp_path):
+    from detr_core.atomic import probe_writable
+
+    dead = tmp_path / f".detrtool-probe.detrtool-{_dead_pid()}-abcdefgh.tmp"
+    mine = tmp_path / ".detrtool-probe.tmp"
+    for path in (dead, mine):
+        path.write_bytes(b"\0" * 4096)
+    probe_writable(tmp_path)
+    assert sorted(tmp_path.iterdir()) == [mine]

@@ -93,13 +93,14 @@ def _take_lock(fd: int, out: Path) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise
-        raise OutputDirError(f"--output-dir {out} is in use by another detrtool train (pid {_holder(out)}): wait "
+        raise OutputDirError(f"--output-dir {out} is in use by another detrtool train (pid {_holder(fd)}): wait "
                              "for it to end or choose another folder") from None
 
 
-def _holder(out: Path) -> str:
+def _holder(fd: int) -> str:
+    """The pid the lock file holds, read from the descriptor already open (not the path again)."""
     try:
-        return (out / LOCK_NAME).read_text().strip() or "unknown"
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
     except OSError:
         return "unknown"
 
