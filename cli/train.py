@@ -84,7 +84,11 @@ def _run_options(func: Any) -> Any:
     options = [
         click.option("--config", "config_file", type=_FILE, help="YAML settings (CLI options override them)."),
         click.option("--output-dir", type=click.Path(file_okay=False)),
-        _num("epochs", int), _num("batch_size", int),
+        _num("epochs", int),
+        _num("time_budget", float, metavar="MIN",
+             help="Fit the epoch count (at most --epochs) to MIN training minutes from the first measured steps; "
+                  "the count is recorded in config.yaml (the shapes default: 10; 0: off)."),
+        _num("batch_size", int),
         _num("num_workers", int), _num("seed", int),
         click.option("--cache-images/--no-cache-images", default=None,
                      help="Keep decoded images in memory (about H*W*3 bytes each; pays with --num-workers 0)."),

@@ -55,6 +55,7 @@ from detr_core.training.engine import (
 from detr_core.training.optim import build_optimizer, build_scheduler
 from detr_core.training.output_dir import check_inputs_kept, locked_output_dir
 from detr_core.training.run_log import append_record, reconcile_log, start_fresh_log, train_seconds
+from detr_core.training.time_budget import BudgetDecision, fit_epochs, measure_costs
 from detr_core.training.train_config import NUM_CLASSES_FROM_DATA, TrainConfig, save_config_yaml
 
 log = logging.getLogger(__name__)
@@ -362,13 +363,49 @@ def _run(config: TrainConfig, info: distributed.DistInfo) -> Path:
         elapsed = _prepare_output(config, trainer, out, start=start) if info.is_main else 0.0
         log.info("training %d parameters for epochs %d..%d into %s", n_parameters, start, config.epochs - 1, out)
         pretrain = _maybe_pretrain(config, trainer.model, data, device)
-        model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
         criterion = build_criterion(config.loss, num_classes=config.model.num_classes,
                                     dec_layers=config.model.dec_layers, aux_loss=config.model.aux_loss,
                                     masks=config.model.masks).to(device)
+        if config.time_budget > 0 and start == 0:
+            config, budget = fit_to_budget(config, trainer, data, criterion, device, pretrain.get("pretrain_seconds", 0.0))
+            pretrain = {**pretrain, **budget}
+            if info.is_main:
+                save_config_yaml(config, out / "config.yaml")
+        elif config.time_budget > 0:
+            log.info("--time-budget: resuming keeps the recorded %d epochs (decided when the run started)",
+                     config.epochs)
+        model = wrap_ddp(trainer.model, info, device)  # DDP copies rank 0's (pre-trained) weights to every rank
         loop = EpochLoop(config, data, trainer, model, criterion, device, out, n_parameters, info.is_main)
         loop.run(start=start, elapsed=elapsed, pretrain=pretrain)
     return out
+
+
+def fit_to_budget(config: TrainConfig, trainer: Trainer, data: RunData, criterion: nn.Module, device: torch.device,
+                  spent: float) -> tuple[TrainConfig, dict[str, Any]]:
+    """Measure steps on copies (every RNG state put back), fix the epoch count (rank 0's everywhere) and the
+    schedule from it; returns the config with the decision recorded (``time_budget`` 0) and its log entries."""
+    state, start = rng_state(), time.perf_counter()
+    try:  # the copies' steps draw batches (shuffling, augmentation): the run's random streams must not move
+        costs = measure_costs(trainer.model, criterion, data.train_loader, data.val_loader,
+                              make_optimizer=lambda m: build_optimizer(m, lr=config.lr, lr_backbone=config.lr_backbone,
+                                                                       weight_decay=config.weight_decay),
+                              precision=trainer.precision, device=device, weight_dict=criterion.weight_dict,
+                              max_norm=config.clip_max_norm, steps_per_epoch=len(data.train_loader),
+                              eval_batches=len(data.val_loader))
+    finally:
+        set_rng_state(state)
+    measuring = time.perf_counter() - start
+    spent += measuring
+    epochs = fit_epochs(config.time_budget, spent, costs, eval_every=config.eval_every, max_epochs=config.epochs)
+    epochs = distributed.all_gather_objects(epochs)[0]  # one decision for every process: rank 0's
+    decision = BudgetDecision(config.time_budget, spent, costs, epochs, config.epochs)
+    log.info(decision.line())
+    config = config.replace(epochs=epochs, time_budget=0.0)
+    trainer.config = config
+    trainer.scheduler = build_scheduler(trainer.optimizer, schedule=config.lr_schedule,
+                                        steps_per_epoch=len(data.train_loader), epochs=epochs,
+                                        lr_drop=config.lr_drop, warmup_steps=config.warmup_steps)
+    return config, {**decision.record(), "time_budget_measure_seconds": measuring}
 
 
 def _prepare_output(config: TrainConfig, trainer: Trainer, out: Path, *, start: int) -> float:
@@ -396,7 +433,7 @@ class EpochLoop:
     is_main: bool
 
     def run(self, *, start: int, elapsed: float, pretrain: dict[str, Any]) -> None:
-        elapsed += pretrain.get("pretrain_seconds", 0.0)
+        elapsed += pretrain.get("pretrain_seconds", 0.0) + pretrain.get("time_budget_measure_seconds", 0.0)
         for epoch in range(start, self.config.epochs):
             tic = time.perf_counter()
             stats = self.train(epoch)

@@ -47,6 +47,7 @@ class TrainConfig:
     data: DatasetSource = field(default_factory=DatasetSource)
     output_dir: str = "runs/detr"
     epochs: int = 300
+    time_budget: float = 0.0  # minutes; > 0: the epoch count (at most ``epochs``) fitted to measured steps
     batch_size: int = 2
     num_workers: int = 2
     cache_images: bool = False  # keep decoded training/validation images in memory (detr_core.data.image_cache)
@@ -101,7 +102,7 @@ SHAPES_PRESET: dict[str, Any] = {
     "model": {"backbone": "small_cnn", "hidden_dim": 128, "nheads": 8, "enc_layers": 2, "dec_layers": 3,
               "dim_feedforward": 512, "dropout": 0.0, "num_queries": 10},
     "loss": {"eos_coef": 0.2, "ce_loss_coef": 2.5},
-    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 16, "batch_size": 8, "num_workers": 0, "cache_images": True,
+    "vertical_flip": True, "pretrain_epochs": 3, "epochs": 16, "time_budget": 10.0, "batch_size": 8, "num_workers": 0, "cache_images": True,
     "lr": 6e-4, "lr_backbone": 6e-4,
     "clip_max_norm": 0.0, "lr_schedule": "cosine", "warmup_steps": 300, "save_every": 0, "output_dir": "runs/shapes",
 }
@@ -144,7 +145,7 @@ OPTION_RANGES: dict[str, Range] = {
     "bbox_loss_coef": Range(0), "giou_loss_coef": Range(0), "eos_coef": Range(0, 1, min_open=True),
     "mask_loss_coef": Range(0), "dice_loss_coef": Range(0),
     # run
-    "epochs": Range(1), "batch_size": Range(1), "num_workers": Range(0), "seed": Range(0, 2**63 - 1),
+    "epochs": Range(1), "time_budget": Range(0, 100_000), "batch_size": Range(1), "num_workers": Range(0), "seed": Range(0, 2**63 - 1),
     "lr": Range(0, min_open=True), "lr_backbone": Range(0), "weight_decay": Range(0), "lr_drop": Range(0),
     "warmup_steps": Range(0), "clip_max_norm": Range(0), "pretrain_epochs": Range(0), "pretrain_crop_size": Range(1),
     "pretrain_lr": Range(0, min_open=True), "save_every": Range(0), "eval_every": Range(1), "image_size": Range(1),
