@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 
 from detr_core.data import ShapesParams, generate_shapes
@@ -20,6 +21,10 @@ def test_bench_shapes_generation(benchmark, tmp_path):
 
     start = time.perf_counter()
     benchmark.pedantic(generate, rounds=3, iterations=1, warmup_rounds=1)
+    last = tmp_path / f"run{next(counter) - 1}"  # every run writes the whole set (also under make test)
+    written = json.loads((last / "annotations" / "instances_train2017.json").read_text())
+    assert len(written["images"]) == IMAGES_PER_ROUND == len(list((last / "train2017").iterdir()))
+    assert len(written["annotations"]) >= IMAGES_PER_ROUND  # 1-5 objects an image
     if benchmark.disabled:
         return
     seconds = benchmark.stats.stats.min
