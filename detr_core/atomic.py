@@ -180,8 +180,8 @@ def probe_writable(folder: str | Path) -> Path:
 def remove_orphans(path: str | Path) -> list[Path]:
     """Remove the temp files of ``path`` left by processes that no longer run; returns them."""
     path = Path(path)
-    label = f".{_short(path.name, '')}"
-    return sweep_temps(path.parent, labels=lambda lab: lab == label)
+    labels = {f".{_short(path.name, suffix)}" for suffix in ("", path.suffix)}  # what atomic_output names
+    return sweep_temps(path.parent, labels=lambda lab: lab in labels)
 
 
 def sweep_temps(folder: str | Path, *, labels: Callable[[str], bool] = lambda label: True) -> list[Path]:

@@ -135,3 +135,16 @@ def test_probe_writable_removes_a_killed_process_probe_only(tmp_path):
         path.write_bytes(b"\0" * 4096)
     probe_writable(tmp_path)
     assert sorted(tmp_path.iterdir()) == [mine]
+
+
+def test_a_long_named_target_s_orphan_is_removed_by_the_next_write(tmp_path):
+    from detr_core.atomic import atomic_output, temp_name
+
+    target = tmp_path / ("m" * 250 + ".onnx")
+    prefix, end = temp_name(target.name, suffix=".onnx", pid=_dead_pid())
+    orphan = tmp_path / f"{prefix}abcdefgh{end}"
+    orphan.write_bytes(b"half an export")
+    assert len(orphan.name.encode()) <= 255
+    with atomic_output(target, suffix=".onnx") as tmp:
+        tmp.write_bytes(b"new")
+    assert sorted(tmp_path.iterdir()) == [target]
