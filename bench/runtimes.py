@@ -412,7 +412,3 @@ def select_rows(selection: Iterable[str] | None = None) -> list[RowSpec]:
     if unknown:
         raise ValueError(f"unknown bench format(s) {unknown}; choose from {', '.join(sorted(known))}")
     return [r for r in rows if r.family in wanted or r.name in wanted]
-
-
-def artifact_path(runtime: LoadedRuntime) -> Path | None:
-    return runtime.artifact.path if runtime.artifact is not None else None

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from detr_core.data.coco import CocoDetection, DatasetError, Transforms
 from detr_core.data.coco_panoptic import CocoPanoptic
-from detr_core.data.shapes import ShapesParams, ensure_default_shapes
+from detr_core.data.shapes import ensure_default_shapes
 from detr_core.data.voc import VocDetection, resolve_voc_dir
 from detr_core.data.yolo import YoloDetection
 
@@ -181,8 +181,3 @@ def recognise_voc(source: DatasetSource) -> DatasetSource:
     logger.info("--coco-path %s is a Pascal VOC%s folder (Annotations/, ImageSets/Main/, no annotations/ "
                 "folder): read as --voc-root %s --voc-year %s", root, year, folder, year)
     return replace(source, coco_path=None, voc_root=str(folder), voc_year=str(year))
-
-
-def default_shapes_params() -> ShapesParams:
-    """The shapes default's parameters (for callers picking transforms/sizes)."""
-    return ShapesParams()

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,3 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_tensor(t: Tensor, src: int = 0) -> Tensor:
-    if is_initialized():
-        dist.broadcast(t, src)
-    return t

@@ -259,11 +259,3 @@ def _class_map(config: EvalConfig, model: nn.Module, dataset: Any) -> ResolvedCl
 def format_losses(stats: dict[str, float]) -> str:
     """``key=value`` pairs, sorted, 4 decimals."""
     return "  ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items()))
-
-
-def reference_lines(stats: dict[str, float]) -> str:
-    """The statistics as the reference prints its ``Averaged stats`` (``key: global_avg``, its order:
-    ``class_error``, ``loss``, the scaled losses, then the ``_unscaled`` ones)."""
-    order = sorted(stats, key=lambda k: (k != "class_error", k != "loss", k.endswith("_unscaled"), k))
-    return "  ".join(f"{k}: {stats[k]:.4f}" for k in order)
-

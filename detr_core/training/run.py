@@ -36,7 +36,7 @@ from detr_core.checkpoint import (
 from detr_core.data.batching import make_collate
 from detr_core.data.check import validate_num_classes
 from detr_core.data.class_map import ClassMapError, data_names_of, load_class_map
-from detr_core.data.sources import DatasetSource, build_dataset
+from detr_core.data.sources import build_dataset
 from detr_core.errors import first_line
 from detr_core.evaluation.ground_truth import coco_ground_truth, make_evaluator
 from detr_core.losses import build_criterion
@@ -521,7 +521,3 @@ def coco_record(coco: dict[str, Any]) -> dict[str, Any]:
 def _summary(record: dict[str, Any]) -> str:
     keys = ("train_loss", "test_loss", "test_AP", "test_AP50", "test_mask_AP", "test_PQ", "train_images_per_s")
     return ", ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
-
-
-def describe_source(source: DatasetSource) -> str:
-    return "the synthetic shapes" if source.is_default else str(source)
