@@ -27,7 +27,7 @@ from tqdm import tqdm
 from bench.ort import session_options
 from detr_core.atomic import atomic_write_text
 from exporters import export, load_runtime
-from exporters.export_api import example_inputs
+from exporters.validation_inputs import example_inputs
 
 FORMATS = {"onnx": ("onnx", ".onnx"), "torch-export": ("torch-export", ".pt2")}
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from detr_core.atomic import atomic_output, make_folder, refuse_link
 from exporters.artifact_file import artifact_files, companion_files
 from exporters.formats import get_format
 from exporters.metadata import DYNAMIC_LIMITS, ArtifactMetadata, build_metadata
+from exporters.validation_inputs import example_inputs
 from exporters.wrapper import has_masks, io_names, wrap
 
 logger = logging.getLogger(__name__)
@@ -33,23 +33,6 @@ class ExportResult:
     metadata: ArtifactMetadata
     validation: Any | None
     export_seconds: float
-
-
-def example_inputs(*, batch_size: int, input_size: tuple[int, int], with_postprocess: bool,
-                   device: torch.device | str = "cpu", seed: int = 0) -> tuple[Tensor, ...]:
-    """Deterministic (images [B,3,H,W], mask [B,H,W] with some padding per image[, orig_sizes [B,2]])."""
-    gen = torch.Generator().manual_seed(seed)
-    h, w = input_size
-    images = torch.randn((batch_size, 3, h, w), generator=gen)
-    mask = torch.zeros((batch_size, h, w), dtype=torch.bool)
-    for i in range(batch_size):
-        mask[i, h - (i * h) // (2 * batch_size):, :] = True
-        mask[i, :, w - ((i + 1) * w) // (3 * batch_size):] = True
-    inputs = (images.to(device), mask.to(device))
-    if with_postprocess:
-        sizes = (~mask).any(2).sum(1), (~mask).any(1).sum(1)
-        inputs += (torch.stack(sizes, 1).to(torch.int64).to(device) * 3,)
-    return inputs
 
 
 def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from exporters.compare import detection_agreement, detections_of, max_abs_diff, output_deltas
 from exporters.prepare import prepare_for
 from exporters.runtime import Runtime, eager_runtime, load_runtime
-from exporters.validation_inputs import full_canvas_batch, validation_images
+from exporters.validation_inputs import example_inputs, full_canvas_batch, validation_images
 from exporters.wrapper import MASK_OUTPUT, MASK_POST_OUTPUT, wrap
 
 logger = logging.getLogger(__name__)
@@ -246,8 +246,6 @@ def other_canvas(canvas: tuple[int, int]) -> tuple[int, int]:
 def dynamic_rows(eager: Runtime, artifact: Runtime, *, threshold: float, tolerance: float) -> list[CheckRow]:
     """A dynamic artifact at batch 1 and 3 on its example canvas and on :func:`other_canvas`, with padding in
     the masks (each image a different size), and at batch 3 with an all-False mask."""
-    from exporters.export_api import example_inputs
-
     canvas = tuple(artifact.metadata.input_size)
     kw = {"threshold": threshold, "tolerance": tolerance}
     rows = []

@@ -22,6 +22,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _CROPS = ((1.0, 1.0), (0.75, 1.0), (1.0, 0.6), (0.5, 1.0), (1.0, 0.8), (0.9, 0.45))
 
 
+def example_inputs(*, batch_size: int, input_size: tuple[int, int], with_postprocess: bool,
+                   device: torch.device | str = "cpu", seed: int = 0) -> tuple[Tensor, ...]:
+    """Deterministic (images [B,3,H,W], mask [B,H,W] with some padding per image[, orig_sizes [B,2]])."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = input_size
+    images = torch.randn((batch_size, 3, h, w), generator=gen)
+    mask = torch.zeros((batch_size, h, w), dtype=torch.bool)
+    for i in range(batch_size):
+        mask[i, h - (i * h) // (2 * batch_size):, :] = True
+        mask[i, :, w - ((i + 1) * w) // (3 * batch_size):] = True
+    inputs = (images.to(device), mask.to(device))
+    if with_postprocess:
+        sizes = (~mask).any(2).sum(1), (~mask).any(1).sum(1)
+        inputs += (torch.stack(sizes, 1).to(torch.int64).to(device) * 3,)
+    return inputs
+
+
 def full_canvas_batch(*, batch_size: int, canvas: tuple[int, int], seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     """Random normalised images filling the canvas: (images, mask all False, orig_sizes = canvas)."""
     gen = torch.Generator().manual_seed(seed)

@@ -31,15 +31,15 @@ from tqdm import tqdm
 from detr_core.atomic import atomic_write
 from detr_core.data.coco_masks import encode_mask
 from detr_core.data.coco_panoptic import id_to_rgb
-from detr_core.data.shapes import (
+from detr_core.data.shapes_render import (
     GENERATOR_VERSION,
     SPLITS,
     ShapeObject,
     ShapesParams,
-    _params_dict,
-    _render_objects,
-    _write_png,
     mask_to_bbox,
+    params_dict,
+    render_objects,
+    write_png,
 )
 
 STUFF_CLASSES: tuple[str, ...] = ("sky", "ground", "wall")
@@ -108,7 +108,7 @@ def render_panoptic_image(rng: np.random.Generator,
                           p: ShapesParams) -> tuple[np.ndarray, list[ShapeObject], np.ndarray]:
     """Image uint8 [H, W, 3], its objects (visible masks exact) and stuff class index int [H, W]."""
     background, stuff = _stuff_background(rng, p.image_size)
-    pixels, objects = _render_objects(rng, p, background)
+    pixels, objects = render_objects(rng, p, background)
     return pixels, objects, stuff
 
 
@@ -147,7 +147,7 @@ def _instance_entries(segments: list[tuple[int, np.ndarray]], p: ShapesParams, i
 
 def _write_json(path: Path, p: ShapesParams, **content: Any) -> None:
     data = {"info": {"description": "detrtool synthetic shapes (panoptic)", "version": str(GENERATOR_VERSION),
-                     "params": _params_dict(p), "stuff_classes": list(STUFF_CLASSES)},
+                     "params": params_dict(p), "stuff_classes": list(STUFF_CLASSES)},
             "licenses": [], **content}
     atomic_write(path, lambda handle: handle.write(json.dumps(data, separators=(",", ":"))), binary=False)
 
@@ -165,8 +165,8 @@ def write_panoptic_split(out: Path, p: ShapesParams, split: str, *, progress: bo
         image_id, name = index + 1, f"{index + 1:012d}.png"
         segments = panoptic_segments(objects, stuff, p)
         ids, info = _segment_entries(segments, p.image_size)
-        _write_png(image_dir / name, pixels)
-        _write_png(png_dir / name, id_to_rgb(ids))
+        write_png(image_dir / name, pixels)
+        write_png(png_dir / name, id_to_rgb(ids))
         images.append({"id": image_id, "file_name": name, "height": p.image_size, "width": p.image_size})
         pan_anns.append({"image_id": image_id, "file_name": name, "segments_info": info})
         inst_anns.extend(_instance_entries(segments, p, image_id, len(inst_anns) + 1))

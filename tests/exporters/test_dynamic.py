@@ -15,11 +15,10 @@ import torch
 from detr_core.data.shapes import ShapesParams, generate_shapes
 from exporters import export, load_runtime
 from exporters.compare import max_abs_diff
-from exporters.export_api import example_inputs
 from exporters.metadata import DYNAMIC_LIMITS
 from exporters.predict.model import checkpoint_resize_rule
 from exporters.prepare import target_size
-from exporters.validation_inputs import crop_fraction, read_folder
+from exporters.validation_inputs import crop_fraction, example_inputs, read_folder
 from exporters.wrapper import wrap
 from tests.cli.bad_input import run_cli
 

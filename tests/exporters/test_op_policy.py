@@ -14,9 +14,9 @@ import torch
 
 from detr_core import ModelConfig, build_model
 from exporters import export, load_runtime
-from exporters.export_api import example_inputs
 from exporters.op_policy import ATEN_OPS, OPERATOR_FUNCS, allows_kind, allows_target
 from exporters.runtime import eager_runtime
+from exporters.validation_inputs import example_inputs
 from exporters.wrapper import wrap
 
 FILE_ARGUMENT = re.compile(r"file|path|dir|url|name$", re.IGNORECASE)

@@ -12,9 +12,9 @@ import torch
 from detr_core import ModelConfig, build_model
 from detr_core.checkpoint import load_checkpoint
 from exporters import export, load_runtime
-from exporters.export_api import example_inputs
 from exporters.formats import FORMATS
 from exporters.validate import MASK_IOU_MIN, confident_queries, mask_agreement, mask_ious, validate_artifact
+from exporters.validation_inputs import example_inputs
 from exporters.wrapper import wrap
 
 SMALL_SEGM = ModelConfig(backbone="small_cnn", hidden_dim=128, nheads=8, enc_layers=1, dec_layers=1,
