@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 #: The format table's names (exporters.formats.format_names(), kept here so --help needs no exporter import;
 #: tests/exporters/test_cli.py checks the two agree).
-FORMAT_NAMES = ("torchscript", "onnx", "torch-export", "openvino")
+FORMAT_NAMES = ("torchscript", "onnx", "torch-export", "openvino", "executorch", "litert")
 
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporters import executorch as executorch_format
+from exporters import litert as litert_format
 from exporters import onnx as onnx_format
 from exporters import openvino as openvino_format
 from exporters import torch_export, torchscript
@@ -106,6 +108,20 @@ FORMATS: dict[str, ExportFormat] = {
         options=(FormatOption("weights", "fp32", openvino_format.WEIGHTS, "weights stored as fp32 or fp16"),),
         exporter=openvino_format.export_openvino, loader=openvino_format.load_openvino,
         read_metadata=openvino_format.read_openvino_metadata,
+    ),
+    "executorch": ExportFormat(
+        name="executorch", suffix=".pte", suffixes=(".pte",),
+        description="ExecuTorch program (torch.export, XNNPACK delegate), run with ExecuTorch's runtime (CPU; "
+                    "the edge extra)",
+        options=(), exporter=executorch_format.export_executorch, loader=executorch_format.load_executorch,
+        read_metadata=executorch_format.read_executorch_metadata,
+    ),
+    "litert": ExportFormat(
+        name="litert", suffix=".tflite", suffixes=(".tflite",),
+        description="LiteRT (TFLite) flatbuffer converted with litert-torch, run with LiteRT's interpreter (CPU, "
+                    "XNNPACK; the edge extra)",
+        options=(), exporter=litert_format.export_litert, loader=litert_format.load_litert,
+        read_metadata=litert_format.read_litert_metadata,
     ),
 }
 
