@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGES_OR_DIRS...")
 @click.option("--resume", "checkpoint", type=RegularFile(dir_okay=True),
               help="A checkpoint (detrtool, official, or a Hugging Face DETR folder / .safetensors).")
-@click.option("--model", "artifact", type=RegularFile(), help="An exported artifact (.onnx, .ts, .pt2, OpenVINO .xml).")
+@click.option("--model", "artifact", type=RegularFile(), help="An exported artifact (.onnx, .ts, .pt2, OpenVINO .xml, ExecuTorch .pte, LiteRT .tflite).")
 @click.option("--format", "fmt", type=click.Choice(PREDICT_FORMATS), default=None,
               help="Runtime. With --resume: eager (default) or export to this format first and run that. "
                    "With --model: read from the file suffix unless given.")
