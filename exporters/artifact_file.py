@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from detr_core.errors import first_line  # noqa: F401  (re-exported to the format modules)
+from detr_core.input_files import read_regular_bytes
 
 METADATA_MEMBER = "extra/detrtool.json"
 _UNHASHED = (METADATA_MEMBER, ".data/serialization_id")
@@ -50,7 +51,7 @@ class IntegrityError(ArtifactError):
 def read_artifact(path: Path) -> bytes:
     """The file's bytes; :class:`ArtifactError` when it cannot be read or is empty."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular_bytes(path)  # a fifo or a device (a planted cache entry) would never end
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read the artifact ({exc.strerror or first_line(exc)})") from None
     if not data:

@@ -142,8 +142,10 @@ def label_path_of(image: Path) -> Path:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by their path relative to it."""
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+    """Entries with an image suffix under ``folder`` (recursively; folders left out), sorted by their path
+    relative to it. A fifo, a device or a broken link with an image name is listed, not skipped in silence:
+    reading it is then refused naming it."""
+    return sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()),
                   key=lambda p: p.relative_to(folder).as_posix())
 
 

@@ -134,6 +134,7 @@ def resolve_backbone(hf: dict[str, Any], *, source: str) -> tuple[str, bool]:
     """(torchvision ResNet name, dilation) of a DETR config's backbone, timm's or transformers'."""
     sub = hf.get("backbone_config")
     dilation = _flag(hf, "dilation", False, source=source)
+    use_timm = _flag(hf, "use_timm_backbone", True, source=source)
     if isinstance(sub, dict) and sub.get("model_type") == "resnet":
         if dilation:
             log.warning("%s: dilation is ignored with a transformers ResNet backbone (as transformers does)", source)
@@ -147,7 +148,7 @@ def resolve_backbone(hf: dict[str, Any], *, source: str) -> tuple[str, bool]:
         kind = sub.get("model_type") if isinstance(sub, dict) else type(sub).__name__
         raise CheckpointError(f"{source}: unsupported backbone {kind!r} (supported: ResNet-18/34/50/101, timm's "
                               f"or transformers')")
-    if _flag(hf, "use_timm_backbone", True, source=source):
+    if use_timm:
         return _timm_resnet(hf.get("backbone") or "resnet50", source=source), dilation
     return _transformers_resnet({}, source=source), False
 

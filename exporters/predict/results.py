@@ -11,6 +11,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 from torch import Tensor
 
+from detr_core.errors import printable
 from exporters.predict.drawing import label_text
 from exporters.predict.run import ImageDetections
 
@@ -68,19 +69,21 @@ def _fit(stem: str, tail: int, limit: int = 255) -> str:
 
 
 def summary_line(found: ImageDetections, class_names: Sequence[str], picture: Path | None = None) -> str:
-    """``path (HxW): 3 detections: circle 0.98, star 0.91, ... -> picture``."""
+    """``path (HxW): 3 detections: circle 0.98, star 0.91, ... -> picture``, control characters escaped (a class
+    name or a file name with a terminal escape or a newline must not recolour the terminal or forge a line)."""
     h, w = found.image.size
     items = [label_text(int(lab), float(s), class_names) for lab, s in zip(found.labels, found.scores)]
     shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")
     text = f"{found.image.path} ({h}x{w}): {len(items)} detection{'s' if len(items) != 1 else ''}"
     text += f": {shown}" if items else ""
-    return text + (f" -> {picture}" if picture is not None else "")
+    return printable(text + (f" -> {picture}" if picture is not None else ""))
 
 
 def image_ids(found: Sequence[ImageDetections]) -> list[int]:
-    """COCO image ids: the file stems when all are distinct integers (``000000000042.png`` -> 42), else 1..N."""
+    """COCO image ids: the file stems when all are distinct integers of ASCII digits within int64
+    (``000000000042.png`` -> 42), else 1..N (``².png`` passed ``isdigit`` and then failed ``int()``)."""
     stems = [f.image.path.stem for f in found]
-    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+    if all(s.isascii() and s.isdigit() and len(s) <= 18 for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(found) + 1))
 
