@@ -5,7 +5,11 @@
 - ``int8_dynamic``: only the MatMul weights quantised, activations quantised on the fly;
 - ``fp16``: weights and compute in float16, inputs and outputs kept float32;
 - ``openvino_int8``: NNCF post-training quantisation of an OpenVINO IR (transformer preset), calibrated on
-  the same prepared training images as ``int8_static``.
+  the same prepared training images as ``int8_static``;
+- ``executorch_int8`` / ``litert_int8``: PT2E post-training int8 of the eager wrapper (the XNNPACK quantizer /
+  litert-torch's PT2E quantizer: symmetric, per-channel int8 weights, int8 activations) calibrated on the
+  same batches, prediction heads kept fp32, then lowered like the fp32 ``.pte`` / converted like the fp32
+  ``.tflite`` (the ``edge`` extra).
 
 Each derived model keeps the source's detrtool metadata with its own content hash recorded anew
 (:func:`exporters.onnx.restamp_onnx`), so loading it verifies it like any exported artifact.
@@ -129,7 +133,108 @@ def fp16(source: Path, out: Path) -> None:
 RECIPES = {
     "int8-static": "ort quantize_static QDQ, uint8 activations, per-channel int8 weights, MinMax",
     "openvino-int8": "nncf transformer preset, prediction heads fp32",
+    "executorch-int8": "pt2e XNNPACKQuantizer symmetric per-channel int8, prediction heads fp32",
+    "litert-int8": "pt2e litert-torch PT2EQuantizer symmetric per-channel int8 static, prediction heads fp32",
 }
+
+#: The prediction heads (``DETR.class_embed`` and the box MLP) kept fp32 by the PT2E recipes, as by NNCF's.
+HEADS = ("class_embed", "bbox_embed")
+
+
+def quantised_modules(module, prefix: str = "") -> list[str]:
+    """Qualified names of the submodules a PT2E recipe quantises: every child of ``module`` but the
+    :data:`HEADS`, descending into a child that holds a head. (The XNNPACK quantizer cannot exclude a module
+    by name, so the rest is named instead.)"""
+    names = []
+    for name, child in module.named_children():
+        if name in HEADS:
+            continue
+        if any(sub.rsplit(".", 1)[-1] in HEADS for sub, _ in child.named_modules() if sub):
+            names += quantised_modules(child, f"{prefix}{name}.")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def _xnnpack_quantisable(node) -> bool:
+    """Whether the XNNPACK quantizer may annotate ``node``: not in a prediction head, and no 0-dim tensor in
+    or out (the attention's scalar arithmetic: executorch 1.5.1's channels-last pass indexes a quantised
+    scalar placeholder and fails)."""
+    for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+        if set(str(path).split(".")) & set(HEADS):
+            return False
+    values = [n.meta.get("val") for n in (node, *node.all_input_nodes)]
+    return not any(isinstance(v, Tensor) and v.dim() == 0 for v in values)
+
+
+def _pt2e(module, quantizer, batches: list[tuple[Tensor, ...]], *, kwargs_names: tuple[str, ...] | None = None):
+    """``module`` captured with ``torch.export``, observed on ``batches`` and converted (PT2E); with
+    ``kwargs_names`` the inputs are passed by keyword (the LiteRT signature's names)."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    def call(m, batch):
+        return m(**dict(zip(kwargs_names, batch))) if kwargs_names else m(*batch)
+
+    example = batches[0]
+    args, kwargs = ((), dict(zip(kwargs_names, example))) if kwargs_names else (tuple(example), {})
+    graph = torch.export.export(module, args, kwargs, strict=False).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in batches:
+            call(prepared, batch)
+    return convert_pt2e(prepared)
+
+
+def executorch_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """PT2E int8 of ``model`` (XNNPACK quantizer, heads fp32) calibrated on ``batches``, lowered to a ``.pte``
+    written atomically to ``out`` with ``source``'s metadata (checked like any load) and its own hash."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    from detr_core.atomic import atomic_write_bytes
+    from exporters.edge_file import quiet_native, stamp
+    from exporters.executorch import lower, verified_program
+    from exporters.wrapper import wrap
+
+    _, metadata = verified_program(source)
+    batches = [tuple(b) for b in batches]
+    wrapper = wrap(model.eval())
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_filter_function(_xnnpack_quantisable)
+    with quiet_native():
+        converted = _pt2e(wrapper, quantizer, batches)
+        program = torch.export.export(converted, batches[0], strict=False)
+    extra = {**metadata.extra, "quantized": f"{RECIPES['executorch-int8']}, {len(batches)} calibration batches"}
+    atomic_write_bytes(out, stamp(lower(program), replace(metadata, extra=extra)))
+
+
+def litert_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """PT2E int8 of ``model`` (litert-torch's PT2E quantizer, static, heads fp32) calibrated on ``batches``,
+    converted to a ``.tflite`` written atomically to ``out`` with ``source``'s metadata and its own hash."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from detr_core.atomic import atomic_write_bytes
+    from exporters.edge_file import quiet_native, stamp
+    from exporters.litert import NamedOutputs, convert, verified_model
+    from exporters.wrapper import wrap
+
+    _, metadata = verified_model(source)
+    batches = [tuple(b) for b in batches]
+    named = NamedOutputs(wrap(model.eval()), metadata.output_names).eval()
+    config, quantizer = get_symmetric_quantization_config(is_per_channel=True), PT2EQuantizer()
+    for name in quantised_modules(named):
+        quantizer.set_module_name(name, config)
+    with quiet_native():
+        converted = _pt2e(named, quantizer, batches, kwargs_names=metadata.input_names)
+    payload = convert(None, batches[0], metadata, quant_config=QuantConfig(pt2e_quantizer=quantizer),
+                      module=converted)
+    extra = {**metadata.extra, "quantized": f"{RECIPES['litert-int8']}, {len(batches)} calibration batches"}
+    atomic_write_bytes(out, stamp(payload, replace(metadata, extra=extra)))
 
 
 def head_matmuls(model) -> list[str]:
@@ -178,8 +283,17 @@ def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tenso
 
 def stamp_derivation(path: Path, record: dict[str, Any]) -> None:
     """Record ``record`` (how the artifact was derived: :func:`bench.artifacts.derivation`) as
-    ``extra.derived_from`` in the sealed metadata of the derived ONNX file or OpenVINO IR ``path``, its content
+    ``extra.derived_from`` in the sealed metadata of the derived ONNX file, OpenVINO IR, ``.pte`` or ``.tflite`` ``path``, its content
     hash recorded anew; the cache checks it before reusing the file."""
+    if path.suffix in (".pte", ".tflite"):
+        from detr_core.atomic import atomic_write_bytes
+        from exporters.edge_file import stamp, verified
+        from exporters.formats import format_for_path
+
+        fmt = format_for_path(path).name
+        payload, metadata = verified(path, kind=path.suffix, fmt=fmt)
+        atomic_write_bytes(path, stamp(payload, replace(metadata, extra={**metadata.extra, "derived_from": record})))
+        return
     if path.suffix == ".xml":
         from detr_core.atomic import atomic_write_bytes
         from exporters.openvino import stamped_ir, verified_ir

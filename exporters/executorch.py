@@ -64,8 +64,15 @@ def lower(program: torch.export.ExportedProgram) -> bytes:
     from executorch.exir import to_edge_transform_and_lower
 
     with quiet_native():
+        _quantized_kernels()
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         return bytes(edge.to_executorch().buffer)
+
+
+def _quantized_kernels() -> None:
+    """Register ExecuTorch's quantized kernels (``quantized_decomposed::*.out``, shipped in the package): an
+    int8 program keeps a few (de)quantise ops outside the delegate."""
+    import executorch.kernels.quantized  # noqa: F401
 
 
 def export_executorch(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *,
@@ -206,6 +213,7 @@ def load_executorch(path: Path, *, device: str = "cpu", threads: int | None = No
 
     try:
         with quiet_native():
+            _quantized_kernels()
             set_threads(threads)
             program = Runtime.get().load_program(payload, verification=Verification.InternalConsistency)
             method = program.load_method("forward")
