@@ -15,7 +15,12 @@ def first_line(exc: BaseException) -> str:
 
 
 def typed_line(exc: BaseException) -> str:
-    """``<ExceptionType>: <first line>``, for failures nothing upstream foresaw (a bench row, the CLI)."""
+    """``<ExceptionType>: <first line>``, for failures nothing upstream foresaw (a bench row, the CLI); a
+    ``MemoryError`` (no message: it read ``MemoryError: MemoryError``) says what it means."""
+    if isinstance(exc, MemoryError):
+        detail = first_line(exc)
+        return ("out of memory (MemoryError" + ("" if detail == type(exc).__name__ else f": {detail}") +
+                "): an input asked for more memory than this machine has; check the sizes, counts and ids it gives")
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
