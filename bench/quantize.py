@@ -134,26 +134,12 @@ RECIPES = {
     "int8-static": "ort quantize_static QDQ, uint8 activations, per-channel int8 weights, MinMax",
     "openvino-int8": "nncf transformer preset, prediction heads fp32",
     "executorch-int8": "pt2e XNNPACKQuantizer symmetric per-channel int8, prediction heads fp32",
-    "litert-int8": "pt2e litert-torch PT2EQuantizer symmetric per-channel int8 static, prediction heads fp32",
+    "litert-int8": "pt2e litert-torch PT2EQuantizer symmetric per-channel int8 static, conv and matmul only, "
+                   "prediction heads fp32",
 }
 
 #: The prediction heads (``DETR.class_embed`` and the box MLP) kept fp32 by the PT2E recipes, as by NNCF's.
 HEADS = ("class_embed", "bbox_embed")
-
-
-def quantised_modules(module, prefix: str = "") -> list[str]:
-    """Qualified names of the submodules a PT2E recipe quantises: every child of ``module`` but the
-    :data:`HEADS`, descending into a child that holds a head. (The XNNPACK quantizer cannot exclude a module
-    by name, so the rest is named instead.)"""
-    names = []
-    for name, child in module.named_children():
-        if name in HEADS:
-            continue
-        if any(sub.rsplit(".", 1)[-1] in HEADS for sub, _ in child.named_modules() if sub):
-            names += quantised_modules(child, f"{prefix}{name}.")
-        else:
-            names.append(f"{prefix}{name}")
-    return names
 
 
 def _xnnpack_quantisable(node) -> bool:
@@ -167,9 +153,11 @@ def _xnnpack_quantisable(node) -> bool:
     return not any(isinstance(v, Tensor) and v.dim() == 0 for v in values)
 
 
-def _pt2e(module, quantizer, batches: list[tuple[Tensor, ...]], *, kwargs_names: tuple[str, ...] | None = None):
+def _pt2e(module, quantizer, batches: list[tuple[Tensor, ...]], *, kwargs_names: tuple[str, ...] | None = None,
+          fold: bool = True):
     """``module`` captured with ``torch.export``, observed on ``batches`` and converted (PT2E); with
-    ``kwargs_names`` the inputs are passed by keyword (the LiteRT signature's names)."""
+    ``kwargs_names`` the inputs are passed by keyword (the LiteRT signature's names); ``fold=False`` keeps the
+    weights' quantise ops in the graph (what litert-torch's converter reads)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -183,7 +171,7 @@ def _pt2e(module, quantizer, batches: list[tuple[Tensor, ...]], *, kwargs_names:
     with torch.no_grad():
         for batch in batches:
             call(prepared, batch)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold)
 
 
 def executorch_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
@@ -213,8 +201,9 @@ def executorch_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tens
 
 
 def litert_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-    """PT2E int8 of ``model`` (litert-torch's PT2E quantizer, static, heads fp32) calibrated on ``batches``,
-    converted to a ``.tflite`` written atomically to ``out`` with ``source``'s metadata and its own hash."""
+    """PT2E int8 of ``model`` (litert-torch's PT2E quantizer, static; convolutions and matmuls, heads fp32)
+    calibrated on ``batches``, converted to a ``.tflite`` written atomically to ``out`` with ``source``'s
+    metadata and its own hash."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -223,62 +212,25 @@ def litert_int8(model, source: Path, out: Path, batches: Iterable[tuple[Tensor, 
     from exporters.litert import NamedOutputs, convert, verified_model
     from exporters.wrapper import wrap
 
+    class Quantizer(PT2EQuantizer):
+        """Convolutions and matmuls only (an int8 ``mul`` by frozen batch-norm's constant scale is refused by
+        litert-converter 0.5.0's ``uniform_dequantize``), never in a head."""
+
+        STATIC_OPS = ["linear", "addmm", "conv_relu", "conv"]
+
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            return super()._annotate_all_static_patterns(model, quantization_config, _xnnpack_quantisable)
+
     _, metadata = verified_model(source)
     batches = [tuple(b) for b in batches]
+    quantizer = Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     named = NamedOutputs(wrap(model.eval()), metadata.output_names).eval()
-    config, quantizer = get_symmetric_quantization_config(is_per_channel=True), PT2EQuantizer()
-    for name in quantised_modules(named):
-        quantizer.set_module_name(name, config)
     with quiet_native():
-        converted = _pt2e(named, quantizer, batches, kwargs_names=metadata.input_names)
+        converted = _pt2e(named, quantizer, batches, kwargs_names=metadata.input_names, fold=False)
     payload = convert(None, batches[0], metadata, quant_config=QuantConfig(pt2e_quantizer=quantizer),
                       module=converted)
     extra = {**metadata.extra, "quantized": f"{RECIPES['litert-int8']}, {len(batches)} calibration batches"}
     atomic_write_bytes(out, stamp(payload, replace(metadata, extra=extra)))
-
-
-def head_matmuls(model) -> list[str]:
-    """Friendly names of the prediction heads' MatMuls (class_embed and the box MLP): those met walking
-    back from the model's outputs before the decoder's last LayerNorm (an ``MVN`` op in the IR)."""
-    found, seen = [], set()
-    stack = [op for op in model.get_ordered_ops() if op.get_type_name() == "Result"]
-    while stack:
-        op = stack.pop()
-        if op.get_friendly_name() in seen or op.get_type_name() == "MVN":
-            continue
-        seen.add(op.get_friendly_name())
-        if op.get_type_name() == "MatMul":
-            found.append(op.get_friendly_name())
-        stack += [value.get_source_output().get_node() for value in op.inputs()]
-    return found
-
-
-def openvino_int8(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-    """NNCF int8 of the IR ``source`` (checked like any load) calibrated on ``batches``; the pair written
-    atomically to ``out`` (+ ``.bin``) with the source's metadata and its own content hash.
-
-    The prediction heads stay fp32 (:func:`head_matmuls`): quantising them cost 5.34 AP on the trained
-    shapes default (int8 heads: AP 56.50; fp32 heads: 61.37, eager 61.84), for 0.3 ms of 2.7 per image."""
-    import nncf
-    import openvino as ov
-
-    from detr_core.atomic import atomic_write_bytes
-    from exporters.openvino import RT_KEY, save_ir, stamped_ir, verified_ir, weights_path
-
-    xml_text, blob, metadata = verified_ir(source)
-    model = ov.Core().read_model(xml_text, ov.Tensor(np.frombuffer(blob, dtype=np.uint8)))
-    samples = [[images.numpy(), mask.numpy()] for images, mask in batches]
-    with _quiet_root_logger(), _quiet_logger("nncf"):
-        quantised = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
-                                  model_type=nncf.ModelType.TRANSFORMER,
-                                  ignored_scope=nncf.IgnoredScope(names=head_matmuls(model)))
-    quantised.set_rt_info("{}", [RT_KEY])
-    text, weights = save_ir(quantised)
-    extra = {**metadata.extra, "quantized": f"nncf {nncf.__version__} int8, transformer preset, fp32 heads, "
-                                            f"{len(samples)} calibration batches"}
-    pair = stamped_ir(text, weights, replace(metadata, extra=extra))
-    atomic_write_bytes(weights_path(out), pair.companions[".bin"])
-    atomic_write_bytes(out, pair.main)
 
 
 def stamp_derivation(path: Path, record: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ loaded by the format's own loader) plus variant rows that no exporter writes: ea
 fp16. ONNX rows run in a session with graph optimisation "all" and the benchmark's thread count; on
 CUDA they use the CUDA execution provider with IOBinding. OpenVINO rows (CPU only) run the IR with the
 f32 or bf16 precision hint, and NNCF's post-training int8 of it; a row the CPU cannot run (bf16 without
-bf16 support) raises :class:`RowSkipped` and is reported as skipped.
+bf16 support) raises :class:`RowSkipped` and is reported as skipped. ExecuTorch (``.pte``, XNNPACK) and LiteRT
+(``.tflite``) rows run their fp32 artifact and a PT2E int8 of the model (heads fp32) on the CPU; without the
+``edge`` extra they are skipped with "pip install detrtool[edge]".
 
 Each row is a :class:`RowSpec` (``family`` is what ``--formats`` selects); ``spec.build(ctx, device)``
 gives a :class:`LoadedRuntime`, whose ``setup_seconds`` is load (+ compile or quantise) time.
@@ -346,8 +348,53 @@ def build_openvino_int8(ctx: BuildContext, device: str) -> LoadedRuntime:
     return _openvino_runtime(ctx, quantised, "fp32")
 
 
+#: What each on-device format needs importable (the ``edge`` extra): to export and quantise, and to run.
+EDGE_MODULES = {"executorch": ("executorch",), "litert": ("litert_torch", "ai_edge_litert")}
+
+
+def _edge_ready(fmt: str) -> None:
+    """:class:`RowSkipped` naming the install command when ``fmt``'s packages are missing."""
+    from exporters.edge_file import missing
+
+    reason = missing(*EDGE_MODULES[fmt])
+    if reason:
+        raise RowSkipped(f"{fmt}: {reason}")
+
+
+def _edge_runtime(ctx: BuildContext, fmt: str, artifact: Artifact, precision: str) -> LoadedRuntime:
+    from exporters.formats import get_format
+
+    backend = get_format(fmt).loader(artifact.path, threads=ctx.threads)
+    return LoadedRuntime(fmt, fmt, "cpu", precision, lambda im, m: _pair(backend.run([im, m])), artifact)
+
+
+def _build_edge(fmt: str) -> Builder:
+    """The fp32 artifact in its own runtime (CPU; ExecuTorch: XNNPACK delegate, LiteRT: interpreter + XNNPACK)."""
+
+    def build(ctx: BuildContext, device: str) -> LoadedRuntime:
+        _edge_ready(fmt)
+        return _edge_runtime(ctx, fmt, ctx.export(fmt), "fp32")
+
+    return build
+
+
+def _build_edge_int8(fmt: str) -> Builder:
+    """PT2E int8 of the eager model (heads fp32), calibrated on the same batches as the other int8 rows."""
+
+    def build(ctx: BuildContext, device: str) -> LoadedRuntime:
+        _edge_ready(fmt)
+        batches, digest = calibration_data(ctx)
+        make, source = getattr(quantize, f"{fmt}_int8"), ctx.export(fmt)
+        quantised = ctx.derive(source, f"{fmt}-int8", source.path.suffix,
+                               lambda src, out: make(ctx.model, src, out, batches),
+                               calibration=digest, recipe=quantize.RECIPES[f"{fmt}-int8"])
+        return _edge_runtime(ctx, fmt, quantised, "int8")
+
+    return build
+
+
 #: The runtime whose kernels run a family's rows on the CPU (others: torch).
-FAMILY_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
+FAMILY_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
 
 
 def _variant(name: str, family: str, precision: str, devices: tuple[str, ...], builder: Builder) -> RowSpec:
@@ -378,10 +425,16 @@ VARIANTS: dict[str | None, tuple[RowSpec, ...]] = {
         _variant("openvino-bf16", "openvino", "bf16", ("cpu",), build_openvino_bf16),
         _variant("openvino-int8", "openvino", "int8", ("cpu",), build_openvino_int8),
     ),
+    "executorch": (_variant("executorch-int8", "executorch", "int8", ("cpu",), _build_edge_int8("executorch")),),
+    "litert": (_variant("litert-int8", "litert", "int8", ("cpu",), _build_edge_int8("litert")),),
 }
 
 #: Builders and devices of format-table rows that differ from the generic ones.
-FORMAT_ROWS: dict[str, tuple[tuple[str, ...], Builder]] = {"openvino": (("cpu",), build_openvino)}
+FORMAT_ROWS: dict[str, tuple[tuple[str, ...], Builder]] = {
+    "openvino": (("cpu",), build_openvino),
+    "executorch": (("cpu",), _build_edge("executorch")),
+    "litert": (("cpu",), _build_edge("litert")),
+}
 
 
 def row_specs() -> list[RowSpec]:

@@ -28,7 +28,7 @@ import torch
 from detr_core.hardware.cpu import CpuInfo, read_cpu
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-RUNTIMES = ("torch", "onnxruntime", "openvino", "cuda")
+RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch", "litert", "cuda")
 PROBE_SECONDS = 0.5
 NATIVE_RATIO = 0.5  # a probe calls a precision native when its kernel reaches this share of fp32's rate
 
