@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from cli.options import RegularFile
-from detr_core.checkpoint import CheckpointError
 
 TARGETS = ("hf", "official", "safetensors")
 
@@ -92,7 +91,7 @@ def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nh
     """Convert SOURCE (a detrtool or official checkpoint, a Hugging Face DETR folder or a .safetensors) to
     another layout. Round trips are exact: the tensors written are the source's, bit for bit. A panoptic
     source keeps its mask head in every layout (--to hf: a DetrForSegmentation folder)."""
-    from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
+    from detr_core.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 
     check_output(output, target)
     check_not_an_input(source, output, target)

@@ -15,14 +15,7 @@ from typing import Any
 import click
 
 from cli.options import RegularFile
-from detr_core.data.check import check_coco, check_voc, check_yolo
-from detr_core.data.check_panoptic import check_coco_panoptic
-from detr_core.data.coco import DatasetError
-from detr_core.data.coco_panoptic import panoptic_split_paths
-from detr_core.data.shapes import SHAPE_CLASSES, ShapesParams, generate_shapes
-from detr_core.data.shapes_panoptic import MAX_OBJECTS, STUFF_CLASSES
-from detr_core.data.voc import voc_to_coco
-from detr_core.data.yolo import yolo_to_coco
+from detr_core.data.shapes_render import SHAPE_CLASSES, ShapesParams
 
 
 @click.group()
@@ -45,6 +38,9 @@ def data() -> None:
 def shapes(out: str, seed: int, train_count: int, val_count: int, image_size: int, classes: str,
            max_objects: int, panoptic: bool) -> None:
     """Generate the synthetic-shapes dataset into OUT (train2017/, val2017/, annotations/)."""
+    from detr_core.data.shapes import generate_shapes
+    from detr_core.data.shapes_panoptic import MAX_OBJECTS, STUFF_CLASSES
+
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     try:
         params = ShapesParams(seed=seed, image_size=image_size, train_count=train_count, val_count=val_count,
@@ -81,6 +77,8 @@ def voc2coco(voc_root: str, split: str, year: str, out: str, category_offset: st
     Boxes get the fix-ups `data check` warns about: zero-size or negative ones (xmin > xmax) are dropped,
     ones exceeding the image are clipped; each kind is one counted WARNING line and is recorded in the
     JSON's info.detrtool_fixups."""
+    from detr_core.data.voc import voc_to_coco
+
     _check_not_an_input(out, voc_root)
     _convert(lambda: voc_to_coco(voc_root, split, out, year=year, category_id_offset=int(category_offset),
                                  remove_difficult=remove_difficult, allow_outside_images=allow_outside_images), out)
@@ -97,6 +95,8 @@ def yolo2coco(yolo_root: str, split: str, out: str) -> None:
     Boxes get the fix-ups `data check` warns about (outside the image: clipped; zero-size: dropped), each
     kind one counted WARNING line, recorded in the JSON's info.detrtool_fixups; a malformed label line or
     a class outside data.yaml's names is one Error line naming the file and line."""
+    from detr_core.data.yolo import yolo_to_coco
+
     _check_not_an_input(out, yolo_root)
     _convert(lambda: yolo_to_coco(yolo_root, split, out), out)
 
@@ -114,6 +114,8 @@ def _check_not_an_input(out: str, root: str) -> None:
 
 def _convert(convert: Callable[[], dict[str, Any]], out: str) -> None:
     """Run a converter that writes ``out`` (COCO JSON); its refusals as one line; a summary line."""
+    from detr_core.data.coco import DatasetError
+
     try:
         coco = convert()
     except DatasetError as exc:
@@ -151,6 +153,9 @@ def check(source: str, images: str | None, num_classes: int | None, year: str, a
     """Check ANN.json --images DIR, a COCO panoptic folder (--panoptic), a VOC_ROOT or a YOLO folder (data.yaml);
     print the report; exit 1 when errors are found (the last line, 'Error: ...', counts them and repeats the
     first)."""
+    from detr_core.data.check import check_coco, check_voc, check_yolo
+    from detr_core.data.check_panoptic import check_coco_panoptic
+
     path = Path(source)
     progress = sys.stderr.isatty()
     if panoptic:
@@ -175,6 +180,8 @@ def check(source: str, images: str | None, num_classes: int | None, year: str, a
 def _panoptic_paths(path: Path, images: str | None, split: str) -> tuple[Path, Path, Path]:
     """(panoptic JSON, images folder, PNG folder) of ``data check --panoptic``: a reference-layout folder
     (:func:`panoptic_split_paths`), or a JSON whose PNGs are in the folder of its name."""
+    from detr_core.data.coco_panoptic import panoptic_split_paths
+
     if path.is_dir():
         images_dir, ann, png_dir = panoptic_split_paths(path, split)
         return ann, Path(images) if images else images_dir, png_dir

@@ -13,8 +13,6 @@ from cli.options import (
     panoptic_threshold_option,
     pop_dataset_options,
 )
-from detr_core.checkpoint import CheckpointError
-from detr_core.data.coco import DatasetError
 
 
 def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
@@ -55,6 +53,8 @@ def evaluate(checkpoint: str, nheads: int | None, dilation: bool | None, **kwarg
 
     The output folder is proven writable before the evaluation starts; both files are written atomically
     and together (a failure leaves the previous pair as it was)."""
+    from detr_core.checkpoint import CheckpointError
+    from detr_core.data.coco import DatasetError
     from detr_core.training.engine import NonFiniteLossError
     from detr_core.training.eval_run import EvalConfig, evaluate_checkpoint, format_losses
 

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from cli.options import RegularFile, parse_hw_option
-from detr_core.checkpoint import CheckpointError, load_checkpoint
 from detr_core.errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -115,6 +114,8 @@ def export(checkpoint: str, fmt: str, input_size: tuple[int, int], batch_size: i
 
 
 def _load(path: Path, *, nheads: int | None, dilation: bool):
+    from detr_core.checkpoint import CheckpointError, load_checkpoint
+
     overrides: dict[str, Any] = {"nheads": nheads} if nheads else {}
     if dilation:
         overrides["dilation"] = True

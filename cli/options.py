@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from detr_core.data.batching import parse_hw
-from detr_core.data.sources import DatasetSource, recognise_voc
+from detr_core.data.naming import DatasetSource
+from detr_core.data.sizes import parse_hw
 
 #: The keyword arguments ``dataset_options`` adds (all but ``pad_to`` are ``DatasetSource`` fields).
 DATASET_OPTION_NAMES: tuple[str, ...] = DatasetSource.field_names() + ("pad_to",)
@@ -115,6 +115,8 @@ def dataset_source_from_options(options: Mapping[str, Any]) -> DatasetSource:
         values[key] = str(values.get(key, "2007"))
     for flag in ("remove_difficult", "allow_outside_images"):
         values[flag] = bool(values.get(flag, False))
+    from detr_core.data.sources import recognise_voc
+
     return recognise_voc(DatasetSource(**values))
 
 

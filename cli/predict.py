@@ -6,23 +6,20 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
-from tqdm import tqdm
 
 from cli.options import FiniteFloatRange, RegularFile, panoptic_threshold_option, parse_hw_option
 from cli.outputs import writable_dir
 from detr_core.atomic import WriteRefused, atomic_write, make_folder, refuse_link
-from detr_core.data.class_map import load_class_map
-from detr_core.data.yolo import yolo_inputs
-from detr_core.evaluation.class_mapped import names_by_id, remap_found
-from exporters.image_inputs import Failure, collect_image_paths
-from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
-from exporters.predict.model import PREDICT_FORMATS, PredictModel, open_artifact, open_checkpoint
-from exporters.predict.panoptic import PanopticWriter
-from exporters.predict.results import OutputNames, coco_results, image_ids, summary_line
-from exporters.predict.run import ImageDetections, Predictor
+from exporters.formats import PREDICT_FORMATS
+
+if TYPE_CHECKING:  # the heavy modules load when the command runs, not for --help or a refused option
+    from exporters.image_inputs import Failure
+    from exporters.predict.model import PredictModel
+    from exporters.predict.results import OutputNames
+    from exporters.predict.run import ImageDetections
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +63,15 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, artifact: str | Non
     Folders are listed for image files; any mode (grayscale, RGBA, palette, 16-bit) is converted to RGB and
     EXIF orientation applied. Unreadable files are listed at the end and make the exit status 1.
     """
+    from tqdm import tqdm
+
+    from detr_core.data.yolo import yolo_inputs
+    from detr_core.evaluation.class_mapped import names_by_id
+    from exporters.image_inputs import Failure, collect_image_paths
+    from exporters.predict.panoptic import PanopticWriter
+    from exporters.predict.results import OutputNames, coco_results, image_ids, summary_line
+    from exporters.predict.run import Predictor
+
     if panoptic and class_map is not None:
         raise click.UsageError("--panoptic writes the model's own classes: it cannot be combined with --class-map")
     sources = yolo_inputs(inputs)
@@ -176,6 +182,8 @@ def _check_panoptic(panoptic: bool, model: PredictModel) -> None:
 
 def _remap(item: ImageDetections, mapping) -> tuple[ImageDetections, int]:
     """:func:`remap_found`, the masks of the detections kept carried along."""
+    from detr_core.evaluation.class_mapped import remap_found
+
     new, dropped = remap_found(item, mapping)
     if item.masks is not None:
         row = {int(q): i for i, q in enumerate(item.queries.tolist())}
@@ -185,6 +193,8 @@ def _remap(item: ImageDetections, mapping) -> tuple[ImageDetections, int]:
 
 def _class_map(spec: str | None, model: PredictModel):
     """``--class-map`` resolved against the model's names (none: COCO's 91); None without one."""
+    from detr_core.data.class_map import load_class_map
+
     if spec is None:
         return None
     names = tuple(model.class_names)
@@ -195,6 +205,10 @@ def _class_map(spec: str | None, model: PredictModel):
 
 
 def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_attention, batch_size) -> PredictModel:
+    import torch
+
+    from exporters.predict.model import open_artifact, open_checkpoint
+
     if (checkpoint is None) == (artifact is None):
         raise click.UsageError("give exactly one of --resume CKPT or --model ARTIFACT")
     if device == "cuda" and not torch.cuda.is_available():
@@ -214,6 +228,8 @@ def _open_model(checkpoint, artifact, fmt, device, input_size, nheads, show_atte
 
 
 def _write_pictures(item: ImageDetections, names: OutputNames, class_names: tuple[str, ...]) -> Path:
+    from exporters.predict.drawing import draw_detections, save_attention_grid, save_png
+
     png = names.picture(item.image.path)
     save_png(draw_detections(item.image.pixels, item.boxes, item.labels, item.scores, class_names, item.masks), png)
     if item.attention is not None and len(item):

@@ -25,11 +25,8 @@ from cli.options import (
     pop_dataset_options,
 )
 from detr_core.atomic import atomic_write_text, temp_folder
-from detr_core.checkpoint import CheckpointError
 from detr_core.config import LossConfig, ModelConfig, check_section_keys, load_yaml
-from detr_core.data.coco import DatasetError
-from detr_core.data.sources import DatasetSource
-from detr_core.training.engine import NonFiniteLossError
+from detr_core.data.naming import DatasetSource
 from detr_core.training.output_dir import OutputDirError, locked_output_dir
 from detr_core.training.train_config import OPTION_CHOICES, OPTION_RANGES, TrainConfig, resolve_train_config
 
@@ -200,6 +197,9 @@ def train(**kwargs: Any) -> None:
     The reference's option spellings work too (--coco_path, --batch_size, --lr_backbone, --no_aux_loss, ...);
     --eval evaluates --resume instead, as the reference's main.py does. With --init and --class-map, the
     class head keeps the rows of the mapped classes (and the no-object row) instead of being trained anew."""
+    from detr_core.checkpoint import CheckpointError
+    from detr_core.data.coco import DatasetError
+    from detr_core.training.engine import NonFiniteLossError
     from detr_core.training.run import TrainingError
     from detr_core.training.run import train as run_training
 

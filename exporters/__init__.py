@@ -9,27 +9,28 @@ The public API::
     out = runtime(images, mask, orig_sizes)                   # {"pred_logits", "pred_boxes"} tensors
 """
 
-from exporters.artifact_file import ArtifactError, IntegrityError
-from exporters.export_api import ExportResult, export
-from exporters.formats import FORMATS, ExportFormat, format_for_path, get_format, read_metadata
-from exporters.metadata import ArtifactMetadata
-from exporters.prepare import prepare, prepare_for
-from exporters.runtime import InputError, Runtime, load_runtime
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "ArtifactError",
-    "ArtifactMetadata",
-    "ExportFormat",
-    "ExportResult",
-    "InputError",
-    "IntegrityError",
-    "Runtime",
-    "export",
-    "format_for_path",
-    "get_format",
-    "load_runtime",
-    "prepare",
-    "prepare_for",
-    "read_metadata",
-]
+from detr_core.lazy import lazy_exports
+
+#: Public name -> the module that defines it (loaded on first use: importing a submodule stays light).
+_EXPORTS = {
+    "ArtifactError": "exporters.artifact_file",
+    "IntegrityError": "exporters.artifact_file",
+    "ExportResult": "exporters.export_api",
+    "export": "exporters.export_api",
+    "FORMATS": "exporters.formats",
+    "ExportFormat": "exporters.formats",
+    "format_for_path": "exporters.formats",
+    "get_format": "exporters.formats",
+    "read_metadata": "exporters.formats",
+    "ArtifactMetadata": "exporters.metadata",
+    "prepare": "exporters.prepare",
+    "prepare_for": "exporters.prepare",
+    "InputError": "exporters.runtime",
+    "Runtime": "exporters.runtime",
+    "load_runtime": "exporters.runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -8,18 +8,28 @@ metadata reader.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporters import executorch as executorch_format
-from exporters import litert as litert_format
-from exporters import onnx as onnx_format
-from exporters import openvino as openvino_format
-from exporters import torch_export, torchscript
-from exporters.backend import Backend
-from exporters.metadata import ArtifactMetadata, MetadataError
+from exporters.format_options import ONNX_DEFAULT_OPSET, ONNX_EXPORTERS, OPENVINO_WEIGHTS, TORCHSCRIPT_METHODS
+
+if TYPE_CHECKING:
+    from exporters.backend import Backend
+    from exporters.metadata import ArtifactMetadata
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """``exporters.<module>.<name>``, imported on the first call: the table itself costs no torch import, so
+    the CLI can list formats and refuse a bad option at once."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"exporters.{module}"), name)(*args, **kwargs)
+
+    call.__name__, call.__qualname__ = name, f"{module}.{name}"
+    return call
 
 
 class UnknownFormatError(ValueError):
@@ -83,47 +93,51 @@ FORMATS: dict[str, ExportFormat] = {
     "torchscript": ExportFormat(
         name="torchscript", suffix=".ts", suffixes=(".ts", ".pt"),
         description="torch.jit.script of the wrapper (deprecated upstream), loaded with torch.jit.load",
-        options=(FormatOption("method", "script", torchscript.METHODS, "script the wrapper or trace it"),),
-        exporter=torchscript.export_torchscript, loader=torchscript.load_torchscript,
-        read_metadata=torchscript.read_torchscript_metadata,
+        options=(FormatOption("method", "script", TORCHSCRIPT_METHODS, "script the wrapper or trace it"),),
+        exporter=_lazy("torchscript", "export_torchscript"), loader=_lazy("torchscript", "load_torchscript"),
+        read_metadata=_lazy("torchscript", "read_torchscript_metadata"),
     ),
     "onnx": ExportFormat(
         name="onnx", suffix=".onnx", suffixes=(".onnx",),
         description="ONNX (torch.export-based or TorchScript-based exporter), run with ONNX Runtime",
-        options=(FormatOption("exporter", "dynamo", onnx_format.EXPORTERS, "dynamo (torch.export) or legacy"),
-                 FormatOption("opset", onnx_format.DEFAULT_OPSET, (), "ONNX opset (dynamo >= 18, legacy >= 14)")),
-        exporter=onnx_format.export_onnx, loader=onnx_format.load_onnx,
-        read_metadata=onnx_format.read_onnx_metadata, check_options=onnx_format.check_exporter_options,
+        options=(FormatOption("exporter", "dynamo", ONNX_EXPORTERS, "dynamo (torch.export) or legacy"),
+                 FormatOption("opset", ONNX_DEFAULT_OPSET, (), "ONNX opset (dynamo >= 18, legacy >= 14)")),
+        exporter=_lazy("onnx", "export_onnx"), loader=_lazy("onnx", "load_onnx"),
+        read_metadata=_lazy("onnx", "read_onnx_metadata"), check_options=_lazy("onnx", "check_exporter_options"),
     ),
     "torch-export": ExportFormat(
         name="torch-export", suffix=".pt2", suffixes=(".pt2",),
         description="torch.export ExportedProgram (.pt2), checked for code, loaded with torch.export.load",
         options=(FormatOption("strict", False, (False, True), "torch.export strict mode"),),
-        exporter=torch_export.export_program, loader=torch_export.load_program,
-        read_metadata=torch_export.read_program_metadata,
+        exporter=_lazy("torch_export", "export_program"), loader=_lazy("torch_export", "load_program"),
+        read_metadata=_lazy("torch_export", "read_program_metadata"),
     ),
     "openvino": ExportFormat(
         name="openvino", suffix=".xml", suffixes=(".xml",),
         description="OpenVINO IR (.xml + .bin beside it) converted from detrtool's ONNX, run with OpenVINO (CPU)",
-        options=(FormatOption("weights", "fp32", openvino_format.WEIGHTS, "weights stored as fp32 or fp16"),),
-        exporter=openvino_format.export_openvino, loader=openvino_format.load_openvino,
-        read_metadata=openvino_format.read_openvino_metadata,
+        options=(FormatOption("weights", "fp32", OPENVINO_WEIGHTS, "weights stored as fp32 or fp16"),),
+        exporter=_lazy("openvino", "export_openvino"), loader=_lazy("openvino", "load_openvino"),
+        read_metadata=_lazy("openvino", "read_openvino_metadata"),
     ),
     "executorch": ExportFormat(
         name="executorch", suffix=".pte", suffixes=(".pte",),
         description="ExecuTorch program (torch.export, XNNPACK delegate), run with ExecuTorch's runtime (CPU; "
                     "the edge extra)",
-        options=(), exporter=executorch_format.export_executorch, loader=executorch_format.load_executorch,
-        read_metadata=executorch_format.read_executorch_metadata,
+        options=(), exporter=_lazy("executorch", "export_executorch"), loader=_lazy("executorch", "load_executorch"),
+        read_metadata=_lazy("executorch", "read_executorch_metadata"),
     ),
     "litert": ExportFormat(
         name="litert", suffix=".tflite", suffixes=(".tflite",),
         description="LiteRT (TFLite) flatbuffer converted with litert-torch, run with LiteRT's interpreter (CPU, "
                     "XNNPACK; the edge extra)",
-        options=(), exporter=litert_format.export_litert, loader=litert_format.load_litert,
-        read_metadata=litert_format.read_litert_metadata,
+        options=(), exporter=_lazy("litert", "export_litert"), loader=_lazy("litert", "load_litert"),
+        read_metadata=_lazy("litert", "read_litert_metadata"),
     ),
 }
+
+
+#: What ``predict --format`` runs: the model itself (eager) or any row of the table.
+PREDICT_FORMATS: tuple[str, ...] = ("eager", *FORMATS)
 
 
 def format_names() -> tuple[str, ...]:
@@ -151,6 +165,8 @@ def format_for_path(path: str | Path) -> ExportFormat:
 
 def read_metadata(path: str | Path, *, format: str | None = None) -> ArtifactMetadata:
     """Read the metadata back from an artifact of any format (the format from the suffix by default)."""
+    from exporters.metadata import MetadataError
+
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: no such artifact file")

@@ -25,14 +25,14 @@ from torch import Tensor, nn
 from detr_core.atomic import atomic_write_bytes
 from exporters.artifact_file import ArtifactError, check_sealed, first_line, read_artifact
 from exporters.backend import Backend
+from exporters.format_options import ONNX_DEFAULT_OPSET as DEFAULT_OPSET
+from exporters.format_options import ONNX_EXPORTERS as EXPORTERS
 from exporters.metadata import HASH_FIELD, PROP_PREFIX, ArtifactMetadata, MetadataError, props_fields, seal
 from exporters.wrapper import dynamic_axes, dynamic_shapes
 
 logger = logging.getLogger(__name__)
 
-EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
 MIN_OPSET: dict[str, int] = {"dynamo": 18, "legacy": 14}
-DEFAULT_OPSET = 18
 
 
 class OpsetError(ValueError):

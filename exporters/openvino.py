@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from detr_core.atomic import temp_folder
 from exporters.artifact_file import ArtifactError, MultiFileArtifact, check_sealed, first_line, read_artifact
 from exporters.backend import Backend
+from exporters.format_options import OPENVINO_WEIGHTS as WEIGHTS
 from exporters.metadata import ArtifactMetadata, MetadataError, strict_json
 
-WEIGHTS = ("fp32", "fp16")
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "f32": "f32"}
 BIN_SUFFIX = ".bin"
 RT_KEY = "detrtool"

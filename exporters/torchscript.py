@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from exporters.archive import archive_metadata, stamped_archive, verified_archive
 from exporters.artifact_file import ArtifactError, first_line
 from exporters.backend import Backend, module_backend
+from exporters.format_options import TORCHSCRIPT_METHODS as METHODS
 from exporters.metadata import ArtifactMetadata
 from exporters.op_policy import check_torchscript, check_torchscript_code
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("script", "trace")
 
 
 def export_torchscript(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *, metadata: ArtifactMetadata,

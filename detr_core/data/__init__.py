@@ -1,40 +1,48 @@
 """Data: COCO-format and Pascal VOC datasets, the synthetic-shapes default, DETR transforms, batching, checks."""
 
-from detr_core.data.batching import collate_fn, make_collate, pad_images, parse_hw
-from detr_core.data.check import Report, check_coco, check_voc, validate_num_classes
-from detr_core.data.coco import CocoDetection, DatasetError, load_coco_json, load_rgb_image
-from detr_core.data.coco_panoptic import CocoPanoptic
-from detr_core.data.shapes import (
-    SHAPE_CLASSES,
-    ShapesParams,
-    cache_dir,
-    default_shapes_root,
-    ensure_default_shapes,
-    generate_shapes,
-)
-from detr_core.data.shapes_panoptic import STUFF_CLASSES
-from detr_core.data.sources import BuiltDataset, DatasetSource, build_dataset
-from detr_core.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RandomSizeCrop,
-    ResizeShorterSide,
-    eval_resize_size,
-    fit_size_to_canvas,
-    make_eval_transforms,
-    make_shapes_eval_transforms,
-    make_shapes_train_transforms,
-    make_train_transforms,
-)
-from detr_core.data.voc import VOC_CLASSES, VocDetection, voc_to_coco
+from __future__ import annotations
 
-__all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "SHAPE_CLASSES", "STUFF_CLASSES", "VOC_CLASSES",
-    "BuiltDataset", "CocoDetection", "CocoPanoptic", "DatasetError", "DatasetSource", "RandomSizeCrop", "Report",
-    "ResizeShorterSide", "ShapesParams", "VocDetection",
-    "build_dataset", "cache_dir", "check_coco", "check_voc", "collate_fn", "default_shapes_root",
-    "ensure_default_shapes", "eval_resize_size", "fit_size_to_canvas", "generate_shapes", "load_coco_json",
-    "load_rgb_image", "make_collate", "make_eval_transforms", "make_shapes_eval_transforms",
-    "make_shapes_train_transforms", "make_train_transforms", "pad_images", "parse_hw",
-    "validate_num_classes", "voc_to_coco",
-]
+from detr_core.lazy import lazy_exports
+
+#: Public name -> the module that defines it (loaded on first use: importing a submodule stays light).
+_EXPORTS = {
+    "collate_fn": "detr_core.data.batching",
+    "make_collate": "detr_core.data.batching",
+    "pad_images": "detr_core.data.batching",
+    "parse_hw": "detr_core.data.sizes",
+    "Report": "detr_core.data.check",
+    "check_coco": "detr_core.data.check",
+    "check_voc": "detr_core.data.check",
+    "validate_num_classes": "detr_core.data.check",
+    "CocoDetection": "detr_core.data.coco",
+    "DatasetError": "detr_core.data.coco",
+    "load_coco_json": "detr_core.data.coco",
+    "load_rgb_image": "detr_core.data.coco",
+    "CocoPanoptic": "detr_core.data.coco_panoptic",
+    "SHAPE_CLASSES": "detr_core.data.shapes",
+    "ShapesParams": "detr_core.data.shapes",
+    "cache_dir": "detr_core.data.shapes",
+    "default_shapes_root": "detr_core.data.shapes",
+    "ensure_default_shapes": "detr_core.data.shapes",
+    "generate_shapes": "detr_core.data.shapes",
+    "STUFF_CLASSES": "detr_core.data.shapes_panoptic",
+    "BuiltDataset": "detr_core.data.sources",
+    "DatasetSource": "detr_core.data.naming",
+    "build_dataset": "detr_core.data.sources",
+    "IMAGENET_MEAN": "detr_core.data.transforms",
+    "IMAGENET_STD": "detr_core.data.transforms",
+    "RandomSizeCrop": "detr_core.data.transforms",
+    "ResizeShorterSide": "detr_core.data.transforms",
+    "eval_resize_size": "detr_core.data.transforms",
+    "fit_size_to_canvas": "detr_core.data.transforms",
+    "make_eval_transforms": "detr_core.data.transforms",
+    "make_shapes_eval_transforms": "detr_core.data.transforms",
+    "make_shapes_train_transforms": "detr_core.data.transforms",
+    "make_train_transforms": "detr_core.data.transforms",
+    "VOC_CLASSES": "detr_core.data.voc",
+    "VocDetection": "detr_core.data.voc",
+    "voc_to_coco": "detr_core.data.voc",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -82,19 +82,5 @@ def collate_fn(batch: Sequence[Sample]) -> tuple[Tensor, Tensor, list]:
 
 #: The range of each side of an ``HxW`` canvas option: at least the backbone's stride (32; a smaller canvas
 #: has no feature map, and 1x1 ended in an internal torch assert in the antialiased resize), at most 16384.
-MIN_SIDE, MAX_SIDE = 32, 16384
 
 
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"800x1333"`` -> ``(800, 1333)`` (height x width, ASCII digits, each side
-    :data:`MIN_SIDE`..:data:`MAX_SIDE`); ``ValueError`` otherwise."""
-    parts = [p.strip() for p in str(text).strip().lower().split("x")]
-    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError(f"expected HEIGHTxWIDTH such as 800x1333 (digits 0-9), got {text!r}")
-    h, w = int(parts[0]), int(parts[1])
-    if h <= 0 or w <= 0:
-        raise ValueError(f"HEIGHTxWIDTH must be positive, got {text!r}")
-    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
-        raise ValueError(f"each side of HEIGHTxWIDTH must be {MIN_SIDE}..{MAX_SIDE} pixels (the minimum is the "
-                         f"backbone's stride), got {text!r}")
-    return h, w

@@ -1,7 +1,19 @@
 """The machine: what the CPU is (:mod:`.cpu`) and which precisions each runtime runs natively on it
 (:mod:`.capability`)."""
 
-from detr_core.hardware.capability import Capability, Decision, Probe, detect
-from detr_core.hardware.cpu import CpuInfo, read_cpu
+from __future__ import annotations
 
-__all__ = ["Capability", "CpuInfo", "Decision", "Probe", "detect", "read_cpu"]
+from detr_core.lazy import lazy_exports
+
+#: Public name -> the module that defines it (loaded on first use: importing a submodule stays light).
+_EXPORTS = {
+    "Capability": "detr_core.hardware.capability",
+    "Decision": "detr_core.hardware.capability",
+    "Probe": "detr_core.hardware.capability",
+    "detect": "detr_core.hardware.capability",
+    "CpuInfo": "detr_core.hardware.cpu",
+    "read_cpu": "detr_core.hardware.cpu",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,18 +7,23 @@ runtime one. See :mod:`detr_core.hf.keys` (state-dict names), :mod:`detr_core.hf
 :mod:`detr_core.hf.files` (reading and writing).
 """
 
-from detr_core.hf.config import hf_to_model_config, model_config_to_hf
-from detr_core.hf.files import (
-    check_safetensors_target,
-    is_hf_source,
-    read_hf_checkpoint,
-    write_hf_folder,
-    write_official,
-    write_safetensors,
-)
-from detr_core.hf.keys import hf_to_official, official_to_hf
+from __future__ import annotations
 
-__all__ = [
-    "check_safetensors_target", "hf_to_model_config", "hf_to_official", "is_hf_source", "model_config_to_hf",
-    "official_to_hf", "read_hf_checkpoint", "write_hf_folder", "write_official", "write_safetensors",
-]
+from detr_core.lazy import lazy_exports
+
+#: Public name -> the module that defines it (loaded on first use: importing a submodule stays light).
+_EXPORTS = {
+    "hf_to_model_config": "detr_core.hf.config",
+    "model_config_to_hf": "detr_core.hf.config",
+    "check_safetensors_target": "detr_core.hf.files",
+    "is_hf_source": "detr_core.hf.files",
+    "read_hf_checkpoint": "detr_core.hf.files",
+    "write_hf_folder": "detr_core.hf.files",
+    "write_official": "detr_core.hf.files",
+    "write_safetensors": "detr_core.hf.files",
+    "hf_to_official": "detr_core.hf.keys",
+    "official_to_hf": "detr_core.hf.keys",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

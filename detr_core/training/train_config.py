@@ -24,15 +24,8 @@ from typing import Any
 import yaml
 
 from detr_core.atomic import atomic_write
-from detr_core.checkpoint import (
-    CheckpointError,
-    checked_stored_config,
-    infer_config,
-    read_checkpoint,
-    split_panoptic_state,
-)
 from detr_core.config import LossConfig, ModelConfig, from_dict, to_dict
-from detr_core.data.sources import DatasetSource
+from detr_core.data.naming import DatasetSource
 
 #: ``num_classes`` of 0 means "max category id + 1 of the training set".
 NUM_CLASSES_FROM_DATA = 0
@@ -264,6 +257,13 @@ def _merge(layers: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]
 
 def checkpoint_layer(path: str) -> dict[str, dict[str, Any]]:
     """Settings a checkpoint implies: a detrtool one its whole config, an official one its architecture."""
+    from detr_core.checkpoint import (  # torch: only when a checkpoint is read
+        checked_stored_config,
+        infer_config,
+        read_checkpoint,
+        split_panoptic_state,
+    )
+
     ckpt = read_checkpoint(path)
     stored = ckpt.get("config")
     if isinstance(stored, dict) and isinstance(stored.get("model"), dict):
@@ -285,6 +285,8 @@ def _check_stored(stored: dict[str, Any], path: str) -> None:
     try:
         check_settings({**{k: v for k, v in run.items() if k in _RUN_KEYS}, **sections}, source=f"{path} (stored config)")
     except ValueError as exc:
+        from detr_core.checkpoint import CheckpointError
+
         raise CheckpointError(str(exc)) from None
 
 

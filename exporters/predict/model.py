@@ -33,7 +33,6 @@ from exporters.runtime import load_runtime
 
 logger = logging.getLogger(__name__)
 
-PREDICT_FORMATS: tuple[str, ...] = ("eager", "torchscript", "torch-export", "onnx", "openvino", "executorch", "litert")
 DEFAULT_SIZE, DEFAULT_MAX_SIZE = 800, 1333
 
 

@@ -309,7 +309,7 @@ import os, signal, sys
 
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch":  # the first heavy import of the CLI: a real SIGINT to this process
+        if name == "click":  # imported while the CLI loads (torch no longer is): a real SIGINT to this process
             sys.meta_path.remove(self)
             os.kill(os.getpid(), signal.SIGINT)
         return None

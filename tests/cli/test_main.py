@@ -8,7 +8,7 @@ import errno
 import click
 import pytest
 
-import cli.plot as plot_module
+import detr_core.plotting as plot_module  # cli.plot imports plot_run from it when the command runs
 from cli.main import cli, error_line
 from cli.options import FiniteFloatRange, RegularFile
 from tests.cli.bad_input import check_bad_input, run_cli

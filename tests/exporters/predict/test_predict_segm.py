@@ -185,7 +185,7 @@ class PaddingFreeRuntime:
 def crafted(monkeypatch):
     model = PredictModel(PaddingFreeRuntime(), InputSpec(None, 96, 160), ("red", "green", "blue"), "crafted",
                          masks=True, is_thing={0: True, 1: True, 2: False})
-    monkeypatch.setattr("cli.predict.open_checkpoint", lambda *args, **kwargs: model)
+    monkeypatch.setattr("exporters.predict.model.open_checkpoint", lambda *args, **kwargs: model)
     return model
 
 
