@@ -60,10 +60,10 @@ _MAX_ENTRIES = 1 << 16
 
 def lower(program: torch.export.ExportedProgram) -> bytes:
     """An ``ExportedProgram`` -> edge dialect with XNNPACK partitions -> ``.pte`` bytes."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with quiet_native():  # the imports log too
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
-    with quiet_native():
         _quantized_kernels()
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         return bytes(edge.to_executorch().buffer)
@@ -209,10 +209,10 @@ def load_executorch(path: Path, *, device: str = "cpu", threads: int | None = No
     if torch.device(device).type != "cpu":
         raise ValueError(f"detrtool runs ExecuTorch programs on the CPU only, not {device!r}")
     payload, metadata = verified_program(path)
-    from executorch.runtime import Runtime, Verification
-
     try:
         with quiet_native():
+            from executorch.runtime import Runtime, Verification
+
             _quantized_kernels()
             set_threads(threads)
             program = Runtime.get().load_program(payload, verification=Verification.InternalConsistency)

@@ -54,11 +54,11 @@ def convert(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], metadata: Ar
             quant_config=None, module: nn.Module | None = None) -> bytes:
     """The ``.tflite`` flatbuffer of ``wrapper`` (or of ``module``, an already quantised graph taking the
     same keyword inputs and returning the same dict)."""
-    import litert_torch
-
     named = module if module is not None else NamedOutputs(wrapper, metadata.output_names).eval()
     kwargs = dict(zip(metadata.input_names, example_inputs))
     with quiet_native():
+        import litert_torch
+
         model = litert_torch.convert(named, sample_kwargs=kwargs, quant_config=quant_config)
         return bytes(model.model_content())
 
@@ -148,11 +148,12 @@ def load_litert(path: Path, *, device: str = "cpu", threads: int | None = None, 
     if torch.device(device).type != "cpu":
         raise ValueError(f"detrtool runs LiteRT models on the CPU only, not {device!r}")
     payload, metadata = verified_model(path)
-    from ai_edge_litert.interpreter import Interpreter
-
     try:
         with quiet_native():
+            from ai_edge_litert.interpreter import Interpreter
+
             interpreter = Interpreter(model_content=payload, num_threads=int(threads) if threads else None)
+            interpreter.allocate_tensors()  # the XNNPACK delegate is applied (and logs) here
             runner = interpreter.get_signature_runner(SIGNATURE)
     except Exception as exc:  # noqa: BLE001 - the interpreter's ValueError/RuntimeError: one line
         raise ArtifactError(f"{path}: LiteRT cannot load the model ({first_line(exc)})") from None
