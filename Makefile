@@ -9,7 +9,7 @@ $(PY):
 	$(PIP) install --upgrade pip
 
 install: $(PY)
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,edge]"
 
 test: install
 	$(PY) -m pytest -q --benchmark-disable
