@@ -8,7 +8,6 @@ state. Loading never unpickles arbitrary objects (``weights_only=True``).
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,26 @@ import torch
 from torch import nn
 
 from detr_core.atomic import atomic_write
+from detr_core.checkpoint_state import (  # noqa: F401 - the leaf's names, re-exported for callers of this module
+    COCO_PANOPTIC_CLASSES,
+    COCO_PANOPTIC_STUFF,
+    MASK_HEAD_PREFIXES,
+    CheckpointError,
+    assume_coco_panoptic_stuff,
+    check_sizes_fit,
+    count_indexed,
+    dtype_mismatch,
+    load_failure,
+    split_panoptic_state,
+)
 from detr_core.config import ModelConfig
-from detr_core.errors import first_line
 from detr_core.registry import build_model
-from detr_core.state_dicts import dtype_mismatch
 
 log = logging.getLogger(__name__)
 
 _RESNET_BY_STAGE3 = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
 _BUILD_KEYS = ("train_backbone", "backbone_weights", "attention_impl", "freeze_detr")
 _FINE_TUNED_HEADS = ("class_embed.", "query_embed.")
-#: The official panoptic checkpoints' class count and their stuff ids: every id >= 92 (COCO panoptic's things are
-#: 1..90 and its stuff 92..200; the ids above 200 are unused).
-COCO_PANOPTIC_CLASSES = 250
-COCO_PANOPTIC_STUFF = tuple(range(92, COCO_PANOPTIC_CLASSES + 1))
-#: State-dict prefixes of the panoptic mask head (beside ``detr.``, the detector).
-MASK_HEAD_PREFIXES = ("bbox_attention.", "mask_head.")
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable DETR checkpoint; the message names the file and what is wrong."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -57,18 +56,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_failure(exc: BaseException) -> str:
-    """One plain line for why ``torch.load(weights_only=True)`` failed: for a refused pickle, the object
-    it refused (``Unsupported global: GLOBAL posix.system``: code that would have run); else the first line."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
-        reason = first_line(ValueError(detail.split(" was not an allowed global")[0]))
-        return f"refused by the weights-only unpickler: {reason.rstrip('.')}"
-    line = first_line(exc)
-    return "neither a PyTorch zip archive nor a pickle" if line.isdigit() or line == "EOFError" else line
-
-
 def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state dict") -> ModelConfig:
     """The ``ModelConfig`` an official state dict implies (``nheads`` and ``dilation`` cannot be seen)."""
     required = ("input_proj.weight", "query_embed.weight", "class_embed.weight",
@@ -77,7 +64,7 @@ def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state di
     if missing:
         raise CheckpointError(f"{source}: not a DETR state dict, missing keys {missing}")
     bottleneck = "backbone.0.body.layer1.0.conv3.weight" in state_dict
-    stage3 = _count_indexed(state_dict, "backbone.0.body.layer3.")
+    stage3 = count_indexed(state_dict, "backbone.0.body.layer3.")
     backbone = _RESNET_BY_STAGE3.get((bottleneck, stage3))
     if backbone is None:
         raise CheckpointError(f"{source}: unrecognised backbone ({'bottleneck' if bottleneck else 'basic'} "
@@ -86,19 +73,13 @@ def infer_config(state_dict: dict[str, torch.Tensor], *, source: str = "state di
         backbone=backbone,
         hidden_dim=int(state_dict["input_proj.weight"].shape[0]),
         dim_feedforward=int(state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0]),
-        enc_layers=_count_indexed(state_dict, "transformer.encoder.layers."),
-        dec_layers=_count_indexed(state_dict, "transformer.decoder.layers."),
+        enc_layers=count_indexed(state_dict, "transformer.encoder.layers."),
+        dec_layers=count_indexed(state_dict, "transformer.decoder.layers."),
         num_queries=int(state_dict["query_embed.weight"].shape[0]),
         num_classes=int(state_dict["class_embed.weight"].shape[0]) - 1,
         pre_norm="transformer.encoder.norm.weight" in state_dict,
         position_embedding="learned" if "backbone.1.row_embed.weight" in state_dict else "sine",
     )
-
-
-def _count_indexed(state_dict: dict[str, Any], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    indices = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
-    return max(indices) + 1 if indices else 0
 
 
 def load_checkpoint(path: str | Path, **overrides: Any) -> nn.Module:
@@ -139,23 +120,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path, **overrides: A
     return model.eval()
 
 
-def assume_coco_panoptic_stuff(source: str | Path, kind: str) -> dict[str, str]:
-    """Log that a 250-class panoptic model without stuff ids (``kind``: an official checkpoint, an HF
-    ``DetrForSegmentation``) gets :data:`COCO_PANOPTIC_STUFF`; its ``assumed_config`` entry."""
-    log.info("%s: %s with 250 classes and no stuff ids: ids >= %d are stuff, as in COCO panoptic", source, kind,
-             COCO_PANOPTIC_STUFF[0])
-    return {"stuff_classes": f"{COCO_PANOPTIC_STUFF[0]}..{COCO_PANOPTIC_STUFF[-1]}"}
-
-
-def split_panoptic_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(detector state, mask-head state). The panoptic layout keeps the detector under ``detr.`` and the mask
-    head under ``bbox_attention.`` / ``mask_head.``; a detector's state has no mask head (``{}``)."""
-    if not any(k.startswith("detr.") for k in state):
-        return dict(state), {}
-    detector = {k[len("detr."):]: v for k, v in state.items() if k.startswith("detr.")}
-    return detector, {k: v for k, v in state.items() if not k.startswith("detr.")}
-
-
 def with_mask_head(state: dict[str, torch.Tensor], head: dict[str, torch.Tensor], *, masks: bool,
                     path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict for the model being built: panoptic layout when ``masks`` (a detector's weights under
@@ -190,38 +154,6 @@ def check_heads(config: ModelConfig, *, source: str) -> None:
     if config.nheads < 1 or config.hidden_dim % config.nheads:
         raise CheckpointError(f"{source}: nheads {config.nheads} does not divide hidden_dim {config.hidden_dim}; "
                               f"--nheads must be a divisor of {config.hidden_dim}")
-
-
-#: ModelConfig size -> (what the weights show, official detector key, axis, rows beyond the size)
-_SIZE_TENSORS = {"num_queries": ("query_embed.weight rows", "query_embed.weight", 0, 0),
-                 "hidden_dim": ("query_embed.weight columns", "query_embed.weight", 1, 0),
-                 "num_classes": ("class_embed.weight rows - 1 (no-object)", "class_embed.weight", 0, 1),
-                 "dim_feedforward": ("encoder layer 0's linear1.weight rows",
-                                     "transformer.encoder.layers.0.linear1.weight", 0, 0)}
-
-
-def _state_sizes(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, int]]:
-    """{ModelConfig field: (what, size)} read off an official-layout ``state`` (detector or panoptic)."""
-    detector, _ = split_panoptic_state(state)
-    sizes = {}
-    for field, (what, key, axis, extra) in _SIZE_TENSORS.items():
-        tensor = detector.get(key)
-        if isinstance(tensor, torch.Tensor) and tensor.dim() > axis:
-            sizes[field] = (what, int(tensor.shape[axis]) - extra)
-    for field, stack in (("enc_layers", "encoder"), ("dec_layers", "decoder")):
-        layers = _count_indexed(detector, f"transformer.{stack}.layers.")
-        sizes.update({field: (f"{stack} layers", layers)} if layers else {})
-    return sizes
-
-
-def check_sizes_fit(config: ModelConfig, state: dict[str, torch.Tensor], *, source: str, config_source: str) -> None:
-    """One line naming ``config_source`` when a size the config gives (queries, width, classes, feed-forward,
-    layers) is not the weights' — checked before a model of the config's size is built (a ``num_queries`` of
-    10**9 allocated 512 GB)."""
-    for field, (what, size) in _state_sizes(state).items():
-        if getattr(config, field) != size:
-            raise CheckpointError(f"{config_source}: {field} {getattr(config, field)} disagrees with the weights "
-                                  f"in {source} ({what}: {size})")
 
 
 def checked_stored_config(ckpt: dict[str, Any], path: str | Path) -> ModelConfig | None:
@@ -259,7 +191,7 @@ def _drop_resized_heads(state: dict[str, torch.Tensor], stored: ModelConfig, wan
 
 def check_dtypes(own: dict[str, torch.Tensor], state: dict[str, Any], *, source: str) -> None:
     """:class:`CheckpointError` naming ``source`` and the key when a value is not a tensor or of another
-    dtype class than the model's (:func:`detr_core.state_dicts.dtype_mismatch`)."""
+    dtype class than the model's (:func:`detr_core.checkpoint_state.dtype_mismatch`)."""
     problem = dtype_mismatch(own, state)
     if problem:
         raise CheckpointError(f"{source}: {problem}")

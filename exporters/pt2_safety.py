@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from detr_core.checkpoint import load_failure
+from detr_core.checkpoint_state import load_failure
 from exporters.artifact_file import ArtifactError, first_line, member_suffix, read_member
 from exporters.op_policy import allows_target
 from exporters.sym_grammar import GrammarError, check_guard, check_range, check_sym_expr

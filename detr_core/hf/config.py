@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from detr_core.checkpoint import (
+from detr_core.checkpoint_state import (
     COCO_PANOPTIC_CLASSES,
     COCO_PANOPTIC_STUFF,
     CheckpointError,

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from detr_core.atomic import atomic_folder, atomic_write, atomic_write_bytes, atomic_write_text
-from detr_core.checkpoint import CheckpointError, check_sizes_fit, load_failure, split_panoptic_state
+from detr_core.checkpoint_state import CheckpointError, check_sizes_fit, load_failure, split_panoptic_state
 from detr_core.config import ModelConfig, to_dict
 from detr_core.hf.config import hf_to_model_config, model_config_to_hf, segmentation_config
 from detr_core.hf.keys import (

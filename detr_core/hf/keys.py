@@ -28,7 +28,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from detr_core.checkpoint import CheckpointError, split_panoptic_state
+from detr_core.checkpoint_state import CheckpointError, split_panoptic_state
 
 HF_BACKBONE = "model.backbone.conv_encoder.model."
 OFFICIAL_BACKBONE = "backbone.0.body."

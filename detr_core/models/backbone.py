@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
-from detr_core.state_dicts import dtype_mismatch
+from detr_core.checkpoint_state import dtype_mismatch
 
 log = logging.getLogger(__name__)
 
