@@ -34,20 +34,39 @@ class StillRunning(BaseException):
     test can take it for a read error and go on (to block again)."""
 
 
+_FIFOS: list[Path] = []  #: the fifos the running test planted (the alarm unblocks their readers)
+
+
+def _unblock_readers() -> None:
+    """Open every planted fifo for writing and close it: a reader blocked in ``open()`` (in any thread) gets
+    the end of the file and moves on, so a regression fails the test instead of hanging pytest's exit."""
+    for fifo in _FIFOS:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waiting (ENXIO), or gone
+            pass
+
+
 @pytest.fixture
 def time_bound() -> Iterator[None]:
-    """Interrupt the test after :data:`HANG_LIMIT_S` seconds: a blocked ``open()`` of a fifo raises
-    :class:`StillRunning` out of the command and fails the test instead of hanging the suite."""
+    """After :data:`HANG_LIMIT_S` seconds: raise :class:`StillRunning` in the main thread (out of a blocked
+    ``open()`` there) and, every second from then on, unblock readers of the planted fifos."""
+    fired: list[bool] = []
+
     def expire(signum, frame):
-        raise StillRunning(f"still running after {HANG_LIMIT_S} s (blocked on a fifo?)")
+        _unblock_readers()
+        if not fired:
+            fired.append(True)
+            raise StillRunning(f"still running after {HANG_LIMIT_S} s (blocked on a fifo?)")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(HANG_LIMIT_S)
+    signal.setitimer(signal.ITIMER_REAL, HANG_LIMIT_S, 1.0)
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        _FIFOS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +82,7 @@ def _fifo(path: Path) -> Path:
     if path.exists():
         path.unlink()
     os.mkfifo(path)
+    _FIFOS.append(path)
     return path
 
 
