@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from detr_core.atomic import atomic_write_text
+from detr_core.atomic import atomic_write_text, make_folder, staging_folder
+from exporters.artifact_file import ArtifactError
 from exporters.metadata import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -132,14 +132,18 @@ class ArtifactCache:
         elif seconds is not None:
             logger.info("using cached %s", path)
             return Artifact(path, seconds)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        if folder.exists() and _recorded_seconds(folder) is None:
+            raise ArtifactError(f"{folder}: in the bench cache but without detrtool's {_RECORD}: not an artifact "
+                                "detrtool made, so it is neither used nor removed (move it away, or use another "
+                                "--cache-dir)")
+        make_folder(self.root)
+        tmp = staging_folder(folder)  # marked: a killed run's folder is swept by the next export of this key
         try:
             start = time.perf_counter()
             make(tmp / filename)
             seconds = time.perf_counter() - start
             atomic_write_text(tmp / _RECORD, json.dumps({"seconds": seconds, "file": filename}))
-            if folder.exists():
+            if folder.exists():  # detrtool's own entry (it has the record) that is stale: replaced
                 shutil.rmtree(folder)
             os.rename(tmp, folder)
         finally:

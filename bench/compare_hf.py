@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from detr_core.atomic import atomic_write_text  # noqa: E402
+from detr_core.atomic import atomic_write_text, temp_folder  # noqa: E402
 
 VARIANTS = {
     "r50": {"backbone": "resnet50", "d_model": 256, "layers": 6, "ffn": 2048, "heads": 8, "queries": 100,
@@ -158,7 +157,7 @@ def round_robin(runtimes: dict, images, mask, *, runs: int, warmup: int = 2) -> 
 
 def compare(variant: str, *, runs: int, threads: int) -> dict:
     spec = VARIANTS[variant]
-    with tempfile.TemporaryDirectory(prefix="detrtool-compare-hf-") as folder:
+    with temp_folder("compare-hf") as folder:
         runtimes = build_runtimes(spec, Path(folder), threads=threads)
         images, mask = padded_batch(spec)
         diffs = deltas(runtimes, images, mask)

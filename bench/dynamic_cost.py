@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from bench.ort import session_options
-from detr_core.atomic import atomic_write_text
+from detr_core.atomic import atomic_write_text, temp_folder
 from exporters import export, load_runtime
 from exporters.validation_inputs import example_inputs
 
@@ -72,7 +71,7 @@ def round_robin(runtimes: dict[str, object], inputs, *, runs: int, warmup: int =
 
 def measure(name: str, *, runs: int, threads: int) -> dict:
     model, canvas = load_model(name)
-    with tempfile.TemporaryDirectory(prefix="detrtool-dyncost-") as folder:
+    with temp_folder("dyncost") as folder:
         runtimes = export_all(model, canvas, Path(folder), threads=threads)
         inputs = example_inputs(batch_size=1, input_size=canvas, with_postprocess=False)
         load_before = os.getloadavg()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 from torch import Tensor
 
+from detr_core.atomic import temp_folder
 from detr_core.errors import first_line
 from exporters.onnx import restamp_onnx
 
@@ -101,7 +101,7 @@ def int8_static(source: Path, out: Path, batches: Iterable[tuple[Tensor, Tensor]
     """Static QDQ int8 of ``source`` calibrated on ``batches`` of (images, mask)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+    with temp_folder("quantize") as tmp, _quiet_root_logger():
         prepared = _preprocess(source, Path(tmp) / "pre.onnx")
         reader = _Batches(_input_names(prepared), batches)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
@@ -114,7 +114,7 @@ def int8_dynamic(source: Path, out: Path) -> None:
     """Dynamic int8 of the MatMul weights of ``source`` (activations quantised at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+    with temp_folder("quantize") as tmp, _quiet_root_logger():
         prepared = _preprocess(source, Path(tmp) / "pre.onnx")
         quantize_dynamic(str(prepared), str(out), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
     restamp_onnx(out)

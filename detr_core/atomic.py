@@ -206,6 +206,17 @@ def sweep_temps(folder: str | Path, *, labels: Callable[[str], bool] = lambda la
     return sorted(removed)
 
 
+def staging_folder(path: str | Path) -> Path:
+    """A new marked folder beside ``path`` (``.NAME.detrtool-PID-RANDOM.tmp``) in which to build ``path`` before
+    renaming it into place; the staging folders of dead runs for the same ``path`` are swept first. The
+    caller renames it or removes it (a kill leaves it for the next call to sweep)."""
+    path = Path(path)
+    label = f".{_short(path.name, '')}"
+    sweep_temps(path.parent, labels=lambda lab: lab == label)
+    prefix, end = temp_name(path.name)
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=end, dir=path.parent))
+
+
 @contextlib.contextmanager
 def temp_folder(purpose: str) -> Iterator[Path]:
     """A private folder in the system's temp folder (``detrtool-PURPOSE.detrtool-PID-RANDOM.tmp``), removed

@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from detr_core.atomic import atomic_folder, atomic_write
+from detr_core.atomic import atomic_folder, atomic_write, make_folder, staging_folder
 from detr_core.data.shapes_render import (  # noqa: F401 - ShapeObject, SHAPE_CLASSES, mask_to_bbox: re-exported
     GENERATOR_VERSION,
     SHAPE_CLASSES,
@@ -142,17 +141,20 @@ def ensure_default_shapes(*, progress: bool = True, panoptic: bool = False, **pa
     root = default_shapes_root(p, panoptic=panoptic)
     if (root / _DONE_MARKER).exists():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-shapes-", dir=root.parent))
+    if root.exists():
+        from detr_core.data.coco import DatasetError
+
+        raise DatasetError(f"{root}: a folder without the shapes cache's completion marker ({_DONE_MARKER}); detrtool "
+                           "did not make it whole and will not remove it: move it away (or set DETRTOOL_CACHE)")
+    make_folder(root.parent)
+    tmp = staging_folder(root)  # marked: a killed run's folder is swept by the next call
     try:
         generate_shapes(tmp, p, progress=progress, panoptic=panoptic)
         atomic_write(tmp / _DONE_MARKER, lambda handle: json.dump(params_dict(p), handle), binary=False)
-        if root.exists() and not (root / _DONE_MARKER).exists():
-            shutil.rmtree(root)  # a half-written folder from an older crashed run
         os.rename(tmp, root)
         logger.info("shapes: cached dataset at %s", root)
     except OSError:
-        if not (root / _DONE_MARKER).exists():
+        if not (root / _DONE_MARKER).exists():  # another process made it meanwhile: use theirs
             raise
     finally:
         if tmp.exists():

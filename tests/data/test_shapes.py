@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import PIL.Image
@@ -116,3 +117,41 @@ def test_build_dataset_sources(tmp_path, monkeypatch):
     voc = build_dataset(DatasetSource(voc_root=str(write_voc(tmp_path)), remove_difficult=True), "train")
     assert len(voc.dataset) == 3 and voc.num_classes == 20
     assert build_dataset(DatasetSource(voc_root=str(tmp_path / "VOCdevkit")), "val").dataset.split == "val"
+
+
+def test_ensure_sweeps_only_dead_marked_staging_folders(tmp_path, monkeypatch):
+    """A kill -9 during generation leaves a marked staging folder: the next call removes it when its pid is dead;
+    a live run's staging folder and a user's folder that merely looks temporary are kept."""
+    import subprocess
+    import sys
+
+    from detr_core.data.shapes import default_shapes_root
+
+    monkeypatch.setenv("DETRTOOL_CACHE", str(tmp_path / "cache"))
+    params = {"train_count": 2, "val_count": 1, "image_size": 32}
+    root = default_shapes_root(ShapesParams(**params))
+    root.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = root.parent / f".{root.name}.detrtool-{int(dead.stdout)}-abcdefgh.tmp"
+    live = root.parent / f".{root.name}.detrtool-{os.getppid()}-abcdefgh.tmp"
+    users = root.parent / ".tmp-shapes-mine"
+    for folder in (killed, live, users):
+        folder.mkdir()
+        (folder / "keep.txt").write_text("x")
+    assert ensure_default_shapes(progress=False, **params) == root
+    assert not killed.exists() and (live / "keep.txt").exists() and (users / "keep.txt").exists()
+    assert sorted(p.name for p in root.parent.iterdir()) == sorted([root.name, live.name, users.name])
+
+
+def test_a_cache_folder_detrtool_did_not_finish_is_refused_not_removed(tmp_path, monkeypatch):
+    from detr_core.data.coco import DatasetError
+    from detr_core.data.shapes import default_shapes_root
+
+    monkeypatch.setenv("DETRTOOL_CACHE", str(tmp_path / "cache"))
+    params = {"train_count": 2, "val_count": 1, "image_size": 32}
+    root = default_shapes_root(ShapesParams(**params))
+    root.mkdir(parents=True)
+    (root / "notes.txt").write_text("the user's own file")
+    with pytest.raises(DatasetError, match="without the shapes cache's completion marker .* will not remove it"):
+        ensure_default_shapes(progress=False, **params)
+    assert (root / "notes.txt").read_text() == "the user's own file" and len(list(root.iterdir())) == 1
