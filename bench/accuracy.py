@@ -4,7 +4,7 @@
 ``batches`` are made by ``exporters.prepare.prepare`` with the benchmark's canvas and static batch
 (the last batch is filled with black images whose outputs are dropped). :func:`collect_outputs` runs a
 runtime over them; :func:`coco_metrics` scores raw outputs through ``detr_core.evaluation.coco``;
-:func:`max_abs_diff` and :func:`detection_agreement` compare a runtime's outputs with eager's.
+:func:`outputs_max_abs_diff` and :func:`agreement_percent` compare a runtime's outputs with eager's.
 A segmentation model's outputs also carry ``masks``: :func:`accuracy_metrics` adds mask AP and, with a
 panoptic ground truth, PQ (:mod:`bench.segm`).
 """
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from detr_core.postprocess import postprocess_tensors
+from exporters.compare import Detections, detection_agreement, max_abs_diff
 
 logger = logging.getLogger(__name__)
 
@@ -139,34 +140,25 @@ def accuracy_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "f
     return metrics
 
 
-def max_abs_diff(a: RawOutputs, b: RawOutputs) -> float:
-    """max |a - b| over logits and boxes and, when both have masks, the masks' over max(1, max |a masks|) (as
-    export validation: a trained mask head's logits reach ±65 at 128 pixels, and fp32 rounding of its large
-    activations moves them by ~1e-3, 2e-5 of that scale)."""
-    diffs = [np.abs(a.logits - b.logits).max(initial=0.0), np.abs(a.boxes - b.boxes).max(initial=0.0)]
+def outputs_max_abs_diff(a: RawOutputs, b: RawOutputs) -> float:
+    """:func:`exporters.compare.max_abs_diff` over logits and boxes and, when both have masks, the masks' over
+    max(1, max |a masks|) (as export validation: a trained mask head's logits reach ±65 at 128 pixels, and fp32
+    rounding of its large activations moves them by ~1e-3, 2e-5 of that scale)."""
+    diffs = [max_abs_diff(torch.from_numpy(a.logits), torch.from_numpy(b.logits)),
+             max_abs_diff(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes))]
     if a.masks is not None and b.masks is not None:
         scale = max(1.0, float(np.abs(a.masks).max(initial=0.0)))
-        diffs.append(np.abs(a.masks - b.masks).max(initial=0.0) / scale)
+        diffs.append(max_abs_diff(torch.from_numpy(a.masks), torch.from_numpy(b.masks)) / scale)
     return float(max(diffs))
 
 
-def _pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes a[i] with b[i] (xyxy), elementwise."""
-    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1) + (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area - inter).clamp(min=1e-9)
-
-
-def detection_agreement(reference: RawOutputs, other: RawOutputs, orig_sizes: Tensor, *,
-                        threshold: float = 0.5, iou: float = 0.9) -> float:
-    """Percent of the queries detected (score > ``threshold``) by either runtime that both detect with
-    the same label and boxes overlapping by IoU >= ``iou``; 100 when neither detects anything."""
-    ref_s, ref_l, ref_b = _detections(reference, orig_sizes)
-    oth_s, oth_l, oth_b = _detections(other, orig_sizes)
-    ref_keep, oth_keep = ref_s > threshold, oth_s > threshold
-    either = ref_keep | oth_keep
-    if not bool(either.any()):
+def agreement_percent(reference: RawOutputs, other: RawOutputs, orig_sizes: Tensor, *,
+                      threshold: float = 0.5, iou: float = 0.9) -> float:
+    """:func:`exporters.compare.detection_agreement` as a percentage: of the queries detected (score >
+    ``threshold``) by either runtime, those both detect with the same label and boxes overlapping by IoU >=
+    ``iou``; 100 when neither detects anything."""
+    union, agree = detection_agreement(Detections(*_detections(reference, orig_sizes)),
+                                       Detections(*_detections(other, orig_sizes)), threshold=threshold, iou=iou)
+    if union == 0:
         return 100.0
-    same = ref_keep & oth_keep & (ref_l == oth_l) & (_pairwise_iou(ref_b, oth_b) >= iou)
-    return 100.0 * float(same.sum()) / float(either.sum())
+    return 100.0 * float(agree) / float(union)

@@ -38,9 +38,9 @@ from bench.accuracy import (
     EvalSet,
     RawOutputs,
     accuracy_metrics,
+    agreement_percent,
     collect_outputs,
-    detection_agreement,
-    max_abs_diff,
+    outputs_max_abs_diff,
 )
 from bench.artifacts import ArtifactCache
 from bench.latency import (
@@ -134,8 +134,8 @@ def _fill_accuracy(result: BenchResult, runtime: LoadedRuntime, evalset: EvalSet
     for key in ("mask_AP", "PQ"):  # a segmentation model's rows: Δ mask AP and ΔPQ beside ΔAP
         if key in result.metrics and key in ref.metrics:
             result.notes[f"delta_{key}"] = 100.0 * (result.metrics[key] - ref.metrics[key])
-    result.max_abs_diff = max_abs_diff(outputs, ref.outputs)
-    result.agreement = detection_agreement(ref.outputs, outputs, evalset.orig_sizes)
+    result.max_abs_diff = outputs_max_abs_diff(outputs, ref.outputs)
+    result.agreement = agreement_percent(ref.outputs, outputs, evalset.orig_sizes)
 
 
 @dataclass

@@ -46,9 +46,10 @@ def output_deltas(ref: dict[str, Tensor], out: dict[str, Tensor], orig_sizes: Te
     return max_abs_diff(ref["scores"], out["scores"]), boxes
 
 
-def detection_agreement(ref: Detections, out: Detections, *, threshold: float) -> tuple[int, int]:
+def detection_agreement(ref: Detections, out: Detections, *, threshold: float,
+                        iou: float = IOU_MIN) -> tuple[int, int]:
     """(detections in the union of both sets above ``threshold``, those that agree: both above it,
-    same label, IoU >= 0.99). Queries are matched by index (the same query of the same image)."""
+    same label, IoU >= ``iou``). Queries are matched by index (the same query of the same image)."""
     union = agree = 0
     for b in range(ref.scores.shape[0]):
         keep_ref, keep_out = ref.scores[b] > threshold, out.scores[b] > threshold
@@ -56,6 +57,6 @@ def detection_agreement(ref: Detections, out: Detections, *, threshold: float) -
         union += int((keep_ref | keep_out).sum())
         idx = torch.nonzero(both).flatten()
         if idx.numel():
-            iou = box_iou(ref.boxes[b, idx], out.boxes[b, idx]).diagonal()
-            agree += int((iou >= IOU_MIN).sum())
+            overlap = box_iou(ref.boxes[b, idx], out.boxes[b, idx]).diagonal()
+            agree += int((overlap >= iou).sum())
     return union, agree

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.accuracy import RawOutputs, detection_agreement, max_abs_diff
+from bench.accuracy import RawOutputs, agreement_percent, outputs_max_abs_diff
 from bench.latency import measure_latency, peak_rss_mb, summarise
 from bench.report import COLUMNS, markdown_table, write_report
 from bench.results import BenchReport, BenchResult
@@ -39,14 +39,14 @@ def test_max_abs_diff_and_agreement():
     ref = _outputs([[[9.0, 0.0, 0.0], [0.0, 0.0, 9.0]]], [[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
     same = _outputs(ref.logits + 1e-6, ref.boxes)
     sizes = torch.tensor([[100, 100]])
-    assert max_abs_diff(ref, same) == pytest.approx(1e-6, abs=1e-7)
-    assert detection_agreement(ref, same, sizes) == 100.0
+    assert outputs_max_abs_diff(ref, same) == pytest.approx(1e-6, abs=1e-7)
+    assert agreement_percent(ref, same, sizes) == 100.0
     other_label = _outputs([[[0.0, 9.0, 0.0], [0.0, 0.0, 9.0]]], ref.boxes)
-    assert detection_agreement(ref, other_label, sizes) == 0.0
+    assert agreement_percent(ref, other_label, sizes) == 0.0
     moved = _outputs(ref.logits, ref.boxes + np.array([0.1, 0, 0, 0], np.float32))
-    assert detection_agreement(ref, moved, sizes) == 0.0
+    assert agreement_percent(ref, moved, sizes) == 0.0
     nothing = _outputs([[[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]]], ref.boxes)
-    assert detection_agreement(nothing, nothing, sizes) == 100.0
+    assert agreement_percent(nothing, nothing, sizes) == 100.0
 
 
 def _row(name="onnx", precision="fp32", **kw) -> BenchResult:

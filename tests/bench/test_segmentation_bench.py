@@ -12,7 +12,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from bench.accuracy import accuracy_metrics, collect_outputs, max_abs_diff
+from bench.accuracy import accuracy_metrics, collect_outputs, outputs_max_abs_diff
 from bench.data import load_eval_set
 from bench.report import markdown_table
 from bench.run import BenchConfig, run_bench
@@ -127,7 +127,7 @@ def test_segm_metrics_see_a_mask_change(segm_model, panoptic_source):
 
     shifted = collect_outputs(raised, evalset)
     scale = max(1.0, float(np.abs(ref.masks).max()))  # masks compare over their scale (as export validation)
-    assert max_abs_diff(ref, shifted) == pytest.approx(3.0 / scale, rel=1e-5)
+    assert outputs_max_abs_diff(ref, shifted) == pytest.approx(3.0 / scale, rel=1e-5)
     a, b = accuracy_metrics(ref, evalset), accuracy_metrics(shifted, evalset)
     assert a["AP"] == b["AP"]
     assert b["PQ"] < a["PQ"] - 0.05 and b["mask_AP"] < a["mask_AP"]

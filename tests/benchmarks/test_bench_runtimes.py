@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.accuracy import coco_metrics, collect_outputs, max_abs_diff
+from bench.accuracy import coco_metrics, collect_outputs, outputs_max_abs_diff
 from bench.artifacts import ArtifactCache
 from bench.data import calibration_batches, load_eval_set
 from bench.runtimes import BuildContext, RowSkipped, eager_runtime, row_specs
@@ -89,7 +89,7 @@ def test_runtime_latency(benchmark, model_name, settings, spec, device, size_ind
     h, w = sizes[size_index]
     benchmark.group = f"{model_name} {h}x{w} batch 1"
     benchmark.extra_info.update(
-        row=spec.name, device=device, precision=runtime.precision, max_abs_diff=max_abs_diff(outputs, setting.reference),
+        row=spec.name, device=device, precision=runtime.precision, max_abs_diff=outputs_max_abs_diff(outputs, setting.reference),
         AP=100 * coco_metrics(outputs, setting.evalset)["AP"], reference_AP=100 * setting.reference_ap,
         setup_seconds=runtime.setup_seconds, **runtime.notes)
     rounds = 1 if benchmark.disabled else (10 if model_name == "tiny" else 5)
