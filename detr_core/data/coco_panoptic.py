@@ -55,6 +55,7 @@ from detr_core.data.ids import MAX_CLASS_ID
 from detr_core.data.image_cache import ImageCache
 from detr_core.data.integrity import _crowd_flag, _is_int, _short, duplicate_id_problems, shape_problems
 from detr_core.input_files import NOT_REGULAR, NotRegularFileError
+from detr_core.segmentation.panoptic_format import rgb_to_id
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +63,6 @@ logger = logging.getLogger(__name__)
 MAX_SEGMENT_ID = 256**3 - 1
 #: The largest category id taken: DETR's class head has max id + 1 rows (COCO panoptic's ids stop at 200).
 MAX_CATEGORY_ID = MAX_CLASS_ID
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """Segment ids int64 [H, W] of a panoptic PNG's pixels uint8 [H, W, 3]: ``R + 256 G + 256² B``."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] pixels of segment ids [H, W] (< 256³), the inverse of :func:`rgb_to_id`."""
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def read_panoptic_png(path: Path) -> np.ndarray:

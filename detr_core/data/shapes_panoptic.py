@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from detr_core.atomic import atomic_write
 from detr_core.data.coco_masks import encode_mask
-from detr_core.data.coco_panoptic import id_to_rgb
 from detr_core.data.shapes_render import (
     GENERATOR_VERSION,
     SPLITS,
@@ -41,6 +40,7 @@ from detr_core.data.shapes_render import (
     render_objects,
     write_png,
 )
+from detr_core.segmentation.panoptic_format import id_to_rgb
 
 STUFF_CLASSES: tuple[str, ...] = ("sky", "ground", "wall")
 _MAX_SEGMENTS = 255

@@ -26,7 +26,7 @@ import PIL.Image
 import pytest
 from safetensors.torch import load_file, save_file
 
-from detr_core.data.coco_panoptic import id_to_rgb
+from detr_core.segmentation.panoptic_format import id_to_rgb
 from tests.cli.bad_input import check_bad_input
 from tests.conftest import reference_path
 from tests.data import write_coco

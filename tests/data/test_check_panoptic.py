@@ -26,7 +26,8 @@ from detr_core.data.check_panoptic import (
     check_coco_panoptic,
     segment_stats,
 )
-from detr_core.data.coco_panoptic import CocoPanoptic, id_to_rgb, masks_to_xyxy, panoptic_split_paths
+from detr_core.data.coco_panoptic import CocoPanoptic, masks_to_xyxy, panoptic_split_paths
+from detr_core.segmentation.panoptic_format import id_to_rgb
 from tests.data import write_image
 
 ID_A, ID_B, ID_C = 0x0A0B0C, 300, 0x000001  # PNG ids spanning R, G and B

@@ -12,9 +12,10 @@ import torch
 from torchvision.ops import box_convert
 
 from detr_core.data import CocoDetection, DatasetError, ShapesParams, generate_shapes
-from detr_core.data.coco_panoptic import CocoPanoptic, id_to_rgb, read_panoptic_png, rgb_to_id
+from detr_core.data.coco_panoptic import CocoPanoptic, read_panoptic_png
 from detr_core.data.shapes_panoptic import STUFF_CLASSES, is_thing_map
 from detr_core.data.transforms import make_shapes_train_transforms
+from detr_core.segmentation.panoptic_format import id_to_rgb, rgb_to_id
 from tests.data import write_image
 
 SMALL = ShapesParams(seed=5, image_size=64, train_count=6, val_count=4)

@@ -9,7 +9,6 @@ import PIL.Image
 import pytest
 
 from detr_core.data import ShapesParams, default_shapes_root, ensure_default_shapes, generate_shapes
-from detr_core.data.coco_panoptic import rgb_to_id
 from detr_core.data.shapes_panoptic import (
     STUFF_CLASSES,
     is_thing_map,
@@ -17,6 +16,7 @@ from detr_core.data.shapes_panoptic import (
     panoptic_segments,
     render_panoptic_image,
 )
+from detr_core.segmentation.panoptic_format import rgb_to_id
 from tests.data import tree_bytes
 
 SMALL = ShapesParams(seed=2, image_size=64, train_count=5, val_count=3)
