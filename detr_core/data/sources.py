@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from torch.utils.data import Dataset
 
 from detr_core.data.coco import CocoDetection, DatasetError, Transforms
-from detr_core.data.coco_panoptic import CocoPanoptic
+from detr_core.data.coco_panoptic import CocoPanoptic, panoptic_split_paths
 from detr_core.data.naming import DatasetSource, Split
 from detr_core.data.shapes import ensure_default_shapes
 from detr_core.data.voc import VocDetection, resolve_voc_dir
@@ -103,7 +103,7 @@ def _segmentation_dataset(source: DatasetSource, split: Split, transforms: Trans
         source = DatasetSource(coco_path=str(root), coco_panoptic_path=str(root))
         logger.info("no dataset given: using the synthetic shapes, panoptic variant, at %s", root)
     if source.coco_panoptic_path is not None:
-        images, ann, pngs = panoptic_split_paths(source, split)
+        images, ann, pngs = panoptic_source_paths(source, split)
         ds = CocoPanoptic(images, ann, pngs, transforms=transforms, cache_images=cache_images,
                           allow_outside_images=source.allow_outside_images)
         return BuiltDataset(ds, ds.num_classes, ds.class_names)
@@ -113,11 +113,13 @@ def _segmentation_dataset(source: DatasetSource, split: Split, transforms: Trans
     return BuiltDataset(ds, ds.num_classes, ds.class_names)
 
 
-def panoptic_split_paths(source: DatasetSource, split: Split) -> tuple[Path, Path, Path]:
-    """(images dir, panoptic JSON, panoptic PNG dir) of ``split`` in the reference's layout."""
+def panoptic_source_paths(source: DatasetSource, split: Split) -> tuple[Path, Path, Path]:
+    """(images dir, panoptic JSON, panoptic PNG dir) of ``split``: :func:`panoptic_split_paths` of
+    ``coco_panoptic_path``, the images from ``{split}_images`` or ``coco_path`` when given."""
     root = Path(source.coco_panoptic_path)  # type: ignore[arg-type]
+    _, ann, pngs = panoptic_split_paths(root, split)
     images = getattr(source, f"{split}_images") or Path(source.coco_path or root) / f"{split}2017"
-    return Path(images), root / "annotations" / f"panoptic_{split}2017.json", root / f"panoptic_{split}2017"
+    return Path(images), ann, pngs
 
 
 def _voc_year_of(folder: Path) -> str | None:
