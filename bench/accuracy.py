@@ -115,11 +115,11 @@ def coco_metrics(outputs: RawOutputs, evalset: EvalSet, *, backend: str = "faste
         from detr_core.evaluation.class_mapped import ClassMappedEvaluator
 
         evaluator = ClassMappedEvaluator(evaluator, evalset.class_map)
-    from bench.segm import thing_detections
+    from bench.segm import scored_detections
 
     scores, labels, boxes = _detections(outputs, evalset.orig_sizes)
-    evaluator.process({image_id: thing_detections({"scores": scores[i], "labels": labels[i], "boxes": boxes[i]},
-                                                  evalset) for i, image_id in enumerate(evalset.image_ids)})
+    evaluator.process({image_id: scored_detections({"scores": scores[i], "labels": labels[i], "boxes": boxes[i]},
+                                                   evalset) for i, image_id in enumerate(evalset.image_ids)})
     metrics = evaluator.evaluate()
     return {name: float(metrics[name]) for name in STAT_NAMES}
 

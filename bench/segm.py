@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detr_core.evaluation.segmentation import MASK_THRESHOLD, PANOPTIC_THRESHOLD
-from detr_core.evaluation.segmentation import thing_detections as things_of
+from detr_core.evaluation.segmentation import MASK_THRESHOLD, PANOPTIC_THRESHOLD, thing_detections
 
 PQ_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
@@ -66,11 +65,11 @@ def detection_masks(pred_masks: Tensor, size: tuple[int, int], canvas: tuple[int
     return image_masks(pred_masks, size, canvas, orig, threshold=MASK_THRESHOLD)
 
 
-def thing_detections(prediction: dict[str, Tensor], evalset: Any) -> dict[str, Tensor]:
-    """``prediction``'s detections of thing classes when the eval set has a panoptic ground truth, as
-    ``detrtool eval`` scores them (:func:`detr_core.evaluation.segmentation.thing_detections`)."""
+def scored_detections(prediction: dict[str, Tensor], evalset: Any) -> dict[str, Tensor]:
+    """The detections of ``prediction`` that box and mask AP score on ``evalset``: all of them, or with a panoptic
+    ground truth those of thing classes, as ``detrtool eval`` scores them (:func:`thing_detections`)."""
     truth = getattr(evalset, "panoptic", None)
-    return prediction if truth is None else things_of(prediction, truth.is_thing)
+    return prediction if truth is None else thing_detections(prediction, truth.is_thing)
 
 
 def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes: np.ndarray, *,
@@ -85,8 +84,8 @@ def mask_metrics(logits: np.ndarray, boxes: np.ndarray, masks: np.ndarray, sizes
     predictions = {}
     for i, image_id in enumerate(evalset.image_ids):
         segm = detection_masks(torch.from_numpy(masks[i]), _hw(sizes[i]), tuple(evalset.canvas), _hw(orig_sizes[i]))
-        predictions[image_id] = thing_detections({"scores": scores[i], "labels": labels[i], "boxes": pixel_boxes[i],
-                                                  "masks": segm}, evalset)
+        predictions[image_id] = scored_detections({"scores": scores[i], "labels": labels[i], "boxes": pixel_boxes[i],
+                                                   "masks": segm}, evalset)
     evaluator.process(predictions)
     stats = evaluator.evaluate()
     return {f"mask_{name}": float(stats[name]) for name in STAT_NAMES}
