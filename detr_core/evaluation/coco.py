@@ -54,8 +54,9 @@ _SUMMARY_ROWS = (  # (AP or AR, IoU label, area, maxDets) for the 12 standard li
 )  # fmt: skip
 
 
-class ImageDetections:
-    """One image's detections as numpy: ``scores [Q]``, ``labels [Q]`` (int64), ``boxes [Q, 4]`` xyxy."""
+class DetectionArrays:
+    """One image's detections as the evaluator keeps them, numpy arrays: ``scores [Q]``, ``labels [Q]`` (int64),
+    ``boxes [Q, 4]`` xyxy, and the masks' COCO RLEs."""
 
     __slots__ = ("scores", "labels", "boxes", "rles")
 
@@ -63,7 +64,7 @@ class ImageDetections:
         self.scores, self.labels, self.boxes, self.rles = scores, labels, boxes, rles
 
     @classmethod
-    def from_prediction(cls, prediction: Mapping[str, Any]) -> ImageDetections:
+    def from_prediction(cls, prediction: Mapping[str, Any]) -> DetectionArrays:
         """Convert a ``{"scores", "labels", "boxes"}`` dict of tensors / arrays, checking the shapes."""
         scores = _to_numpy(prediction["scores"]).reshape(-1)
         labels = _to_numpy(prediction["labels"]).reshape(-1).astype(np.int64)
@@ -235,7 +236,7 @@ class CocoEvaluator:
         self._gt_category_ids = {int(category["id"]) for category in self.gt["categories"]}
         self._gt_sizes = {int(i["id"]): [int(i.get("height", -1)), int(i.get("width", -1))]
                           for i in self.gt["images"]}  # fmt: skip
-        self._detections: dict[int, ImageDetections] = {}
+        self._detections: dict[int, DetectionArrays] = {}
         self._metrics: dict[str, Any] | None = None
 
     def reset(self) -> None:
@@ -251,13 +252,13 @@ class CocoEvaluator:
             image_id = int(image_id)
             if image_id not in self._gt_image_ids:
                 raise ValueError(f"image id {image_id} is not in the ground truth images")
-            detections = ImageDetections.from_prediction(prediction)
+            detections = DetectionArrays.from_prediction(prediction)
             if self.iou_type == "segm":
                 self._check_masks(image_id, detections)
             self._detections[image_id] = detections
         self._metrics = None
 
-    def _check_masks(self, image_id: int, detections: ImageDetections) -> None:
+    def _check_masks(self, image_id: int, detections: DetectionArrays) -> None:
         """Mask AP needs every image's masks at its ground-truth size (h, w)."""
         size = self._gt_sizes[image_id]
         if detections.rles is None:
@@ -278,9 +279,9 @@ class CocoEvaluator:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
             return
-        gathered: list[dict[int, ImageDetections] | None] = [None] * dist.get_world_size()
+        gathered: list[dict[int, DetectionArrays] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, self._detections)
-        merged: dict[int, ImageDetections] = {}
+        merged: dict[int, DetectionArrays] = {}
         for part in gathered:
             merged.update(part or {})
         self._detections = merged
