@@ -18,19 +18,19 @@ round (round-robin), medians; the load average before and after is recorded. Res
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
+from bench.latency import time_round_robin  # noqa: E402
 from detr_core.atomic import atomic_write_text, temp_folder  # noqa: E402
 
 VARIANTS = {
@@ -141,20 +141,6 @@ def deltas(runtimes: dict, images: torch.Tensor, mask: torch.Tensor) -> dict[str
             for name, (logits, boxes) in outputs.items()}
 
 
-def round_robin(runtimes: dict, images, mask, *, runs: int, warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds per call, one call of each runtime per round in a rotating order."""
-    times: dict[str, list[float]] = {name: [] for name in runtimes}
-    names = list(runtimes)
-    for i in tqdm(range(warmup + runs), desc="rounds", leave=False):
-        for name in names[i % len(names):] + names[:i % len(names)]:  # each runtime first in turn
-            run = runtimes[name]
-            start = time.perf_counter()
-            run(images, mask)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def compare(variant: str, *, runs: int, threads: int) -> dict:
     spec = VARIANTS[variant]
     with temp_folder("compare-hf") as folder:
@@ -162,8 +148,10 @@ def compare(variant: str, *, runs: int, threads: int) -> dict:
         images, mask = padded_batch(spec)
         diffs = deltas(runtimes, images, mask)
         load_before = os.getloadavg()
-        latency = round_robin(runtimes, images, mask, runs=runs)
+        calls = {name: functools.partial(run, images, mask) for name, run in runtimes.items()}
+        times = time_round_robin(calls, runs=runs, progress=True)  # rotating order, 2 warm-up rounds dropped
         load_after = os.getloadavg()
+    latency = {name: statistics.median(values) for name, values in times.items()}
     return {"variant": variant, "spec": {k: v for k, v in spec.items()}, "batch": len(spec["sizes"]),
             "max_abs_diff": diffs, "median_ms": latency, "runs": runs, "load_before": load_before,
             "load_after": load_after}

@@ -13,16 +13,16 @@ are printed as a Markdown table and written to JSON with the load average before
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from bench.latency import time_round_robin
 from bench.ort import session_options
 from detr_core.atomic import atomic_write_text, temp_folder
 from exporters import export, load_runtime
@@ -54,28 +54,16 @@ def export_all(model, canvas: tuple[int, int], folder: Path, *, threads: int) ->
     return runtimes
 
 
-def round_robin(runtimes: dict[str, object], inputs, *, runs: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Milliseconds per call of each runtime, one call of each per round in a rotating order (warm-up
-    rounds dropped). ONNX Runtime sessions do not spin after a call, so they do not slow the next runtime."""
-    times: dict[str, list[float]] = {name: [] for name in runtimes}
-    names = list(runtimes)
-    for i in tqdm(range(warmup + runs), desc="rounds", leave=False):
-        for name in names[i % len(names):] + names[:i % len(names)]:  # each runtime first in turn
-            runtime = runtimes[name]
-            start = time.perf_counter()
-            runtime(*inputs)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1000)
-    return times
-
-
 def measure(name: str, *, runs: int, threads: int) -> dict:
     model, canvas = load_model(name)
     with temp_folder("dyncost") as folder:
         runtimes = export_all(model, canvas, Path(folder), threads=threads)
         inputs = example_inputs(batch_size=1, input_size=canvas, with_postprocess=False)
         load_before = os.getloadavg()
-        times = round_robin(runtimes, inputs, runs=runs)
+        # rotating order, 2 warm-up rounds dropped; ONNX Runtime sessions do not spin after a call, so they do
+        # not slow the next runtime
+        calls = {key: functools.partial(runtime, *inputs) for key, runtime in runtimes.items()}
+        times = time_round_robin(calls, runs=runs, progress=True)
         load_after = os.getloadavg()
     medians = {k: statistics.median(v) for k, v in times.items()}
     ratios = {fmt: medians[f"{fmt} dynamic"] / medians[f"{fmt} static"] for fmt in FORMATS}

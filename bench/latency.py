@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from detr_core.errors import typed_line
 
@@ -94,6 +95,20 @@ def time_calls(fn: Callable[[], object], *, runs: int, device: str = "cpu") -> l
         fn()
         _synchronize(device)
         times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def time_round_robin(calls: Mapping[str, Callable[[], object]], *, runs: int, warmup: int = 2, device: str = "cpu",
+                     progress: bool = False) -> dict[str, list[float]]:
+    """Milliseconds per call of each of ``calls`` (:func:`time_calls`), one call of each per round in a rotating
+    order (each first in turn); the ``warmup`` first rounds are not kept. ``progress``: a bar over the rounds."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for i in tqdm(range(warmup + runs), desc="rounds", leave=False, disable=not progress):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            ms = time_calls(calls[name], runs=1, device=device)[0]
+            if i >= warmup:
+                times[name].append(ms)
     return times
 
 

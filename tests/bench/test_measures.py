@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.accuracy import RawOutputs, agreement_percent, outputs_max_abs_diff
-from bench.latency import measure_latency, peak_rss_mb, summarise
+from bench.latency import measure_latency, peak_rss_mb, summarise, time_round_robin
 from bench.report import COLUMNS, markdown_table, write_report
 from bench.results import BenchReport, BenchResult
 
@@ -32,6 +32,14 @@ def test_measure_latency_counts_calls():
 
 def _outputs(logits, boxes) -> RawOutputs:
     return RawOutputs(np.asarray(logits, np.float32), np.asarray(boxes, np.float32))
+
+
+def test_time_round_robin_rotates_and_drops_warmup():
+    order: list[str] = []
+    times = time_round_robin({name: (lambda n=name: order.append(n)) for name in "abc"}, runs=2, warmup=1)
+    assert order == list("abcbcacab")  # each first in turn
+    assert {name: len(ms) for name, ms in times.items()} == {"a": 2, "b": 2, "c": 2}
+    assert all(ms >= 0.0 for values in times.values() for ms in values)
 
 
 def test_max_abs_diff_and_agreement():
