@@ -64,7 +64,7 @@ from bench.roofline import (
     size_kernel,
     theoretical_gflops,
 )
-from bench.runtimes import BuildContext, LoadedRuntime, RowSkipped, RowSpec, eager_runtime, select_rows
+from bench.runtimes import BuildContext, LoadedRuntime, RowSkipped, RowSpec, eager_bench_runtime, select_rows
 from detr_core.errors import typed_line
 from detr_core.hardware import Capability, Decision, detect
 from exporters.wrapper import wrap
@@ -295,7 +295,7 @@ def release(scored: Scored) -> None:
 
 
 def reference_outputs(model: nn.Module, evalset: EvalSet, backend: str) -> Reference:
-    outputs = collect_outputs(eager_runtime(model, "cpu"), evalset)
+    outputs = collect_outputs(eager_bench_runtime(model, "cpu"), evalset)
     return Reference(outputs, accuracy_metrics(outputs, evalset, backend=backend))
 
 

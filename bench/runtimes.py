@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -36,17 +35,6 @@ from exporters.wrapper import wrap
 Outputs = tuple[Tensor, ...]  # (pred_logits, pred_boxes[, pred_masks])
 AMP_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 PRECISION_NAME = {torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-class Runtime(Protocol):
-    """What every row offers: identity, and ``(images, mask) -> (pred_logits, pred_boxes)``."""
-
-    name: str
-    format: str
-    device: str
-    precision: str
-
-    def __call__(self, images: Tensor, mask: Tensor) -> Outputs: ...
 
 
 @dataclass
@@ -158,11 +146,12 @@ def _inputs_on(device: str) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def build_eager(ctx: BuildContext, device: str, *, amp: bool = False) -> LoadedRuntime:
-    return eager_runtime(ctx.model, device, amp=amp)
+    return eager_bench_runtime(ctx.model, device, amp=amp)
 
 
-def eager_runtime(model: nn.Module, device: str = "cpu", *, amp: bool = False) -> LoadedRuntime:
-    """The model itself under ``inference_mode`` (and autocast when ``amp``)."""
+def eager_bench_runtime(model: nn.Module, device: str = "cpu", *, amp: bool = False) -> LoadedRuntime:
+    """The model itself under ``inference_mode`` (and autocast when ``amp``) as the bench's ``eager`` row
+    (:func:`exporters.runtime.eager_runtime` runs an export wrapper behind an artifact's interface)."""
     module, move = wrap(model).to(device), _inputs_on(device)
     autocast = (lambda: torch.autocast(device, dtype=AMP_DTYPE[device])) if amp else contextlib.nullcontext
 

@@ -27,7 +27,7 @@ from detr_core.data.sources import DatasetSource
 from detr_core.training.train_config import TrainConfig
 from exporters.export_api import export
 from exporters.formats import get_format
-from exporters.predict.run import EagerRuntime, InputSpec, Runtime
+from exporters.predict.run import EagerRuntime, InputSpec, RuntimeFn
 from exporters.prepare import dynamic_min_canvas
 from exporters.runtime import load_runtime
 
@@ -41,7 +41,7 @@ class PredictModel:
     """A runtime and what goes with it: input rule, class names (may be empty), optional attention;
     ``masks``: a segmentation model, ``is_thing``: class id -> thing (True) or stuff (False)."""
 
-    runtime: Runtime
+    runtime: RuntimeFn
     spec: InputSpec
     class_names: tuple[str, ...]
     description: str

@@ -34,7 +34,9 @@ from exporters.prepare import prepare
 
 logger = logging.getLogger(__name__)
 
-Runtime = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
+#: What predict runs: ``(images, mask, orig_sizes) -> outputs``, an :class:`exporters.runtime.Runtime` or an
+#: :class:`EagerRuntime`.
+RuntimeFn = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class Predictor:
     also build each image's panoptic map (queries of score above it; ``is_thing`` class id -> bool).
     """
 
-    runtime: Runtime
+    runtime: RuntimeFn
     spec: InputSpec
     threshold: float = 0.7
     batch_size: int = 1

@@ -16,7 +16,7 @@ from bench.accuracy import accuracy_metrics, collect_outputs, outputs_max_abs_di
 from bench.data import load_eval_set
 from bench.report import markdown_table
 from bench.run import BenchConfig, run_bench
-from bench.runtimes import eager_runtime
+from bench.runtimes import eager_bench_runtime
 from bench.segm import detection_masks
 from detr_core import ModelConfig, build_model
 from detr_core.data.shapes import ShapesParams, generate_shapes
@@ -47,7 +47,7 @@ def _rle(mask: np.ndarray) -> dict:
 
 def _write_truth(root: Path, model, evalset) -> None:
     """Replace the val split's panoptic and instance ground truth by eager's predictions (ids from 1)."""
-    out = collect_outputs(eager_runtime(model), evalset)
+    out = collect_outputs(eager_bench_runtime(model), evalset)
     logits, masks, sizes = (torch.from_numpy(a) for a in (out.logits, out.masks, out.sizes))
     panoptic = json.loads((root / "annotations" / "panoptic_val2017.json").read_text())
     is_thing = {int(c["id"]): bool(c["isthing"]) for c in panoptic["categories"]}
@@ -118,7 +118,7 @@ def test_segm_metrics_see_a_mask_change(segm_model, panoptic_source):
     """The same boxes and classes with the first query's mask logits raised by 3 (it takes pixels from the
     others): box AP unchanged, mask AP and PQ drop."""
     evalset = load_eval_set(panoptic_source, canvas=CANVAS, batch_size=2, masks=True)
-    eager = eager_runtime(segm_model)
+    eager = eager_bench_runtime(segm_model)
     ref = collect_outputs(eager, evalset)
 
     def raised(images, mask):

@@ -14,7 +14,7 @@ import torch
 from bench.accuracy import coco_metrics, collect_outputs, outputs_max_abs_diff
 from bench.artifacts import ArtifactCache
 from bench.data import calibration_batches, load_eval_set
-from bench.runtimes import BuildContext, RowSkipped, eager_runtime, row_specs
+from bench.runtimes import BuildContext, RowSkipped, eager_bench_runtime, row_specs
 from detr_core.data.shapes import ShapesParams, generate_shapes
 from detr_core.data.sources import DatasetSource
 
@@ -52,7 +52,7 @@ class Setting:
 
     def __init__(self, model, canvas, source: DatasetSource, cache_dir) -> None:
         self.evalset = load_eval_set(source, canvas=canvas, batch_size=1)
-        self.reference = collect_outputs(eager_runtime(model), self.evalset)
+        self.reference = collect_outputs(eager_bench_runtime(model), self.evalset)
         self.reference_ap = coco_metrics(self.reference, self.evalset)["AP"]
         batch = next(self.evalset.batches())
         self.example = (batch.images, batch.mask)
