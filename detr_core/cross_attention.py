@@ -35,7 +35,8 @@ class CrossAttentionCapture:
 
     def record_inputs(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         names = ("query", "key", "value", "key_padding_mask")
-        bound = dict(zip(names, args)) | kwargs
+        # strict=False: the call may pass fewer positional arguments (the rest as keywords) or more (need_weights, ...)
+        bound = dict(zip(names, args, strict=False)) | kwargs
         self.inputs = (bound["query"].detach(), bound["key"].detach(), bound.get("key_padding_mask"))
 
     def record_features(self, _module: nn.Module, _args: Any, output: Tensor) -> None:

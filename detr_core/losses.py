@@ -78,7 +78,7 @@ class SetCriterion(nn.Module):
         """Cross-entropy over all queries; unmatched queries target "no object" (weight eos_coef)."""
         logits = outputs["pred_logits"]
         batch_idx, query_idx = _matched_queries(indices)
-        matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
+        matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices, strict=True)]).to(logits.device)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[batch_idx, query_idx] = matched_labels
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.dtype))
@@ -91,7 +91,7 @@ class SetCriterion(nn.Module):
         """L1 and GIoU between matched boxes, summed and divided by ``num_boxes``."""
         batch_idx, query_idx = _matched_queries(indices)
         pred = outputs["pred_boxes"][batch_idx, query_idx]
-        target = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(pred.device, pred.dtype)
+        target = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices, strict=True)]).to(pred.device, pred.dtype)
         loss_bbox = F.l1_loss(pred, target, reduction="none").sum() / num_boxes
         pred_xyxy, target_xyxy = box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")
         check_boxes_xyxy(pred_xyxy.detach(), "predicted boxes")
@@ -153,7 +153,7 @@ def padded_target_masks(targets: list[dict], indices: list[tuple[Tensor, Tensor]
     masks = [_target_masks(t, i) for i, t in enumerate(targets)]
     height, width = max(m.shape[-2] for m in masks), max(m.shape[-1] for m in masks)
     return torch.cat([F.pad(m[j].float(), (0, width - m.shape[-1], 0, height - m.shape[-2]))
-                      for m, (_, j) in zip(masks, indices)])
+                      for m, (_, j) in zip(masks, indices, strict=True)])
 
 
 def _target_masks(target: dict, index: int) -> Tensor:

@@ -42,7 +42,7 @@ def postprocess(outputs: dict, target_sizes: Tensor, *, threshold: Optional[floa
         raise ValueError(f"target_sizes must be [B, 2] (h, w), got {list(target_sizes.shape)}")
     scores, labels, boxes = postprocess_tensors(outputs["pred_logits"], outputs["pred_boxes"], target_sizes)
     results = []
-    for s, lab, b in zip(scores, labels, boxes):
+    for s, lab, b in zip(scores, labels, boxes, strict=True):
         keep = torch.arange(len(s), device=s.device)
         if threshold is not None:
             keep = keep[s[keep] > threshold]

@@ -192,7 +192,7 @@ def load_onnx(path: Path, *, device: str = "cpu", providers: Sequence[str] | Non
     input_names = [i.name for i in session.get_inputs()]
 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(input_names, inputs)}
+        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(input_names, inputs, strict=True)}
         return [torch.from_numpy(np.asarray(out)) for out in session.run(None, feed)]
 
     return Backend(run=run, native=session, device="cpu", metadata=metadata)

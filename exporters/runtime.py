@@ -68,9 +68,9 @@ def check_dynamic_inputs(meta: ArtifactMetadata, inputs: dict[str, Tensor]) -> N
             raise InputError(f"{meta.format} artifact needs input {name!r} {contract}")
         got = f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
         if tensor.dim() != len(dims) or tensor.dtype != _DTYPES[name] or \
-                any(isinstance(d, int) and d != n for d, n in zip(dims, tensor.shape)):
+                any(isinstance(d, int) and d != n for d, n in zip(dims, tensor.shape, strict=True)):
             raise InputError(f"input {name!r}: expected {contract}, got {got} (dynamic {meta.format} artifact)")
-        for dim, size in zip(dims, tensor.shape):
+        for dim, size in zip(dims, tensor.shape, strict=True):
             if isinstance(dim, str):
                 _check_dim(meta, name, dim, int(size), seen)
 
@@ -119,7 +119,7 @@ class Runtime:
         check_inputs(self.metadata, inputs)
         device = self.backend.device
         outputs = self.backend.run([inputs[name].to(device) for name in self.input_names])
-        return {name: out.detach().cpu() for name, out in zip(self.output_names, outputs)}
+        return {name: out.detach().cpu() for name, out in zip(self.output_names, outputs, strict=True)}
 
     def prepare(self, images: Sequence[Any]) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`exporters.prepare.prepare_for` this artifact (canvas, rule, static batch)."""

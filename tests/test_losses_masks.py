@@ -99,7 +99,7 @@ def test_batch_is_the_weighted_sum_of_its_images_on_the_batch_canvas(criterion, 
     counts = [len(t["labels"]) for t in targets]
     alone = [criterion(_image(outputs, i), [_pad_masks(t, 120, 128)]) for i, t in enumerate(targets)]
     for key in MASK_KEYS:
-        summed = sum(n * float(losses[key]) for n, losses in zip(counts, alone))
+        summed = sum(n * float(losses[key]) for n, losses in zip(counts, alone, strict=True))
         assert float(batch[key]) * sum(counts) == pytest.approx(summed, abs=1e-5), key
     own_size = criterion(_image(outputs, 1), [targets[1]])
     assert abs(float(own_size["loss_mask"]) - float(alone[1]["loss_mask"])) > 1e-3

@@ -11,7 +11,7 @@ from detr_core.matcher import HungarianMatcher
 def test_matcher_indices_equal_the_reference(tiny_expected):
     matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2)
     got = matcher(tiny_expected["outputs"], tiny_expected["targets"])
-    for (rows, cols), (want_rows, want_cols) in zip(got, tiny_expected["matcher_indices"]):
+    for (rows, cols), (want_rows, want_cols) in zip(got, tiny_expected["matcher_indices"], strict=True):
         assert rows.tolist() == list(want_rows) and cols.tolist() == list(want_cols)
         assert rows.dtype == torch.int64 and cols.dtype == torch.int64
 

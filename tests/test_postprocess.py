@@ -12,7 +12,7 @@ from detr_core.postprocess import PostProcess, postprocess, postprocess_tensors
 
 def test_postprocess_matches_the_reference(tiny_expected):
     results = postprocess(tiny_expected["outputs"], tiny_expected["target_sizes"])
-    for got, want in zip(results, tiny_expected["postprocess"]):
+    for got, want in zip(results, tiny_expected["postprocess"], strict=True):
         assert torch.equal(got["labels"], want["labels"])
         assert (got["scores"] - want["scores"]).abs().max() <= 1e-6
         assert (got["boxes"] - want["boxes"]).abs().max() <= 1e-3
@@ -40,7 +40,7 @@ def test_scripted_equals_eager(tiny_expected):
         scripted = torch.jit.script(postprocess_tensors)
     args = (tiny_expected["outputs"]["pred_logits"], tiny_expected["outputs"]["pred_boxes"],
             tiny_expected["target_sizes"])
-    for a, b in zip(scripted(*args), postprocess_tensors(*args)):
+    for a, b in zip(scripted(*args), postprocess_tensors(*args), strict=True):
         assert torch.equal(a, b)
 
 
@@ -48,7 +48,7 @@ def test_module_form_equals_the_function(tiny_expected):
     outputs, sizes = tiny_expected["outputs"], tiny_expected["target_sizes"]
     got = PostProcess(threshold=0.1, top_k=5)(outputs, sizes)
     want = postprocess(outputs, sizes, threshold=0.1, top_k=5)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert all(torch.equal(g[k], w[k]) for k in ("scores", "labels", "boxes"))
         assert len(g["scores"]) <= 5 and (g["scores"] > 0.1).all()
 

@@ -33,7 +33,7 @@ def _far_outside(poly: list[float], hw: tuple[int, int]) -> bool:
     """A vertex more than the image's own size outside it (pycocotools rasterises the whole outline: a
     coordinate of 3e7 took 3.5 GB)."""
     h, w = hw
-    return bool(h and w) and any(not -w <= x <= 2 * w or not -h <= y <= 2 * h for x, y in zip(poly[::2], poly[1::2]))
+    return bool(h and w) and any(not -w <= x <= 2 * w or not -h <= y <= 2 * h for x, y in zip(poly[::2], poly[1::2], strict=True))
 
 
 def _polygon_problem(polygons: list[Any], hw: tuple[int, int]) -> str | None:

@@ -87,12 +87,12 @@ class DetectionArrays:
         ``segm`` the RLE ``segmentation`` and no bbox: pycocotools' loadRes would take a bbox first)."""
         if iou_type == "segm":
             return [{"image_id": image_id, "category_id": label, "segmentation": rle, "score": score}
-                    for label, rle, score in zip(self.labels.tolist(), self.rles, self.scores.tolist())]
+                    for label, rle, score in zip(self.labels.tolist(), self.rles, self.scores.tolist(), strict=True)]
         x0, y0, x1, y1 = (self.boxes[:, i] for i in range(4))
         xywh = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).tolist()
         return [
             {"image_id": image_id, "category_id": label, "bbox": box, "score": score}
-            for label, box, score in zip(self.labels.tolist(), xywh, self.scores.tolist())
+            for label, box, score in zip(self.labels.tolist(), xywh, self.scores.tolist(), strict=True)
         ]
 
 
@@ -152,7 +152,7 @@ def format_summary(stats: list[float]) -> str:
     """The standard 12-line COCO summary of ``stats``, byte-identical to what pycocotools prints."""
     line = " {:<18} {} @[ IoU={:<9} | area={:>6s} | maxDets={:>3d} ] = {:0.3f}"
     rows = []
-    for (is_ap, iou, area, max_dets), value in zip(_SUMMARY_ROWS, stats):
+    for (is_ap, iou, area, max_dets), value in zip(_SUMMARY_ROWS, stats, strict=True):
         title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
         rows.append(line.format(title, kind, iou, area, max_dets, value))
     return "\n".join(rows)
@@ -306,7 +306,7 @@ class CocoEvaluator:
         if not self._detections:
             log.warning("no image was processed: evaluating empty detections on all %d images", len(img_ids))
         stats = _STATS_FUNCTIONS[self.backend](self.gt, results, img_ids, self.iou_type)
-        self._metrics = {**dict(zip(STAT_NAMES, stats)), "stats": stats}
+        self._metrics = {**dict(zip(STAT_NAMES, stats, strict=True)), "stats": stats}
         return dict(self._metrics)
 
     def summary(self) -> str:

@@ -101,7 +101,7 @@ def _pred_segments(pred: np.ndarray, segments: Segments, categories: Mapping[int
     """Predicted segments with their areas counted from the map (panopticapi's sanity checks)."""
     info = {int(s["id"]): dict(s) for s in segments}
     labels, counts = np.unique(pred, return_counts=True)
-    for label, count in zip(labels.tolist(), counts.tolist()):
+    for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
         if label not in info:
             if label == VOID:
                 continue
@@ -121,7 +121,7 @@ def _intersections(gt: np.ndarray, pred: np.ndarray) -> dict[tuple[int, int], in
     """``{(gt id, pred id): pixel count}`` of every overlapping pair."""
     joint = gt.astype(np.uint64) * _OFFSET + pred.astype(np.uint64)
     labels, counts = np.unique(joint, return_counts=True)
-    return {(int(label // _OFFSET), int(label % _OFFSET)): int(n) for label, n in zip(labels, counts)}
+    return {(int(label // _OFFSET), int(label % _OFFSET)): int(n) for label, n in zip(labels, counts, strict=True)}
 
 
 def _match(pairs: dict[tuple[int, int], int], gt_info: dict[int, dict], pred_info: dict[int, dict],

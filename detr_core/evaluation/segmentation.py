@@ -45,7 +45,7 @@ def canvas_masks(pred_masks: Tensor, sizes: Tensor, orig_sizes: Tensor, canvas: 
     (:func:`~detr_core.segmentation.postprocess.image_masks`). With an unpadded canvas this is exactly the
     reference's ``PostProcessSegm``."""
     return [image_masks(masks, tuple(size), canvas, tuple(orig), threshold=threshold)
-            for masks, size, orig in zip(pred_masks.cpu(), sizes.tolist(), orig_sizes.tolist())]
+            for masks, size, orig in zip(pred_masks.cpu(), sizes.tolist(), orig_sizes.tolist(), strict=True)]
 
 
 def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[str, Tensor]],
@@ -58,14 +58,14 @@ def segmentation_predictions(outputs: Mapping[str, Tensor], targets: list[dict[s
     sizes, orig_sizes = image_sizes(targets, "size"), image_sizes(targets, "orig_size")
     results = postprocess({k: v for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}, orig_sizes)
     masks = canvas_masks(outputs["pred_masks"], sizes, orig_sizes, canvas, threshold=mask_threshold)
-    for result, mask in zip(results, masks):
+    for result, mask in zip(results, masks, strict=True):
         result["masks"] = mask
     if panoptic:
         input_sizes = torch.tensor([list(canvas)] * len(targets), dtype=torch.int64)
         maps = panoptic_predictions({k: outputs[k].float().cpu() for k in ("pred_logits", "pred_masks")}, sizes,
                                     orig_sizes, is_thing=is_thing, threshold=panoptic_threshold,
                                     input_sizes=input_sizes)
-        for result, pan in zip(results, maps):
+        for result, pan in zip(results, maps, strict=True):
             result["panoptic"] = one_based(pan)
     return results
 
@@ -112,7 +112,7 @@ class SegmentationEvaluator:
                                            mask_threshold=self.mask_threshold,
                                            panoptic_threshold=self.panoptic_threshold,
                                            panoptic=self.panoptic is not None)
-        by_id = {int(t["image_id"]): r for t, r in zip(targets, results)}
+        by_id = {int(t["image_id"]): r for t, r in zip(targets, results, strict=True)}
         things = {image_id: thing_detections(result, self.is_thing) for image_id, result in by_id.items()}
         self.box.process(things)
         self.segm.process(things)

@@ -264,7 +264,7 @@ def _split_in_proj(match: re.Match[str], value: Tensor) -> dict[str, Tensor]:
     stack, index, attention, kind = match.groups()
     hf_attention = {v: k for k, v in _ATTENTION.items()}[attention]
     prefix = f"model.{stack}.layers.{index}.{hf_attention}"
-    return {f"{prefix}.{p}_proj.{kind}": t.clone() for p, t in zip("qkv", value.chunk(3, dim=0))}
+    return {f"{prefix}.{p}_proj.{kind}": t.clone() for p, t in zip("qkv", value.chunk(3, dim=0), strict=True)}
 
 
 def _first(keys: list[str], count: int = 5) -> str:

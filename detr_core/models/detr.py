@@ -71,7 +71,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
         outs = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs, strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.layers) - 1

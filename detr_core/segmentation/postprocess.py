@@ -39,7 +39,7 @@ def segm_masks(pred_masks: Tensor, orig_sizes: Tensor, max_sizes: Tensor, *,
     canvas = tuple(int(v) for v in max_sizes.max(0).values)
     binary = F.interpolate(pred_masks, size=canvas, mode="bilinear", align_corners=False).sigmoid() > threshold
     results = []
-    for masks, (h, w), orig in zip(binary.cpu(), max_sizes.tolist(), orig_sizes.tolist()):
+    for masks, (h, w), orig in zip(binary.cpu(), max_sizes.tolist(), orig_sizes.tolist(), strict=True):
         cropped = masks[:, None, :h, :w].float()
         results.append(F.interpolate(cropped, size=tuple(orig), mode="nearest").to(torch.uint8))
     return results
@@ -57,7 +57,7 @@ class PostProcessSegm(nn.Module):
     def forward(self, results: list[dict[str, Tensor]], outputs: Mapping[str, Tensor], orig_sizes: Tensor,
                 max_sizes: Tensor) -> list[dict[str, Tensor]]:
         masks = segm_masks(outputs["pred_masks"], orig_sizes, max_sizes, threshold=self.threshold)
-        for result, mask in zip(results, masks):
+        for result, mask in zip(results, masks, strict=True):
             if len(result["scores"]) != len(mask):
                 raise ValueError(f"results hold {len(result['scores'])} detections, pred_masks {len(mask)} "
                                  "queries: keep every query in the box post-processing")
@@ -88,7 +88,7 @@ def panoptic_predictions(outputs: Mapping[str, Tensor], processed_sizes: Tensor,
                  input_sizes=input_sizes)  # fmt: skip
     num_classes = outputs["pred_logits"].shape[-1] - 1
     results = []
-    for index, (logits, masks) in enumerate(zip(outputs["pred_logits"], outputs["pred_masks"])):
+    for index, (logits, masks) in enumerate(zip(outputs["pred_logits"], outputs["pred_masks"], strict=True)):
         scores, labels = logits.softmax(-1).max(-1)
         keep = (labels != num_classes) & (scores > threshold)
         canvas = None if input_sizes is None else _pair(input_sizes[index])
@@ -137,7 +137,7 @@ def _panoptic_image(mask_logits: Tensor, labels: list[int], shape: tuple[int, in
         mask_logits, labels = mask_logits[kept], [labels[i] for i in kept]
         segment_ids, areas = _assign(mask_logits, shape, target, [])
     info = [{"id": i, "isthing": bool(is_thing[c]), "category_id": int(c), "area": int(a)}
-            for i, (c, a) in enumerate(zip(labels, areas))]  # fmt: skip
+            for i, (c, a) in enumerate(zip(labels, areas, strict=True))]  # fmt: skip
     return {"segment_ids": segment_ids, "segments_info": info}
 
 

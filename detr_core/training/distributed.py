@@ -87,7 +87,7 @@ def all_reduce_mean(values: dict[str, float], device: torch.device | str = "cpu"
     stacked = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(stacked)
     stacked /= get_world_size()
-    return dict(zip(keys, stacked.tolist()))
+    return dict(zip(keys, stacked.tolist(), strict=True))
 
 
 def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:

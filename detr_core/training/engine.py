@@ -242,7 +242,7 @@ def evaluate(model: nn.Module, criterion: nn.Module | None, loader: Iterable, *,
         elif evaluator is not None:
             sizes = torch.stack([t["orig_size"] for t in targets])
             results = postprocess(outputs, sizes)
-            evaluator.process({int(t["image_id"]): r for t, r in zip(targets, results)})
+            evaluator.process({int(t["image_id"]): r for t, r in zip(targets, results, strict=True)})
     stats = distributed.all_reduce_mean(meter.means(), device)
     coco = None
     if evaluator is not None:

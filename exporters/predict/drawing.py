@@ -84,7 +84,7 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor
     h, w = int(image.shape[-2]), int(image.shape[-1])
     boxes = _clip(boxes.detach().float().cpu(), h, w)
     colors = [class_color(int(lab)) for lab in labels.tolist()]
-    texts = [label_text(int(lab), float(s), class_names) for lab, s in zip(labels.tolist(), scores.tolist())]
+    texts = [label_text(int(lab), float(s), class_names) for lab, s in zip(labels.tolist(), scores.tolist(), strict=True)]
     width = line_width(h, w)
     halo = draw_bounding_boxes(image, boxes, colors=_HALO, width=width + 1)
     return draw_bounding_boxes(

@@ -158,8 +158,8 @@ class PanopticWriter:
         ``image_ids`` (those of ``detections.json``)."""
         if len(image_ids) != len(self.images):
             raise ValueError(f"{len(image_ids)} image ids for {len(self.images)} panoptic images")
-        annotations = [{"image_id": int(i), **a} for i, a in zip(image_ids, self.annotations)]
-        images = [{"id": int(i), **im} for i, im in zip(image_ids, self.images)]
+        annotations = [{"image_id": int(i), **a} for i, a in zip(image_ids, self.annotations, strict=True)]
+        images = [{"id": int(i), **im} for i, im in zip(image_ids, self.images, strict=True)]
         categories = [{"id": c, "name": class_name(c, self.class_names), "isthing": int(thing)}
                       for c, thing in sorted(self.is_thing.items())]
         make_folder(self.root)

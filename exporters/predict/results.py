@@ -72,7 +72,7 @@ def summary_line(found: ImageDetections, class_names: Sequence[str], picture: Pa
     """``path (HxW): 3 detections: circle 0.98, star 0.91, ... -> picture``, control characters escaped (a class
     name or a file name with a terminal escape or a newline must not recolour the terminal or forge a line)."""
     h, w = found.image.size
-    items = [label_text(int(lab), float(s), class_names) for lab, s in zip(found.labels, found.scores)]
+    items = [label_text(int(lab), float(s), class_names) for lab, s in zip(found.labels, found.scores, strict=True)]
     shown = ", ".join(items[:5]) + (f", ... (+{len(items) - 5})" if len(items) > 5 else "")
     text = f"{found.image.path} ({h}x{w}): {len(items)} detection{'s' if len(items) != 1 else ''}"
     text += f": {shown}" if items else ""
@@ -93,9 +93,9 @@ def coco_results(found: Sequence[ImageDetections]) -> list[dict[str, Any]]:
     ``file_name`` so results of arbitrary images can be traced back; with masks, ``segmentation`` (COCO
     RLE, ``{"size": [h, w], "counts": str}``), so the file also serves as COCO segm results."""
     results = []
-    for image_id, item in zip(image_ids(found), found):
+    for image_id, item in zip(image_ids(found), found, strict=True):
         rles = encode_masks(item.masks) if item.masks is not None else [None] * len(item)
-        for score, label, box, rle in zip(item.scores.tolist(), item.labels.tolist(), item.boxes.tolist(), rles):
+        for score, label, box, rle in zip(item.scores.tolist(), item.labels.tolist(), item.boxes.tolist(), rles, strict=True):
             x0, y0, x1, y1 = box
             result = {"image_id": image_id, "category_id": int(label),
                       "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],

@@ -28,7 +28,7 @@ def synthetic_set(n_images: int, seed: int = 0) -> tuple[dict, dict]:
         wh = rng.uniform(8, 300, (n, 2))
         xy = rng.uniform(0, 1, (n, 2)) * ([640, 480] - wh)
         labels = rng.integers(0, N_CATEGORIES, n)
-        for (x, y), (w, h), label in zip(xy, wh, labels):
+        for (x, y), (w, h), label in zip(xy, wh, labels, strict=True):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
                                 "area": w * h, "iscrowd": 0, "category_id": int(label)})  # fmt: skip
         boxes = np.concatenate([xy, xy + wh], axis=1) + rng.normal(0, 4, (n, 4))

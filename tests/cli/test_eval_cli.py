@@ -81,7 +81,7 @@ def test_pad_to_makes_detections_independent_of_batch_size(coco_root, tiny_check
         assert result.exit_code == 0, result.output
         runs[batch] = json.loads((out / "detections.json").read_text())
     assert len(runs[1]) == len(runs[4])
-    for a, b in zip(runs[1], runs[4]):
+    for a, b in zip(runs[1], runs[4], strict=True):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
         assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-5 * 112)

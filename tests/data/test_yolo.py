@@ -39,8 +39,8 @@ def test_yolo2coco_boxes_within_half_a_pixel(tmp_path, split):
     got = [(a["category_id"], a["bbox"]) for a in coco["annotations"]]
     want = _original_boxes(split)
     assert len(got) == len(want)
-    for (gc, gb), (wc, wb) in zip(got, want):
-        assert gc == wc and max(abs(a - b) for a, b in zip(gb, wb)) < 0.5
+    for (gc, gb), (wc, wb) in zip(got, want, strict=True):
+        assert gc == wc and max(abs(a - b) for a, b in zip(gb, wb, strict=True)) < 0.5
     sizes = {im["file_name"]: (im["height"], im["width"]) for im in coco["images"]}
     assert sizes == {f"{stem}.png": hw for s, stem, hw, _ in YOLO_IMAGES if s == split}
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temp left

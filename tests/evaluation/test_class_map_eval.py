@@ -88,7 +88,7 @@ def _by_hand(gt: dict) -> tuple[list[dict], int]:
     for i, image in enumerate(sorted(gt["images"], key=lambda im: im["id"])):
         h, w = image["height"], image["width"]
         scores, labels = logits[i].softmax(-1)[:, :-1].max(-1)
-        for score, label, (cx, cy, bw, bh) in zip(scores.tolist(), labels.tolist(), boxes[i].tolist()):
+        for score, label, (cx, cy, bw, bh) in zip(scores.tolist(), labels.tolist(), boxes[i].tolist(), strict=True):
             if label not in COCO_TO_VOC:
                 dropped += 1
                 continue

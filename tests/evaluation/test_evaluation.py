@@ -65,7 +65,7 @@ def noisy_predictions(gt: dict, rng: np.random.Generator, queries: int = 12) -> 
         arrays = (scores.astype(np.float32), np.array(labels), np.array(boxes, dtype=np.float32))
         if image_id % 2 == 0:
             arrays = tuple(torch.from_numpy(a) for a in arrays)
-        predictions[image_id] = dict(zip(("scores", "labels", "boxes"), arrays))
+        predictions[image_id] = dict(zip(("scores", "labels", "boxes"), arrays, strict=True))
     return predictions
 
 

@@ -90,7 +90,7 @@ def _pycocotools_segm(gt: dict, predictions: dict[int, dict]) -> list[float]:
     results = [{"image_id": image_id, "category_id": int(label), "score": float(score),
                 "segmentation": _compressed(mask[0].numpy())}
                for image_id, p in predictions.items()
-               for label, score, mask in zip(p["labels"], p["scores"], p["masks"])]  # fmt: skip
+               for label, score, mask in zip(p["labels"], p["scores"], p["masks"], strict=True)]  # fmt: skip
     return cocoeval_stats(gt, results, "segm")
 
 

@@ -115,5 +115,5 @@ def test_detrtool_eval_statistics_are_the_reference_metric_logger(tiny_checkpoin
     assert f"loss={expected['loss']:.4f}" in result.output
     if batch_size == 2:
         assert sizes == [2, 2, 1]
-        per_image = sum(b["loss_bbox"] * n for b, n in zip(batches, sizes)) / sum(sizes) * weights["loss_bbox"]
+        per_image = sum(b["loss_bbox"] * n for b, n in zip(batches, sizes, strict=True)) / sum(sizes) * weights["loss_bbox"]
         assert abs(per_image - stats["loss_bbox"]) > 1e-3

@@ -38,7 +38,7 @@ def oracle_outputs(images: torch.Tensor, targets: list[dict], num_classes: int, 
     masks = torch.full((batch, QUERIES, height, width), -20.0)
     for b, target in enumerate(targets):
         h, w = target["size"].tolist()
-        for q, (label, mask) in enumerate(zip(target["labels"], target["masks"])):
+        for q, (label, mask) in enumerate(zip(target["labels"], target["masks"], strict=True)):
             logits[b, q, -1], logits[b, q, label] = 0.0, 20.0
             masks[b, q, :h, :w] = torch.where(torch.roll(mask, shift, dims=1), 20.0, -20.0)
         boxes[b, : len(target["labels"])] = target["boxes"]

@@ -143,10 +143,10 @@ def test_predict_on_a_dynamic_artifact_equals_eager(trained_model, trained_shape
     assert eager.exit_code == 0, eager.output
     found, expected = (json.loads((tmp_path / d / "detections.json").read_text()) for d in ("dyn", "eager"))
     assert len(found) == len(expected) >= 5
-    for a, b in zip(found, expected):
+    for a, b in zip(found, expected, strict=True):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert abs(a["score"] - b["score"]) <= 1e-4
-        assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])) <= 1e-2
+        assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)) <= 1e-2
     assert len(list((tmp_path / "dyn").glob("*.png"))) == 5
 
 

@@ -174,9 +174,9 @@ def test_predict_model_xml_agrees_with_eager(trained_shapes_checkpoint, trained_
     got = json.loads((tmp_path / "o" / "detections.json").read_text())
     assert len(ref) >= len(images) and len(got) == len(ref)
     key = lambda d: (d["image_id"], d["category_id"], round(d["bbox"][0]))  # noqa: E731
-    for a, b in zip(sorted(ref, key=key), sorted(got, key=key)):
+    for a, b in zip(sorted(ref, key=key), sorted(got, key=key), strict=True):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
-        assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])) < 0.05 and abs(a["score"] - b["score"]) < 1e-4
+        assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)) < 0.05 and abs(a["score"] - b["score"]) < 1e-4
 
 
 def test_int8_keeps_exactly_the_prediction_heads_fp32(ir):

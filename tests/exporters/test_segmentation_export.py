@@ -71,7 +71,7 @@ def test_reference_segm_parity_and_live_mask(variant, segm_model, segm_expected,
     # attention maps are flat; the small model below shows the masks following the mask), the artifact follows
     unmasked = torch.zeros_like(mask)
     with torch.no_grad():
-        eager = dict(zip(RAW, wrap(segm_model)(padded, unmasked)))
+        eager = dict(zip(RAW, wrap(segm_model)(padded, unmasked), strict=True))
     assert _max_diff(eager["pred_logits"], segm_expected["outputs"]["pred_logits"]) > 1e-2
     out_unmasked = runtime(padded, unmasked)
     assert all(_max_diff(out_unmasked[key], eager[key]) <= 1e-4 for key in RAW)
@@ -100,9 +100,9 @@ def test_small_segm_every_format_validates_with_masks(variant, small_segm, image
     padded = example_inputs(batch_size=2, input_size=SMALL_CANVAS, with_postprocess=post, seed=5)
     unmasked = (padded[0], torch.zeros_like(padded[1]), *padded[2:])
     with torch.no_grad():
-        ref = [dict(zip(result.metadata.output_names, eager(*inputs))) for inputs in (padded, unmasked)]
+        ref = [dict(zip(result.metadata.output_names, eager(*inputs), strict=True)) for inputs in (padded, unmasked)]
     assert _max_diff(ref[0][key], ref[1][key]) > 1e-2
-    for inputs, expected in zip((padded, unmasked), ref):
+    for inputs, expected in zip((padded, unmasked), ref, strict=True):
         out = runtime(*inputs)
         assert tuple(out[key].shape) == (2, 5, SMALL_CANVAS[0] // stride, SMALL_CANVAS[1] // stride)
         assert all(_max_diff(out[name], expected[name]) <= 1e-4 for name in expected)
@@ -120,7 +120,7 @@ def test_dynamic_resnet_segm_masks_follow_the_input(segm_model, segm_expected, t
         mask[-1, h // 2:, :] = True
         out = runtime(images, mask)
         with torch.no_grad():
-            eager = dict(zip(RAW, wrap(segm_model)(images, mask)))
+            eager = dict(zip(RAW, wrap(segm_model)(images, mask), strict=True))
         assert tuple(out["pred_masks"].shape) == (batch, 6, -(-h // 4), -(-w // 4))
         assert all(_max_diff(out[key], eager[key]) <= 1e-4 for key in RAW)
 

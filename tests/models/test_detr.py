@@ -22,11 +22,11 @@ def _assert_outputs_close(out: dict, expected: dict, atol: float = ATOL) -> None
         diff = (out[key] - expected[key]).abs().max().item()
         assert diff <= atol, f"{key} differs by {diff}"
     expected_aux = expected.get("aux_outputs", [])
-    if expected_aux:
+    if expected_aux:  # a reference without aux outputs compares none
         assert len(out["aux_outputs"]) == len(expected_aux)
-    for got, want in zip(out["aux_outputs"], expected_aux):
-        for key in ("pred_logits", "pred_boxes"):
-            assert (got[key] - want[key]).abs().max().item() <= atol
+        for got, want in zip(out["aux_outputs"], expected_aux, strict=True):
+            for key in ("pred_logits", "pred_boxes"):
+                assert (got[key] - want[key]).abs().max().item() <= atol
 
 
 @torch.no_grad()

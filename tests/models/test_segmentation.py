@@ -67,7 +67,7 @@ def test_the_mask_head_reads_what_the_reference_fed_it(segm_model, segm_expected
                                                                           segm_expected["mask"])
     assert torch.equal(feature_mask, inputs["feature_mask"])
     assert _max_diff(states[-1], inputs["hs_last"]) < 1e-4
-    for got, ref in zip([memory, features, *fpns], [inputs["memory"], inputs["src_proj"], *inputs["fpns"]]):
+    for got, ref in zip([memory, features, *fpns], [inputs["memory"], inputs["src_proj"], *inputs["fpns"]], strict=True):
         assert _max_diff(got, ref) / ref.abs().max().item() < 1e-4
 
 

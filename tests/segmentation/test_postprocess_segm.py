@@ -76,8 +76,8 @@ def test_crop_path_matches_the_single_image_masks_better(segm_expected):
     batch = segm_expected["outputs"]["pred_masks"][0]
     stretched = upsample_query_masks(batch, (96, 128), None) > 0
     cropped = upsample_query_masks(batch, (96, 128), (120, 128)) > 0
-    iou_stretched = np.mean([_binary_iou(s, q) for s, q in zip(stretched, single)])
-    iou_cropped = np.mean([_binary_iou(c, q) for c, q in zip(cropped, single)])
+    iou_stretched = np.mean([_binary_iou(s, q) for s, q in zip(stretched, single, strict=True)])
+    iou_cropped = np.mean([_binary_iou(c, q) for c, q in zip(cropped, single, strict=True)])
     assert iou_cropped > 0.85 and iou_cropped > iou_stretched + 0.15, (iou_cropped, iou_stretched)
 
 

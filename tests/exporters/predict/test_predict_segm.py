@@ -102,7 +102,7 @@ def test_masks_are_drawn_and_saved_as_coco_segm_results(predicted, segm_checkpoi
                     "categories": [{"id": c, "name": n} for c, n in enumerate(NAMES)]}
     coco.createIndex()
     loaded = coco.loadRes(detections)  # the file as COCO segm results
-    for path, found in zip(images, expected):
+    for path, found in zip(images, expected, strict=True):
         mine = [d for d in detections if d["file_name"] == str(path)]
         assert len(mine) == len(found) == 5 and found.masks.shape == (5, *SIZES[path.name])
         decoded = np.stack([mask_util.decode(d["segmentation"]) for d in mine]).astype(bool)
@@ -135,7 +135,7 @@ def test_panoptic_png_json_and_picture(predicted, images):
     detections = json.loads((out / "detections.json").read_text())
     assert [c["isthing"] for c in panoptic["categories"]] == [int(c not in STUFF) for c in range(len(NAMES))]
     assert len(panoptic["annotations"]) == len(images)
-    for path, ann in zip(images, panoptic["annotations"]):
+    for path, ann in zip(images, panoptic["annotations"], strict=True):
         ids = decode_png(out / "panoptic" / ann["file_name"])
         assert ids.shape == SIZES[path.name]
         assert ann["image_id"] == next(d["image_id"] for d in detections if d["file_name"] == str(path))
@@ -202,14 +202,14 @@ def test_a_padded_batch_gives_each_image_its_own_masks(crafted, images, tmp_path
         assert result.exit_code == 0, result.output
         runs[batch] = out
     alone, padded = (json.loads((runs[b] / "panoptic.json").read_text())["annotations"] for b in (1, 2))
-    for one, two in zip(alone, padded):
+    for one, two in zip(alone, padded, strict=True):
         ids1, ids2 = (decode_png(runs[b] / "panoptic" / one["file_name"]) for b in (1, 2))
         assert [i["id"] for i in one["segments_info"]] == [i["id"] for i in two["segments_info"]] == [1, 2, 3]
         for segment in (1, 2, 3):
             assert _iou(ids1 == segment, ids2 == segment) >= 0.99
     masks = {b: json.loads((runs[b] / "detections.json").read_text()) for b in (1, 2)}
     assert len(masks[1]) == len(masks[2]) == 6
-    for d1, d2 in zip(masks[1], masks[2]):
+    for d1, d2 in zip(masks[1], masks[2], strict=True):
         assert _iou(mask_util.decode(d1["segmentation"]) > 0, mask_util.decode(d2["segmentation"]) > 0) >= 0.99
 
 
