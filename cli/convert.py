@@ -84,7 +84,7 @@ def write_target(model: Any, target: str, output: Path, hf_backbone: str) -> str
 @click.option("--hf-backbone", type=click.Choice(["timm", "transformers"]),
               help="--to hf: timm's ResNet (as the Hub's facebook/detr-*) or transformers' ResNetBackbone. "
                    "Default: the source's, else timm.")
-@click.option("--nheads", type=click.IntRange(min=1), help="Official sources cannot carry it (default 8).")
+@click.option("--nheads", type=click.IntRange(min=1, max=1024), help="Official sources cannot carry it (default 8).")
 @click.option("--dilation/--no-dilation", default=None, help="Official DC5 sources: --dilation.")
 def convert(source: Path, target: str, output: Path, hf_backbone: str | None, nheads: int | None,
             dilation: bool | None) -> None:

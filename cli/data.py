@@ -26,12 +26,12 @@ def data() -> None:
 @data.command()
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (COCO layout).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--train-count", type=click.IntRange(min=0), default=4000, show_default=True)
-@click.option("--val-count", type=click.IntRange(min=0), default=500, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option("--train-count", type=click.IntRange(min=0, max=1_000_000), default=4000, show_default=True)
+@click.option("--val-count", type=click.IntRange(min=0, max=1_000_000), default=500, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=16, max=4096), default=128, show_default=True)
 @click.option("--classes", default=",".join(SHAPE_CLASSES), show_default=True,
               help="Comma-separated shape classes (category ids 0..K-1 in this order).")
-@click.option("--max-objects", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--max-objects", type=click.IntRange(min=1, max=100), default=5, show_default=True)
 @click.option("--panoptic", is_flag=True,
               help="The panoptic variant: stuff backgrounds (ids after the shapes'), panoptic_{train,val}2017/ "
                    "PNGs + annotations/panoptic_*.json, and instances_*.json with masks (things).")
@@ -136,7 +136,7 @@ def _write_error(exc: OSError, target: str) -> str:
 @data.command()
 @click.argument("source", type=RegularFile(dir_okay=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False), help="Images folder (COCO JSON input).")
-@click.option("--num-classes", type=click.IntRange(min=1), help="Also check category ids < num_classes.")
+@click.option("--num-classes", type=click.IntRange(min=1, max=65536), help="Also check category ids < num_classes.")
 @click.option("--year", type=click.Choice(["2007", "2012"]), default="2007", show_default=True,
               help="VOC year (VOCdevkit input).")
 @click.option("--allow-outside-images", is_flag=True,

@@ -26,16 +26,16 @@ def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:
                    "folder / .safetensors).")
 @dataset_options
 @click.option("--output-dir", type=click.Path(file_okay=False), default="eval", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=2, show_default=True,
               help="Images are padded to the largest of their batch (use --pad-to for batch-independent results).")
-@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0, max=256), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True)
 @click.option("--evaluator", type=click.Choice(["faster", "pycocotools"]), default="faster", show_default=True)
 @click.option("--transforms", type=click.Choice(["detr", "shapes"]), help="Default: the checkpoint's run, else by dataset.")
-@click.option("--image-size", type=click.IntRange(min=16), help="Base size of the shapes transforms (>= 16).")
-@click.option("--eval-size", type=click.IntRange(min=16), help="Shorter side for evaluation (reference: 800; >= 16).")
-@click.option("--nheads", type=click.IntRange(min=1), help="Official checkpoints cannot carry it (default 8).")
+@click.option("--image-size", type=click.IntRange(min=16, max=4096), help="Base size of the shapes transforms (>= 16).")
+@click.option("--eval-size", type=click.IntRange(min=16, max=16384), help="Shorter side for evaluation (reference: 800; >= 16).")
+@click.option("--nheads", type=click.IntRange(min=1, max=1024), help="Official checkpoints cannot carry it (default 8).")
 @click.option("--dilation/--no-dilation", default=None, help="Official DC5 checkpoints: --dilation.")
 @click.option("--aux-loss/--no-aux-loss", default=True, show_default=True,
               help="Count the auxiliary decoder layers in the loss statistics (the reference's --no_aux_loss: off).")

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
                    "With --model: read from the file suffix unless given.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threshold", type=FiniteFloatRange(0, 1), default=0.7, show_default=True, help="Minimum score.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=1, show_default=True)
 @click.option("--output-dir", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--save-json", is_flag=True, help="Also write OUTPUT_DIR/detections.json (COCO results format).")
 @click.option("--show-attention", is_flag=True,
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 @click.option("--input-size", callback=parse_hw_option, metavar="HxW",
               help="With --resume: a static canvas, e.g. 800x1333 (default: eager pads to the batch's largest "
                    "image; an export on the fly uses the checkpoint's eval size x max size).")
-@click.option("--nheads", type=click.IntRange(min=1), default=None,
+@click.option("--nheads", type=click.IntRange(min=1, max=1024), default=None,
               help="With an official --resume checkpoint: attention heads (a checkpoint cannot carry it).")
 @click.option("--class-map", metavar="coco-voc|FILE.json",
               help="Label detections with the dataset's categories (model classes outside the map are dropped); "

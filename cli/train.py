@@ -115,7 +115,7 @@ def _run_options(func: Any) -> Any:
                      help="Also flip training images upside down (data with no up and down; the shapes default)."),
         click.option("--evaluator", type=click.Choice(OPTION_CHOICES["evaluator"])),
         click.option("--progress/--no-progress", default=None),
-        click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+        click.option("--nproc", type=click.IntRange(min=1, max=256), default=1, show_default=True,
                      help="Processes (torchrun shortcut)."),
         click.option("--eval", "eval_only", is_flag=True,
                      help="Evaluate --resume instead of training (the reference's --eval): runs `detrtool eval`."),

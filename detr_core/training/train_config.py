@@ -130,18 +130,20 @@ class Range:
 #: The valid range of every numeric setting (model, loss and run), by field name: the one table.
 OPTION_RANGES: dict[str, Range] = {
     # model
-    "hidden_dim": Range(1), "nheads": Range(1), "enc_layers": Range(0), "dec_layers": Range(1),
-    "dim_feedforward": Range(1), "dropout": Range(0, 1, max_open=True), "num_queries": Range(1),
-    "num_classes": Range(0),  # 0: max category id + 1 of the training set
+    # (every size has a ceiling: `--hidden-dim 10**9` built a model of that width before anything said no)
+    "hidden_dim": Range(1, 8192), "nheads": Range(1, 1024), "enc_layers": Range(0, 128), "dec_layers": Range(1, 128),
+    "dim_feedforward": Range(1, 65536), "dropout": Range(0, 1, max_open=True), "num_queries": Range(1, 65536),
+    "num_classes": Range(0, 65536),  # 0: max category id + 1 of the training set
     # loss
     "set_cost_class": Range(0), "set_cost_bbox": Range(0), "set_cost_giou": Range(0), "ce_loss_coef": Range(0),
     "bbox_loss_coef": Range(0), "giou_loss_coef": Range(0), "eos_coef": Range(0, 1, min_open=True),
     "mask_loss_coef": Range(0), "dice_loss_coef": Range(0),
     # run
-    "epochs": Range(1), "time_budget": Range(0, 100_000), "batch_size": Range(1), "num_workers": Range(0), "seed": Range(0, 2**63 - 1),
+    "epochs": Range(1, 1_000_000), "time_budget": Range(0, 100_000), "batch_size": Range(1, 4096),
+    "num_workers": Range(0, 256), "seed": Range(0, 2**63 - 1),
     "lr": Range(0, min_open=True), "lr_backbone": Range(0), "weight_decay": Range(0), "lr_drop": Range(0),
-    "warmup_steps": Range(0), "clip_max_norm": Range(0), "pretrain_epochs": Range(0), "pretrain_crop_size": Range(1),
-    "pretrain_lr": Range(0, min_open=True), "save_every": Range(0), "eval_every": Range(1), "image_size": Range(1),
+    "warmup_steps": Range(0), "clip_max_norm": Range(0), "pretrain_epochs": Range(0, 1_000_000), "pretrain_crop_size": Range(1, 4096),
+    "pretrain_lr": Range(0, min_open=True), "save_every": Range(0), "eval_every": Range(1), "image_size": Range(1, 4096),
 }
 
 

@@ -282,3 +282,30 @@ def test_memory_error_is_a_line_that_says_so(world, tmp_path, monkeypatch):
     monkeypatch.setattr(detr_core.data.class_map, "load_class_map", exhausted)
     check_bad_input(["predict", world["imgs"], "--resume", world["ckpt"], "--nheads", "4", "--class-map", "coco-voc",
                      "--output-dir", tmp_path / "p"], names=["out of memory (MemoryError)", "sizes, counts and ids"])
+
+
+# ------------------------------------------------------------------------------ ceilings of count options
+@pytest.mark.parametrize("args,option", [
+    (["eval", "--num-workers", "1000000000"], "--num-workers"),
+    (["eval", "--eval-size", "1000000000"], "--eval-size"),
+    (["predict", "imgs", "--batch-size", "1000000000"], "--batch-size"),
+    (["train", "--hidden-dim", "1000000000"], "--hidden-dim"),
+    (["train", "--num-workers", "100000"], "--num-workers"),
+    (["train", "--nproc", "100000"], "--nproc"),
+    (["data", "shapes", "--image-size", "100000"], "--image-size"),
+    (["data", "shapes", "--train-count", "1000000000"], "--train-count"),
+], ids=["eval-workers", "eval-size", "predict-batch", "train-hidden-dim", "train-workers", "train-nproc",
+        "shapes-image-size", "shapes-count"])
+def test_count_options_have_a_ceiling(tmp_path, args, option):
+    """A worker, process, batch or size count has a maximum: each of these asked for a machine's worth of
+    processes or memory before anything said no."""
+    check_bad_input([*args, "--output-dir" if args[0] != "data" else "--out", tmp_path / "o"],
+                    names=[option, "1000000000" if "1000000000" in args else "100000"], exit_code=2)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_config_yaml_model_size_has_a_ceiling(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  hidden_dim: 1000000000\n")
+    check_bad_input(["train", "--config", config, "--output-dir", tmp_path / "o"],
+                    names=["c.yaml", "hidden_dim", "1000000000"])
