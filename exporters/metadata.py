@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from detr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from detr_core.errors import printable
 
 PROP_PREFIX = "detrtool."
 EXTRA_FILE = "detrtool.json"
@@ -136,9 +137,13 @@ class ArtifactMetadata:
         if missing:
             raise MetadataError(f"artifact metadata lacks {missing}")
         kept = {k: v for k, v in data.items() if k in known}  # newer fields are ignored, not fatal
+        if problem := _range_problem(kept):
+            raise MetadataError(f"artifact metadata: {problem}")
         for name in ("input_size", "class_names", "input_names", "output_names", "mean", "std"):
             if name in kept:
                 kept[name] = tuple(kept[name])
+        if "class_names" in kept:  # they reach the terminal: control characters escaped
+            kept["class_names"] = tuple(printable(n) for n in kept["class_names"])
         return cls(**kept)
 
     def sealed(self, content_digest: str) -> ArtifactMetadata:
@@ -162,6 +167,38 @@ class ArtifactMetadata:
     @classmethod
     def from_json(cls, text: str | bytes) -> ArtifactMetadata:
         return cls.from_dict(strict_json(text))
+
+
+#: What a runtime allocates from the metadata (a canvas of ``batch_size`` x ``input_size``, tables of classes and
+#: queries) has a ceiling, checked before any of it is built; a forged or broken field is one line.
+_INT_RANGES = {"batch_size": (1, 4096), "num_queries": (1, 65536), "num_classes": (1, 65536), "size": (1, 16384),
+               "mask_stride": (0, 64)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _range_problem(fields: dict[str, Any]) -> str | None:
+    """Why a metadata field is of the wrong type or out of range, or None."""
+    for name, (low, high) in _INT_RANGES.items():
+        value = fields.get(name)
+        if name in fields and not (_is_int(value) and low <= value <= high):
+            return f"{name} must be an integer {low}..{high}, got {value!r:.40}"
+    max_size = fields.get("max_size")
+    if max_size is not None and not (_is_int(max_size) and 1 <= max_size <= 16384):
+        return f"max_size must be an integer 1..16384 or null, got {max_size!r:.40}"
+    size = fields.get("input_size")
+    if "input_size" in fields and not (isinstance(size, list | tuple) and len(size) == 2
+                                       and all(_is_int(v) and 1 <= v <= 16384 for v in size)):
+        return f"input_size must be [height, width], each 1..16384, got {size!r:.40}"
+    names = fields.get("class_names", [])
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        return f"class_names must be a list of strings, got {names!r:.40}"
+    for flag in ("with_postprocess", "dynamic", "masks"):
+        if flag in fields and not isinstance(fields[flag], bool):
+            return f"{flag} must be a JSON boolean, got {fields[flag]!r:.40}"
+    return None
 
 
 def build_metadata(model: nn.Module, *, format: str, input_size: tuple[int, int], batch_size: int,
