@@ -31,7 +31,7 @@ def data() -> None:
 @click.option("--image-size", type=click.IntRange(min=16, max=4096), default=128, show_default=True)
 @click.option("--classes", default=",".join(SHAPE_CLASSES), show_default=True,
               help="Comma-separated shape classes (category ids 0..K-1 in this order).")
-@click.option("--max-objects", type=click.IntRange(min=1, max=100), default=5, show_default=True)
+@click.option("--max-objects", type=click.IntRange(min=1, max=1000), default=5, show_default=True)
 @click.option("--panoptic", is_flag=True,
               help="The panoptic variant: stuff backgrounds (ids after the shapes'), panoptic_{train,val}2017/ "
                    "PNGs + annotations/panoptic_*.json, and instances_*.json with masks (things).")

@@ -60,10 +60,26 @@ def _entry_problem(kind: str, index: int, entry: Any, need_file_name: bool) -> s
             return f"{kind}[{index}]: {key!r} is {_short(entry.get(key))}, {problem}"
     if kind == "categories" and (problem := class_id_problem(entry["id"])):
         return f"{kind}[{index}]: category id {problem}"
+    if kind == "images" and (problem := _image_size_problem(entry)):
+        return f"{kind}[{index}] (id {entry['id']}): {problem}"
     if kind == "images" and need_file_name and not isinstance(entry.get("file_name"), str):
         return f"{kind}[{index}] (id {entry['id']}): 'file_name' is {entry.get('file_name')!r}, not a string"
     if kind == "annotations" and _crowd_flag(entry) is None:
         return f"{kind}[{index}] (id {entry['id']}): 'iscrowd' is {_short(entry['iscrowd'])}, not 0 or 1"
+    return None
+
+
+_MAX_PIXELS_SIDE = 2**31 - 1
+
+
+def _image_size_problem(entry: dict[str, Any]) -> str | None:
+    """A ``height`` / ``width`` that is given but not a whole number of pixels 0..2**31 - 1 (absent, null or 0:
+    not given, nothing to check). ``"48"``, ``48.5`` or ``-48`` once skipped the size check in silence (the
+    boxes then landed in another frame) and ``1e400`` was an ``OverflowError``."""
+    for key in ("height", "width"):
+        value = entry.get(key)
+        if value is not None and not (_is_int(value) and 0 <= value <= _MAX_PIXELS_SIDE):
+            return f"{key!r} is {_short(value)}, not a whole number of pixels 0..{_MAX_PIXELS_SIDE}"
     return None
 
 

@@ -309,3 +309,19 @@ def test_config_yaml_model_size_has_a_ceiling(tmp_path):
     config.write_text("model:\n  hidden_dim: 1000000000\n")
     check_bad_input(["train", "--config", config, "--output-dir", tmp_path / "o"],
                     names=["c.yaml", "hidden_dim", "1000000000"])
+
+
+@pytest.mark.parametrize("value", ['"64"', "64.5", "-64", "1e400"], ids=["string", "fraction", "negative", "1e400"])
+def test_eval_image_size_not_whole_pixels(world, tmp_path, value):
+    """An ``images[]`` height that is not a whole number of pixels: ``"64"``, ``64.5`` and ``-64`` skipped the
+    stated-size check in silence (eval scored boxes in another frame, exit 0), ``1e400`` was an
+    ``OverflowError`` line."""
+    coco = Path(shutil.copytree(world["coco"], tmp_path / "coco"))
+    data = json.loads((coco / ANN).read_text())
+    data["images"][0]["height"] = "PLACEHOLDER"
+    (coco / ANN).write_text(json.dumps(data).replace('"PLACEHOLDER"', value))
+    out = _previous(tmp_path)
+    check_bad_input(["eval", "--resume", world["ckpt"], "--nheads", "4", "--coco-path", coco, "--eval-size", "64",
+                     "--output-dir", out, "--no-progress"],
+                    names=["instances_val2017.json", "images[0] (id 1)", "'height'", "not a whole number of pixels"],
+                    protect=[out])
