@@ -12,6 +12,7 @@ import click
 
 from detr_core.data.naming import DatasetSource
 from detr_core.data.sizes import parse_hw
+from detr_core.input_files import NOT_REGULAR
 
 #: The keyword arguments ``dataset_options`` adds (all but ``pad_to`` are ``DatasetSource`` fields).
 DATASET_OPTION_NAMES: tuple[str, ...] = DatasetSource.field_names() + ("pad_to",)
@@ -46,7 +47,7 @@ def file_kind_problem(path: str | os.PathLike[str], *, dir_okay: bool = False) -
     if stat.S_ISDIR(mode):
         return None if dir_okay else "is a folder, not a file"
     if not stat.S_ISREG(mode):
-        return "not a regular file (a fifo, device or socket)"
+        return NOT_REGULAR
     return None
 
 

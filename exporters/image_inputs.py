@@ -21,6 +21,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from detr_core.data.coco import DatasetError, load_rgb_image
+from detr_core.input_files import NOT_REGULAR  # the one wording of the special-file rule
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class InputImage:
         return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
 
 
-NOT_REGULAR = "not a regular file (a fifo, device or socket)"
 
 
 def _kind_problem(path: Path) -> str | None:
