@@ -47,7 +47,7 @@ class NamedOutputs(nn.Module):
 
     def forward(self, images: Tensor, mask: Tensor, orig_sizes: Tensor | None = None) -> dict[str, Tensor]:
         outputs = self.wrapper(images, mask) if orig_sizes is None else self.wrapper(images, mask, orig_sizes)
-        return dict(zip(self.output_names, outputs))
+        return dict(zip(self.output_names, outputs, strict=True))
 
 
 def convert(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], metadata: ArtifactMetadata,
@@ -55,7 +55,7 @@ def convert(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], metadata: Ar
     """The ``.tflite`` flatbuffer of ``wrapper`` (or of ``module``, an already quantised graph taking the
     same keyword inputs and returning the same dict)."""
     named = module if module is not None else NamedOutputs(wrapper, metadata.output_names).eval()
-    kwargs = dict(zip(metadata.input_names, example_inputs))
+    kwargs = dict(zip(metadata.input_names, example_inputs, strict=True))
     with quiet_native():
         import litert_torch
 
@@ -162,7 +162,7 @@ def load_litert(path: Path, *, device: str = "cpu", threads: int | None = None, 
 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()).astype(dtypes[name], copy=False)
-                for name, t in zip(metadata.input_names, inputs)}
+                for name, t in zip(metadata.input_names, inputs, strict=True)}
         results = runner(**feed)
         outputs = []
         for name in metadata.output_names:
