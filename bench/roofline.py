@@ -3,8 +3,8 @@
 Measured (:class:`PeakKernel`): a square GEMM per precision this machine runs natively — fp32 and bf16
 through ``torch.matmul`` (oneDNN, as the eager / compile / TorchScript rows), int8 through ONNX Runtime's
 ``MatMulInteger`` (MLAS's u8×s8 GEMM, as the ONNX int8 rows; OpenVINO's int8 rows use oneDNN's, of the
-same instruction class). Each kernel is sized on one small call so that a call takes about
-``TARGET_CALL_S`` (never above ``max_size``), then timed *inside the benchmark's round-robin*, one call
+same instruction class). Each kernel is sized by doubling from 256 while its rate still grows (a call
+at most ``TARGET_CALL_S``, the size at most ``max_size``), then timed *inside the benchmark's round-robin*, one call
 per round like a row, so the peak and the rows see the same load; all peaks together, sizing included,
 stay within ``budget_s`` (10 s): a kernel is called in a round only while its share of the budget allows.
 Its GFLOP/s is taken at the median call, as the rows' p50.
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from detr_core.hardware import Capability, CpuInfo
 
 TARGET_CALL_S = 0.05
-MIN_SIZE = 128
+MIN_SIZE = 256
 PEAK_BUDGET_S = 10.0
 FMA_UNITS = 2  # two FMA pipes per core: Intel server cores and AMD Zen 2..5 (an assumption, stated in reports)
 
@@ -105,15 +105,21 @@ def _seconds(fn: Callable[[], object]) -> float:
 
 
 def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_CALL_S) -> float:
-    """Fix ``kernel.size`` from one warm call at the smallest size; returns the seconds it cost."""
+    """Fix ``kernel.size``: from :data:`MIN_SIZE`, doubled (8x the work) while the rate still grows by a
+    quarter or more, until a call (best of two) takes ``target_s`` or ``max_size`` is reached. A small
+    matmul's time is mostly waking threads (on a loaded machine a 128² fp32 call took ~10 ms: a 0.4 GFLOP/s
+    'peak'), so the size grows until the work dominates and the rate levels off. Returns the seconds spent."""
     start = time.perf_counter()
-    probe = min(MIN_SIZE, max_size)
-    fn = kernel.make(probe)
-    fn()
-    rate = 2.0 * probe**3 / max(_seconds(fn), 1e-9)
-    n = int((rate * target_s / 2.0) ** (1.0 / 3.0)) // 64 * 64
-    kernel.size = max(probe, min(max_size, n))
-    kernel.fn = fn if kernel.size == probe else kernel.make(kernel.size)
+    n, previous = min(MIN_SIZE, max_size), 0.0
+    while True:
+        fn = kernel.make(n)
+        fn()
+        seconds = min(_seconds(fn), _seconds(fn))
+        rate = 2.0 * n**3 / max(seconds, 1e-9)
+        if seconds >= target_s or n >= max_size or rate < 1.25 * previous:
+            break
+        n, previous = min(max_size, 2 * n), rate
+    kernel.size, kernel.fn = n, fn
     return time.perf_counter() - start
 
 

@@ -105,7 +105,7 @@ def test_the_peaks_keep_their_time_budget_with_a_slow_kernel(tiny_model, evalset
     report = _bench(tiny_model, evalset, shapes_source, tmp_path, ("eager",), runs=30, peak_size=256,
                     peak_budget_s=1.0)
     machine = report.setup["machine"]
-    # sizing (a warm and a timed call: 0.4 s) + the calls that fit the 0.6 s left, one call of slack at most
+    # sizing (a warm and two timed calls: 0.6 s) + the calls that fit the 0.4 s left, one call of slack at most
     assert machine["seconds"] <= 1.0 + 0.25, machine
-    assert 1 <= machine["calls"]["fp32"] <= 3 and report.row("eager").latency.runs == 30
-    assert machine["sizes"]["fp32"] == 128  # the kernel is slow: it stays at the smallest size
+    assert 1 <= machine["calls"]["fp32"] <= 2 and report.row("eager").latency.runs == 30
+    assert machine["sizes"]["fp32"] == 256  # the kernel is slow: it stays at the smallest size
