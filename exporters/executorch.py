@@ -40,7 +40,7 @@ OPERATORS = frozenset({
     "aten::bmm.out", "aten::cat.out", "aten::clamp.out", "aten::clone.out", "aten::cumsum.out", "aten::div.out",
     "aten::div.out_mode", "aten::eq.Scalar_out", "aten::expand_copy.out", "aten::full.out",
     "aten::full_like.out", "aten::gather.out", "aten::index.Tensor_out", "aten::index_select.out",
-    "aten::le.Scalar_out", "aten::log.out", "aten::logical_not.out", "aten::lt.Scalar_out",
+    "aten::le.Scalar_out", "aten::log.out", "aten::logical_not.out", "aten::lt.Scalar_out", "aten::native_group_norm.out",
     "aten::max.dim_max", "aten::mul.Scalar_out", "aten::mul.out", "aten::native_layer_norm.out",
     "aten::permute_copy.out", "aten::pow.Scalar_out", "aten::scalar_tensor.out", "aten::select_copy.int_out",
     "aten::sigmoid.out", "aten::slice_copy.Tensor_out", "aten::softmax.int_out", "aten::split_with_sizes_copy.out",
