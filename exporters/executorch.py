@@ -223,7 +223,10 @@ def load_executorch(path: Path, *, device: str = "cpu", threads: int | None = No
         raise ArtifactError(f"{path}: the program has no forward method")
 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-        outputs = method.execute([t.detach().cpu().contiguous() for t in inputs])
+        try:
+            outputs = method.execute([t.detach().cpu().contiguous() for t in inputs])
+        except RuntimeError as exc:  # the runtime's error code: one line naming the file
+            raise RuntimeError(f"{path}: ExecuTorch failed to run the program ({first_line(exc)})") from None
         return [out.clone() for out in outputs]
 
     return Backend(run=run, native=program, device="cpu", metadata=metadata)

@@ -163,7 +163,10 @@ def load_litert(path: Path, *, device: str = "cpu", threads: int | None = None, 
     def run(inputs: Sequence[Tensor]) -> Sequence[Tensor]:
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()).astype(dtypes[name], copy=False)
                 for name, t in zip(metadata.input_names, inputs, strict=True)}
-        results = runner(**feed)
+        try:
+            results = runner(**feed)
+        except (RuntimeError, ValueError) as exc:  # the interpreter's error: one line naming the file
+            raise RuntimeError(f"{path}: LiteRT failed to run the model ({first_line(exc)})") from None
         outputs = []
         for name in metadata.output_names:
             out = torch.from_numpy(np.array(results[name], copy=True))
