@@ -85,11 +85,6 @@ def export_executorch(wrapper: nn.Module, example_inputs: tuple[Tensor, ...], *,
     return stamp(lower(program), metadata)
 
 
-def sealed_program(payload: bytes, metadata: ArtifactMetadata) -> bytes:
-    """A ``.pte`` payload (e.g. quantised) with ``metadata`` and its own content hash."""
-    return stamp(payload, metadata)
-
-
 def _count(n: int, what: str, path: Path) -> int:
     if not 0 <= n <= _MAX_ENTRIES:
         raise ArtifactError(f"{path}: the program lists {n} {what}; refusing it")
