@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cli.options import RegularFile
+from detr_core.atomic import file_identity
 
 TARGETS = ("hf", "official", "safetensors")
 
@@ -38,19 +39,11 @@ def check_not_an_input(source: Path, output: Path, target: str) -> None:
     read = [source, *(source.iterdir() if source.is_dir() else [])]
     if source.suffix == ".safetensors":
         read.append(source.parent / "config.json")
-    inputs = {key for key in map(_identity, read) if key is not None}
+    inputs = {key for key in map(file_identity, read) if key is not None}
     for path in planned:
-        if _identity(path) in inputs:
+        if file_identity(path) in inputs:
             raise click.BadParameter(f"{path} is read from SOURCE {source}: convert does not write over its "
                                      "input (choose another --output)", param_hint="--output")
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def _overrides(nheads: int | None, dilation: bool | None) -> dict[str, Any]:

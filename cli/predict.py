@@ -12,7 +12,7 @@ import click
 
 from cli.options import FiniteFloatRange, RegularFile, panoptic_threshold_option, parse_hw_option
 from cli.outputs import writable_dir
-from detr_core.atomic import WriteRefused, atomic_write, make_folder, refuse_link
+from detr_core.atomic import WriteRefused, atomic_write, file_identity, make_folder, refuse_link
 from exporters.formats import PREDICT_FORMATS
 
 if TYPE_CHECKING:  # the heavy modules load when the command runs, not for --help or a refused option
@@ -151,23 +151,15 @@ def _check_inputs_kept(root: Path, sources: list[str], paths: list[Path], names:
         if Path(source).is_dir() and _same(Path(source), root):
             raise click.ClickException(f"--output-dir {root} is the input folder {source}: predict would write its "
                                        "pictures among the images it reads; choose another --output-dir")
-    inputs = {_identity(p) for p in paths} - {None}
+    inputs = {file_identity(p) for p in paths} - {None}
     for planned in names.files():
-        if _identity(planned) in inputs:
+        if file_identity(planned) in inputs:
             raise click.ClickException(f"--output-dir {root}: {planned} is one of the input images; predict does "
                                        "not write over an input (choose another --output-dir)")
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
 def _same(a: Path, b: Path) -> bool:
-    return _identity(a) is not None and _identity(a) == _identity(b)
+    return file_identity(a) is not None and file_identity(a) == file_identity(b)
 
 
 def _check_panoptic(panoptic: bool, model: PredictModel) -> None:

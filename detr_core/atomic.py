@@ -57,6 +57,16 @@ def refuse_link(path: str | Path) -> Path:
     return path
 
 
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` names (links followed), None when it does not exist: two paths are the
+    same file exactly when their identities are equal (how a command proves an output is not one of its inputs)."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def make_folder(folder: str | Path) -> list[Path]:
     """``folder.mkdir(parents=True)``; returns the folders it created (outermost first). A file (or a link
     to one) where a folder must be is :class:`WriteRefused` naming it, not ``FileExistsError``."""

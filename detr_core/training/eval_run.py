@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from detr_core.atomic import atomic_write, probe_writable, refuse_link
+from detr_core.atomic import atomic_write, file_identity, probe_writable, refuse_link
 from detr_core.checkpoint import model_from_checkpoint, read_checkpoint
 from detr_core.config import LossConfig
 from detr_core.data.batching import make_collate
@@ -121,20 +121,12 @@ def writable_output_dir(path: str | Path, inputs: tuple[Any, ...] = ()) -> Path:
             refuse_link(out / name)
     except OSError as exc:
         raise _output_error(Path(path), exc) from None
-    given = {_identity(Path(p)): p for p in inputs if isinstance(p, (str, Path)) and p}
+    given = {file_identity(Path(p)): p for p in inputs if isinstance(p, (str, Path)) and p}
     for name in OUTPUT_NAMES:
-        if (key := _identity(out / name)) is not None and key in given:
+        if (key := file_identity(out / name)) is not None and key in given:
             raise ValueError(f"--output-dir {path}: {out / name} is {given[key]}, an input of this evaluation; "
                              "choose another --output-dir")
     return out
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def write_eval_outputs(out: Path, detections: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[Path, Path]:

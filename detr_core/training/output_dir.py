@@ -19,7 +19,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from detr_core.atomic import WriteRefused, make_folder, open_no_follow, refuse_link, sweep_temps
+from detr_core.atomic import (
+    WriteRefused,
+    file_identity,
+    make_folder,
+    open_no_follow,
+    refuse_link,
+    sweep_temps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +71,11 @@ def check_inputs_kept(out: Path, inputs: dict[str, str | None]) -> None:
     ``--frozen-weights``, ``--backbone-weights``) may not be a checkpoint the run writes in ``out``
     (``checkpoint.pth``, ``checkpoint_NNNN.pth``); ``--resume`` is meant to be replaced and is not given."""
     written = [out / "checkpoint.pth", *Path(out).glob("checkpoint_[0-9][0-9][0-9][0-9].pth")]
-    keys = {k: v for k, v in {_identity(p): p for p in written}.items() if k is not None}
+    keys = {k: v for k, v in {file_identity(p): p for p in written}.items() if k is not None}
     for option, path in inputs.items():
-        if path and (key := _identity(Path(path))) is not None and key in keys:
+        if path and (key := file_identity(Path(path))) is not None and key in keys:
             raise OutputDirError(f"{option} {path} is {keys[key]}, which this run replaces: copy it elsewhere or "
                                  "choose another --output-dir")
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def _refuse_links(out: Path) -> None:
