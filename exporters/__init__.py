@@ -14,6 +14,7 @@ from __future__ import annotations
 from detr_core.lazy import lazy_exports
 
 #: Public name -> the module that defines it (loaded on first use: importing a submodule stays light).
+#: (``prepare`` is not exported: ``exporters.prepare`` is its module, and a package attribute cannot be both.)
 _EXPORTS = {
     "ArtifactError": "exporters.artifact_file",
     "IntegrityError": "exporters.artifact_file",
@@ -25,7 +26,6 @@ _EXPORTS = {
     "get_format": "exporters.formats",
     "read_metadata": "exporters.formats",
     "ArtifactMetadata": "exporters.metadata",
-    "prepare": "exporters.prepare",
     "prepare_for": "exporters.prepare",
     "InputError": "exporters.runtime",
     "Runtime": "exporters.runtime",

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from detr_core.data.transforms import make_eval_transforms
-from exporters import prepare
-from exporters.prepare import target_size
+from exporters.prepare import prepare, target_size
 
 
 def test_portrait_fits_canvas_never_cropped():
