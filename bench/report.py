@@ -128,8 +128,9 @@ def markdown_table(report: BenchReport) -> str:
     errors += [f"- ❌ {r.name} ({r.device}): {r.error}" for r in report.rows if r.error and not r.skipped]
     errors += [f"- ❌ {reason}" for reason in report.failures if "failed:" not in reason]
     errors += [f"- {UNDER_MEASURED}: {r.name} ({r.device}) reached {r.peak_percent:.0f} % of the measured "
-               f"{r.precision} peak, so that peak is too low (measured under other load, or a kernel slower "
-               "than the row's)" for r in report.rows if r.peak_under_measured]
+               f"{r.precision} peak, so that peak is too low (measured under other load, a kernel slower "
+               "than the row's, or the row does fewer operations than counted: Winograd convolutions)"
+               for r in report.rows if r.peak_under_measured]
     return "\n".join(lines + ([""] + errors if errors else []) + time_table(report))
 
 

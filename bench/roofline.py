@@ -106,7 +106,7 @@ def _seconds(fn: Callable[[], object]) -> float:
 
 def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_CALL_S) -> float:
     """Fix ``kernel.size``: from :data:`MIN_SIZE`, doubled (8x the work) while the rate still grows by a
-    quarter or more, until a call (best of two) takes ``target_s`` or ``max_size`` is reached. A small
+    tenth or more, until a call (best of two) takes ``target_s`` or ``max_size`` is reached. A small
     matmul's time is mostly waking threads (on a loaded machine a 128² fp32 call took ~10 ms: a 0.4 GFLOP/s
     'peak'), so the size grows until the work dominates and the rate levels off. Returns the seconds spent."""
     start = time.perf_counter()
@@ -116,7 +116,7 @@ def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_C
         fn()
         seconds = min(_seconds(fn), _seconds(fn))
         rate = 2.0 * n**3 / max(seconds, 1e-9)
-        if seconds >= target_s or n >= max_size or rate < 1.25 * previous:
+        if seconds >= target_s or n >= max_size or rate < 1.1 * previous:
             break
         n, previous = min(max_size, 2 * n), rate
     kernel.size, kernel.fn = n, fn
