@@ -7,8 +7,9 @@ loaded by the format's own loader) plus variant rows that no exporter writes: ea
 (inductor with freezing, fp32 and bf16/fp16), and ONNX Runtime int8 (static QDQ, dynamic MatMul) and
 fp16. ONNX rows run in a session with graph optimisation "all" and the benchmark's thread count; on
 CUDA they use the CUDA execution provider with IOBinding. OpenVINO rows (CPU only) run the IR with the
-f32 or bf16 precision hint, and NNCF's post-training int8 of it; a row the CPU cannot run (bf16 without
-bf16 support) raises :class:`RowSkipped` and is reported as skipped. ExecuTorch (``.pte``, XNNPACK) and LiteRT
+f32 or bf16 precision hint, and NNCF's post-training int8 of it. Whether a row's precision is native on this
+CPU is decided before any row is built (:mod:`detr_core.hardware.capability`, ``RowSpec.needs``); a builder
+that cannot run raises :class:`RowSkipped` and is reported as skipped. ExecuTorch (``.pte``, XNNPACK) and LiteRT
 (``.tflite``) rows run their fp32 artifact and a PT2E int8 of the model (heads fp32) on the CPU; without the
 ``edge`` extra they are skipped with "pip install detrtool[edge]".
 
