@@ -29,11 +29,12 @@ from typing import Any
 import torch
 import torchvision
 
+from bench.run import load_average
 from detr_core.atomic import atomic_write
 from detr_core.config import LossConfig
 from detr_core.data.batching import pad_images
 from detr_core.hardware import detect
-from detr_core.losses import build_criterion
+from detr_core.losses import build_criterion, weighted_total
 from detr_core.registry import get_model
 from detr_core.training.engine import Precision, _backward_step, compute_loss, conv_layout
 from detr_core.training.optim import build_optimizer
@@ -96,8 +97,7 @@ def build_detrtool(state: dict[str, torch.Tensor]):
 
 def reference_step(model, criterion, optimizer, samples, targets) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
-        losses = criterion(model(samples), targets)
-        total = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+        total = weighted_total(criterion(model(samples), targets), criterion.weight_dict)
         optimizer.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
@@ -122,22 +122,20 @@ def detrtool_step(model, criterion, optimizer, images, mask, targets, precision:
 
 def parity(ref, ours, samples, images, mask, targets) -> dict[str, float]:
     """Eval mode (dropout off): weighted totals and gradients of the two implementations, once."""
-    out = {}
-    grads = []
+    totals, grads = [], []
     for (model, criterion, _), run in ((ref, lambda m: m(samples)), (ours, lambda m: m(images, mask))):
         model.eval()
         model.zero_grad()
-        losses = criterion(run(model), targets)
-        total = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+        total = weighted_total(criterion(run(model), targets), criterion.weight_dict)
         total.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        out.setdefault("totals", []).append(float(total.detach()))
+        totals.append(float(total.detach()))
         model.train()
         model.zero_grad()
     a, b = grads
     rel = max(float((a[n] - b[n]).norm() / a[n].norm().clamp_min(1e-12)) for n in a)
-    return {"reference_total": out["totals"][0], "detrtool_total": out["totals"][1],
-            "total_abs_diff": abs(out["totals"][0] - out["totals"][1]), "max_grad_rel_diff": rel}
+    return {"reference_total": totals[0], "detrtool_total": totals[1], "total_abs_diff": abs(totals[0] - totals[1]),
+            "max_grad_rel_diff": rel}
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -170,16 +168,7 @@ def run(reference: Path, *, steps: int, threads: int, amp: str) -> dict[str, Any
     return {"cpu": capability.cpu.name, "isa": capability.cpu.isa_summary(), "threads": threads, "amp": amp,
             "steps": steps, "median_ms": medians, "times_ms": {k: [1000 * t for t in v] for k, v in times.items()},
             "speedup": medians["reference"] / medians["detrtool"], "parity": check,
-            "torch": torch.__version__, "load_average": _load()}
-
-
-def _load() -> list[float] | None:
-    import os
-
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+            "torch": torch.__version__, "load_average": load_average()}
 
 
 def main(argv: list[str] | None = None) -> None:
