@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench.latency import time_calls
 from detr_core.hardware import Capability, CpuInfo
 
 TARGET_CALL_S = 0.05
@@ -98,12 +99,6 @@ def peak_kernels(capability: Capability, precisions: set[str], threads: int | No
     return kernels
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_CALL_S) -> float:
     """Fix ``kernel.size``: from :data:`MIN_SIZE`, doubled (8x the work) while the rate still grows by a
     tenth or more, until a call (best of two) takes ``target_s`` or ``max_size`` is reached. A small
@@ -114,7 +109,7 @@ def size_kernel(kernel: PeakKernel, *, max_size: int, target_s: float = TARGET_C
     while True:
         fn = kernel.make(n)
         fn()
-        seconds = min(_seconds(fn), _seconds(fn))
+        seconds = min(time_calls(fn, runs=2)) / 1000.0
         rate = 2.0 * n**3 / max(seconds, 1e-9)
         if seconds >= target_s or n >= max_size or rate < 1.1 * previous:
             break
